@@ -1,0 +1,211 @@
+"""The webhook's configuration: Flyte's `k8s` plugin keys plus the webhook's own, with cluster presets.
+
+Keys are spelled as in Flyte's plugin config (`gpu-resource-name`, ...) so a platform team can copy values from
+its Flyte deployment. A preset only fills keys the user did not set.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from webhook.engine.quantity import canonical_quantity, parse_quantity
+
+_KEBAB = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class Toleration(BaseModel):
+    """A Kubernetes toleration, spelled as in a pod spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    tolerationSeconds: int | None = None  # noqa: N815 - the pod spec's spelling
+
+    def to_pod(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class NodeSelectorRequirement(BaseModel):
+    """One `matchExpressions` entry of a node selector term."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> NodeSelectorRequirement:
+        needs_values = self.operator in ("In", "NotIn", "Gt", "Lt")
+        if needs_values and not self.values:
+            raise ValueError(f"operator {self.operator} needs values")
+        if not needs_values and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+    def to_pod(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class Preset(str, Enum):
+    eks = "eks"
+    gke = "gke"
+    karpenter = "karpenter"
+    gfd = "gfd"
+    amd = "amd"
+
+
+# What each preset changes from Flyte's defaults (which are the EKS / cluster-autoscaler labels).
+# Device values follow flytekit's device strings; `accelerator-devices` maps them to the label values a
+# cluster really uses where those differ (Karpenter's short names, GPU feature discovery's product names).
+PRESETS: dict[Preset, dict[str, Any]] = {
+    Preset.eks: {},
+    Preset.gke: {
+        "gpu-device-node-label": "cloud.google.com/gke-accelerator",
+        "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
+    },
+    Preset.karpenter: {
+        "gpu-device-node-label": "karpenter.k8s.aws/instance-gpu-name",
+        "mig-strategy": "mixed",
+        "accelerator-devices": {
+            "nvidia-a10g": "a10g",
+            "nvidia-l4": "l4",
+            "nvidia-l40s": "l40s",
+            "nvidia-tesla-k80": "k80",
+            "nvidia-tesla-m60": "m60",
+            "nvidia-tesla-t4": "t4",
+            "nvidia-tesla-v100": "v100",
+            "nvidia-tesla-a100": "a100",
+            "nvidia-a100-80gb": "a100",
+            "nvidia-h100": "h100",
+            "nvidia-h200": "h200",
+        },
+    },
+    Preset.gfd: {
+        "gpu-device-node-label": "nvidia.com/gpu.product",
+        "mig-strategy": "mixed",
+        "accelerator-devices": {
+            "nvidia-a10g": "NVIDIA-A10G",
+            "nvidia-l4": "NVIDIA-L4",
+            "nvidia-l40s": "NVIDIA-L40S",
+            "nvidia-tesla-t4": "Tesla-T4",
+            "nvidia-tesla-v100": "Tesla-V100-SXM2-16GB",
+            "nvidia-tesla-a100": "A100-SXM4-40GB",
+            "nvidia-a100-80gb": "NVIDIA-A100-SXM4-80GB",
+            "nvidia-h100": "NVIDIA-H100-80GB-HBM3",
+            "nvidia-h200": "NVIDIA-H200",
+        },
+    },
+    Preset.amd: {
+        "gpu-resource-name": "amd.com/gpu",
+        "gpu-device-node-label": "amd.com/gpu.product-name",
+    },
+}
+
+
+class WebhookConfig(BaseModel):
+    """Validated configuration. Construct with `WebhookConfig.from_mapping(...)` to apply the preset."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, alias_generator=_kebab, use_enum_values=False
+    )
+
+    preset: Preset = Preset.eks
+    annotation_prefix: str = "resources.flyte.org/"
+    gpu_resource_name: str = "nvidia.com/gpu"
+    gpu_device_node_label: str = "k8s.amazonaws.com/accelerator"
+    gpu_partition_size_node_label: str = "k8s.amazonaws.com/gpu-partition-size"
+    gpu_unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = None
+    gpu_unpartitioned_toleration: Toleration | None = None
+    accelerator_devices: dict[str, str] = Field(default_factory=dict)
+    mig_strategy: Literal["single", "mixed"] = "single"
+    accelerator_placement: Literal["affinity", "nodeSelector"] = "affinity"
+    default_cpus: str = "1000m"
+    default_memory: str = "1024Mi"
+    default_requests: dict[str, str] = Field(default_factory=dict)
+    platform_limits: dict[str, str] = Field(default_factory=dict)
+    on_limit_exceeded: Literal["clamp", "reject"] = "clamp"
+    resource_tolerations: dict[str, list[Toleration]] = Field(default_factory=dict)
+    on_invalid: Literal["reject", "ignore"] = "reject"
+    on_error: Literal["deny", "allow"] = "deny"
+
+    @field_validator("annotation_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if not value.endswith("/") or value.count("/") != 1 or len(value) < 2:
+            raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. 'resources.flyte.org/'")
+        return value
+
+    @field_validator("default_cpus", "default_memory")
+    @classmethod
+    def _one_quantity(cls, value: str) -> str:
+        parse_quantity(value)
+        return canonical_quantity(value)
+
+    @field_validator("default_requests", "platform_limits", mode="before")
+    @classmethod
+    def _quantity_map(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        out: dict[str, str] = {}
+        for name, quantity in value.items():
+            if isinstance(quantity, bool) or not isinstance(quantity, str | int | float):
+                raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity")
+            try:
+                parse_quantity(quantity)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+            out[str(name)] = canonical_quantity(quantity)
+        return out
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None = None) -> WebhookConfig:
+        """Validate user keys on top of the chosen preset; raises `ConfigError` naming the key and value."""
+        data = dict(data or {})
+        preset_name = data.get("preset", Preset.eks.value)
+        try:
+            preset = Preset(preset_name)
+        except ValueError:
+            choices = ", ".join(p.value for p in Preset)
+            raise ConfigError(f"preset: {preset_name!r} is not one of {choices}") from None
+        merged = {**PRESETS[preset], **data}
+        try:
+            return cls.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, merged)) from None
+
+    def device_label_value(self, device: str) -> str:
+        """The node label value for a flytekit device string on this cluster."""
+        return self.accelerator_devices.get(device, device)
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names each bad key and its value."""
+
+
+def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        path = [str(part) for part in error["loc"]]
+        key = path[0] if path else "config"
+        where = ".".join(path) or "config"
+        if error["type"] == "extra_forbidden":
+            lines.append(f"{where}: unknown key (valid keys: {', '.join(sorted(_KEYS))})")
+            continue
+        shown = data.get(key, error.get("input"))
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {shown!r}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_KEYS = frozenset(_kebab(name) for name in WebhookConfig.model_fields)

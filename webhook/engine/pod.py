@@ -1,0 +1,454 @@
+"""Flyte's pod semantics (flyteplugins v1.16.8, `flytek8s`) as pure functions over a pod dict.
+
+Each `apply_*` function takes a pod as the API server sends it (a plain dict) and returns a new pod plus short
+notes describing every adjustment. The input is never modified: changed branches are copied, the rest shared.
+Applying a function to its own output changes nothing, so a re-invoked webhook adds no duplicates (Flyte v1
+itself duplicates requirements and tolerations when applied twice).
+
+Deliberate differences from Flyte v1, each for a pod Kubernetes accepts and schedules as the user meant:
+zero quantities are dropped rather than written as "0"; GPU requests always equal limits; a requirement on a
+label this function manages replaces the old one instead of AND-ing an impossible pair; a `/dev/shm` volume and
+mount identical to the one we would add count as already applied.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from webhook.engine.config import WebhookConfig
+from webhook.engine.quantity import canonical_quantity, parse_quantity
+
+Pod = Mapping[str, Any]
+ResourceMap = dict[str, str]
+
+SHM_MOUNT_NAME = "flyte-shared-memory"
+SHM_MOUNT_PATH = "/dev/shm"
+GENERIC_GPU = "gpu"
+_MIG_PROFILE = re.compile(r"^\d+g\.\d+gb$")
+
+
+class PodSemanticsError(ValueError):
+    """The pod cannot take the requested change; the message says why, as Flyte words it where it has words."""
+
+
+class PlatformLimitExceeded(PodSemanticsError):
+    """A value above a configured platform limit while `on-limit-exceeded: reject`."""
+
+
+@dataclass(frozen=True)
+class Accelerator:
+    """What node selection needs from a flytekit accelerator / IDL `GPUAccelerator`."""
+
+    device: str = ""
+    partition_size: str | None = None
+    unpartitioned: bool = False
+
+    @property
+    def mig_profile(self) -> str | None:
+        """The MIG profile (`1g.5gb`) when the partition is a GPU slice, not a TPU topology."""
+        if self.partition_size and _MIG_PROFILE.match(self.partition_size):
+            return self.partition_size
+        return None
+
+
+@dataclass(frozen=True)
+class Result:
+    pod: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+# --- containers -----------------------------------------------------------------------------------------------
+
+
+def find_container(pod: Pod, name: str) -> tuple[int, Mapping[str, Any]]:
+    for index, container in enumerate(pod.get("spec", {}).get("containers") or ()):
+        if container.get("name") == name:
+            return index, container
+    names = [c.get("name") for c in pod.get("spec", {}).get("containers") or ()]
+    raise PodSemanticsError(f"container {name!r} not found in the pod (containers: {', '.join(map(str, names))})")
+
+
+def _with_container(pod: Pod, index: int, container: Mapping[str, Any]) -> dict[str, Any]:
+    spec = dict(pod.get("spec") or {})
+    containers = list(spec.get("containers") or ())
+    containers[index] = container
+    spec["containers"] = containers
+    return {**pod, "spec": spec}
+
+
+def _with_spec(pod: Pod, **fields: Any) -> dict[str, Any]:
+    return {**pod, "spec": {**(pod.get("spec") or {}), **fields}}
+
+
+def mig_resource_name(profile: str) -> str:
+    return f"nvidia.com/mig-{profile}"
+
+
+def effective_gpu_resource_name(
+    config: WebhookConfig, accelerator: Accelerator | None, override: str | None = None
+) -> str:
+    """The resource name GPUs are counted under for this pod (MIG `mixed` turns a slice into its own resource)."""
+    base = override or config.gpu_resource_name
+    if (
+        accelerator is not None
+        and config.mig_strategy == "mixed"
+        and accelerator.mig_profile
+        and base.startswith("nvidia.com/")
+    ):
+        return mig_resource_name(accelerator.mig_profile)
+    return base
+
+
+# --- resources ------------------------------------------------------------------------------------------------
+
+
+def _q(value: Any) -> Decimal:
+    return parse_quantity(value)
+
+
+def _nonzero(value: Any) -> bool:
+    return value is not None and _q(value) != 0
+
+
+def _rename_gpu(resources: Mapping[str, Any], gpu_name: str, side: str, notes: list[str]) -> dict[str, Any]:
+    """Flyte's SanitizeGPUResourceRequirements, plus moving a whole-GPU count onto a MIG slice resource."""
+    out: dict[str, Any] = {}
+    for key, value in resources.items():
+        target = key
+        if key == GENERIC_GPU or (key == "nvidia.com/gpu" and gpu_name.startswith("nvidia.com/mig-")):
+            target = gpu_name
+        if target != key:
+            notes.append(f"{side} {key} renamed to {gpu_name}")
+        out[target] = value
+    return out
+
+
+def apply_container_resources(
+    pod: Pod,
+    container_name: str,
+    *,
+    requests: Mapping[str, str] | None = None,
+    limits: Mapping[str, str] | None = None,
+    config: WebhookConfig,
+    gpu_resource_name: str,
+    assign: bool = True,
+) -> Result:
+    """Merge `requests`/`limits` per key into the container, then Flyte's `ApplyResourceOverrides`.
+
+    `assign=True` is Flyte's MergeExisting mode (the primary container), `False` its EnsureInRange mode (other
+    containers of a pod task: nothing is filled in, values are only clamped).
+
+    `requests`/`limits` use Kubernetes names; `gpu` means the GPU resource of this pod. Missing requests come
+    from the limit, else the platform default; missing limits from the request; both are clamped to platform
+    limits (or rejected, by config); a request above its limit is lowered; GPU requests equal GPU limits.
+    """
+    index, container = find_container(pod, container_name)
+    notes: list[str] = []
+    current = container.get("resources") or {}
+    req = _rename_gpu(current.get("requests") or {}, gpu_resource_name, "request", notes)
+    lim = _rename_gpu(current.get("limits") or {}, gpu_resource_name, "limit", notes)
+    for side, given, target in (("request", requests, req), ("limit", limits, lim)):
+        for key, value in _rename_gpu(given or {}, gpu_resource_name, side, []).items():
+            target[key] = value
+
+    platform_requests = {"cpu": config.default_cpus, "memory": config.default_memory, **config.default_requests}
+    platform_limits = dict(config.platform_limits)
+    if GENERIC_GPU in platform_limits:
+        platform_limits.setdefault(gpu_resource_name, platform_limits[GENERIC_GPU])
+
+    adjusted = ["cpu", "memory"]
+    adjusted += [k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim]
+    for name in adjusted:
+        request = req.get(name) if _nonzero(req.get(name)) else None
+        limit = lim.get(name) if _nonzero(lim.get(name)) else None
+        if not assign:
+            pass
+        elif request is None and limit is not None:
+            request = limit
+            notes.append(f"{name} request set from its limit ({limit})")
+        elif request is None and _nonzero(platform_requests.get(name)):
+            request = platform_requests[name]
+            notes.append(f"{name} request defaulted to the platform default ({request})")
+        if assign and limit is None and request is not None:
+            limit = request
+            notes.append(f"{name} limit set from its request ({request})")
+        ceiling = platform_limits.get(name)
+        if ceiling is not None and _nonzero(ceiling):
+            request = _clamp(name, "request", request, ceiling, config, notes)
+            limit = _clamp(name, "limit", limit, ceiling, config, notes)
+        if request is not None and limit is not None and _q(request) > _q(limit):
+            notes.append(f"{name} request {request} lowered to its limit {limit}")
+            request = limit
+        if name == gpu_resource_name and request is not None and limit is not None and _q(request) != _q(limit):
+            direction = "raised" if _q(request) < _q(limit) else "lowered"
+            notes.append(f"{name} request {direction} to equal its limit ({limit})")
+            request = limit
+        _store(req, name, request)
+        _store(lim, name, limit)
+
+    resources = _rebuild(current, req, lim)
+    if resources == current:
+        return Result(dict(pod), tuple(notes))
+    return Result(_with_container(pod, index, {**container, "resources": resources}), tuple(notes))
+
+
+def _clamp(
+    name: str, side: str, value: str | None, ceiling: str, config: WebhookConfig, notes: list[str]
+) -> str | None:
+    if value is None or _q(value) <= _q(ceiling):
+        return value
+    if config.on_limit_exceeded == "reject":
+        raise PlatformLimitExceeded(f"{name} {side} {value} is above the platform limit {ceiling}")
+    notes.append(f"{name} {side} {value} clamped to the platform limit {ceiling}")
+    return ceiling
+
+
+def _store(side: dict[str, Any], name: str, value: str | None) -> None:
+    if value is None or _q(value) == 0:
+        side.pop(name, None)
+        return
+    old = side.get(name)
+    if old is not None and _q(old) == _q(value):
+        return  # keep the user's spelling: an equal quantity is not a change worth a patch op
+    side[name] = canonical_quantity(value)
+
+
+def _rebuild(current: Mapping[str, Any], req: Mapping[str, Any], lim: Mapping[str, Any]) -> dict[str, Any]:
+    resources = dict(current)
+    for key, values in (("requests", req), ("limits", lim)):
+        if values:
+            resources[key] = dict(values)
+        else:
+            resources.pop(key, None)
+    return resources
+
+
+# --- accelerators ---------------------------------------------------------------------------------------------
+
+
+def _gpu_limited(pod: Pod, gpu_resource_name: str) -> bool:
+    for container in pod.get("spec", {}).get("containers") or ():
+        limits = (container.get("resources") or {}).get("limits") or {}
+        if gpu_resource_name in limits and _nonzero(limits[gpu_resource_name]):
+            return True
+    return False
+
+
+def accelerator_constraints(
+    accelerator: Accelerator, config: WebhookConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Flyte's `ApplyGPUNodeSelectors`: node selector requirements and tolerations, device first."""
+    requirements: list[dict[str, Any]] = []
+    tolerations: list[dict[str, Any]] = []
+    device_label = config.gpu_device_node_label
+    partition_label = config.gpu_partition_size_node_label
+    if accelerator.device:
+        value = config.device_label_value(accelerator.device)
+        requirements.append({"key": device_label, "operator": "In", "values": [value]})
+        tolerations.append({"key": device_label, "operator": "Equal", "value": value, "effect": "NoSchedule"})
+    slice_is_a_resource = config.mig_strategy == "mixed" and accelerator.mig_profile is not None
+    if accelerator.partition_size and not slice_is_a_resource:
+        size = accelerator.partition_size
+        requirements.append({"key": partition_label, "operator": "In", "values": [size]})
+        tolerations.append({"key": partition_label, "operator": "Equal", "value": size, "effect": "NoSchedule"})
+    elif accelerator.unpartitioned:
+        override = config.gpu_unpartitioned_node_selector_requirement
+        requirements.append(
+            override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"}
+        )
+        if config.gpu_unpartitioned_toleration is not None:
+            tolerations.append(config.gpu_unpartitioned_toleration.to_pod())
+    return requirements, tolerations
+
+
+def apply_accelerator(
+    pod: Pod, accelerator: Accelerator, *, config: WebhookConfig, gpu_resource_name: str
+) -> Result:
+    """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
+    if not _gpu_limited(pod, gpu_resource_name):
+        what = accelerator.device or accelerator.partition_size or "accelerator"
+        return Result(
+            dict(pod), (f"accelerator {what} ignored: no container has a {gpu_resource_name} limit",)
+        )
+    requirements, tolerations = accelerator_constraints(accelerator, config)
+    notes: list[str] = []
+    spec = pod.get("spec") or {}
+    fields: dict[str, Any] = {}
+
+    if config.accelerator_placement == "nodeSelector":
+        selector = dict(spec.get("nodeSelector") or {})
+        in_affinity = []
+        for requirement in requirements:
+            if requirement["operator"] == "In" and len(requirement["values"]) == 1:
+                if selector.get(requirement["key"]) != requirement["values"][0]:
+                    selector[requirement["key"]] = requirement["values"][0]
+                    notes.append(f"nodeSelector {requirement['key']}={requirement['values'][0]}")
+            else:
+                in_affinity.append(requirement)
+        requirements = in_affinity
+        if selector != (spec.get("nodeSelector") or {}):
+            fields["nodeSelector"] = selector
+
+    if requirements:
+        affinity = _with_requirements(spec.get("affinity"), requirements, notes)
+        if affinity != spec.get("affinity"):
+            fields["affinity"] = affinity
+    merged = _with_tolerations(spec.get("tolerations"), tolerations, notes)
+    if merged != (spec.get("tolerations") or []):
+        fields["tolerations"] = merged
+    return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _describe_requirement(requirement: Mapping[str, Any]) -> str:
+    values = requirement.get("values")
+    shown = f" [{', '.join(values)}]" if values else ""
+    return f"{requirement['key']} {requirement['operator']}{shown}"
+
+
+def _with_requirements(
+    affinity: Mapping[str, Any] | None, requirements: Sequence[Mapping[str, Any]], notes: list[str]
+) -> dict[str, Any]:
+    affinity = dict(affinity or {})
+    node_affinity = dict(affinity.get("nodeAffinity") or {})
+    required = dict(node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = [dict(term) for term in required.get("nodeSelectorTerms") or ()] or [{}]
+    changed = False
+    for term in terms:
+        expressions = list(term.get("matchExpressions") or ())
+        for requirement in requirements:
+            if requirement in expressions:
+                continue
+            same_key = [e for e in expressions if e.get("key") == requirement["key"]]
+            expressions = [e for e in expressions if e.get("key") != requirement["key"]]
+            expressions.append(dict(requirement))
+            changed = True
+            verb = "replaced" if same_key else "added"
+            note = f"node affinity {verb}: {_describe_requirement(requirement)}"
+            if note not in notes:
+                notes.append(note)
+        term["matchExpressions"] = expressions
+    if not changed:
+        return dict(affinity)
+    required["nodeSelectorTerms"] = terms
+    node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    affinity["nodeAffinity"] = node_affinity
+    return affinity
+
+
+def _with_tolerations(
+    existing: Sequence[Mapping[str, Any]] | None, wanted: Sequence[Mapping[str, Any]], notes: list[str]
+) -> list[Any]:
+    tolerations = list(existing or ())
+    for toleration in wanted:
+        if toleration not in tolerations:
+            tolerations.append(dict(toleration))
+            value = f"={toleration['value']}" if toleration.get("value") else ""
+            notes.append(f"toleration added: {toleration.get('key')}{value}:{toleration.get('effect', '')}")
+    return tolerations
+
+
+def apply_resource_tolerations(pod: Pod, *, config: WebhookConfig) -> Result:
+    """Flyte's `resource-tolerations`: tolerations for every resource a container requests or limits."""
+    if not config.resource_tolerations:
+        return Result(dict(pod))
+    present: set[str] = set()
+    for container in pod.get("spec", {}).get("containers") or ():
+        resources = container.get("resources") or {}
+        present.update(resources.get("requests") or {})
+        present.update(resources.get("limits") or {})
+    wanted = [
+        toleration.to_pod()
+        for name, configured in config.resource_tolerations.items()
+        if name in present
+        for toleration in configured
+    ]
+    notes: list[str] = []
+    spec = pod.get("spec") or {}
+    merged = _with_tolerations(spec.get("tolerations"), wanted, notes)
+    if merged == (spec.get("tolerations") or []):
+        return Result(dict(pod))
+    return Result(_with_spec(pod, tolerations=merged), tuple(notes))
+
+
+# --- shared memory --------------------------------------------------------------------------------------------
+
+
+def shared_memory_volume(size_limit: str | None, mount_name: str = SHM_MOUNT_NAME) -> dict[str, Any]:
+    empty_dir: dict[str, Any] = {"medium": "Memory"}
+    if size_limit:
+        empty_dir["sizeLimit"] = canonical_quantity(size_limit)
+    return {"name": mount_name, "emptyDir": empty_dir}
+
+
+def apply_shared_memory(
+    pod: Pod,
+    container_name: str,
+    *,
+    size_limit: str | None = None,
+    mount_name: str = SHM_MOUNT_NAME,
+    mount_path: str = SHM_MOUNT_PATH,
+) -> Result:
+    """Flyte's `ApplySharedMemory`: a memory-backed emptyDir mounted on the target container only.
+
+    Without a size the tmpfs is sized by the kubelet from the pod's memory limit (Flyte writes `sizeLimit: 0`
+    for the same effect; we leave it out).
+    """
+    if not mount_name:
+        raise PodSemanticsError("mount name is not set")
+    if not mount_path:
+        raise PodSemanticsError("mount path is not set")
+    if size_limit:
+        try:
+            parse_quantity(size_limit)
+        except ValueError as exc:
+            raise PodSemanticsError(f"Unable to parse size limit: {exc}") from None
+    try:
+        index, container = find_container(pod, container_name)
+    except PodSemanticsError:
+        raise PodSemanticsError(f"Unable to find primary container {container_name!r}") from None
+
+    volume = shared_memory_volume(size_limit, mount_name)
+    mount = {"name": mount_name, "mountPath": mount_path}
+    volumes = list(pod.get("spec", {}).get("volumes") or ())
+    mounts = list(container.get("volumeMounts") or ())
+    have_volume = any(_same_volume(v, volume) for v in volumes)
+    have_mount = any(m.get("name") == mount_name and m.get("mountPath") == mount_path for m in mounts)
+    if have_volume and have_mount:
+        return Result(dict(pod))
+    if not have_volume and any(v.get("name") == mount_name for v in volumes):
+        raise PodSemanticsError(f"A volume is already named {mount_name} in pod spec")
+    if not have_mount:
+        for existing in mounts:
+            if existing.get("name") == mount_name:
+                raise PodSemanticsError(f"A volume is already named {mount_name} in container")
+            if existing.get("mountPath") == mount_path:
+                raise PodSemanticsError(f"{mount_path} is already mounted in container")
+
+    notes: list[str] = []
+    updated = dict(pod)
+    if not have_volume:
+        volumes.append(volume)
+        updated = _with_spec(updated, volumes=volumes)
+        size = f" of {volume['emptyDir']['sizeLimit']}" if size_limit else ""
+        notes.append(f"shared memory volume {mount_name}{size} added")
+    if not have_mount:
+        updated = _with_container(updated, index, {**container, "volumeMounts": [*mounts, mount]})
+        notes.append(f"shared memory mounted at {mount_path} in container {container_name}")
+    return Result(updated, tuple(notes))
+
+
+def _same_volume(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    if existing.get("name") != wanted["name"] or set(existing) != {"name", "emptyDir"}:
+        return False
+    have = existing.get("emptyDir") or {}
+    want = wanted["emptyDir"]
+    if have.get("medium") != "Memory" or set(have) - {"medium", "sizeLimit"}:
+        return False
+    have_size, want_size = have.get("sizeLimit"), want.get("sizeLimit")
+    if have_size is None or want_size is None:
+        return have_size == want_size
+    return parse_quantity(have_size) == parse_quantity(want_size)
