@@ -1,0 +1,393 @@
+"""Accelerators, with the names and IDL encoding of ``flytekit.extras.accelerators`` (flytekit 1.16.31).
+
+``GPUAccelerator(device)`` is any device; ``MultiInstanceGPUAccelerator`` subclasses carry a class-level
+``device`` and can be partitioned (MIG profile such as ``1g.5gb``, or a TPU slice topology such as ``2x4``):
+``A100.partition_1g_5gb``, ``A100.partitioned("3g.20gb")``, ``A100.unpartitioned``. ``to_flyte_idl()`` gives
+the ``flyteidl.core.tasks_pb2.GPUAccelerator`` flytekit would send.
+
+Beyond flytekit: every accelerator exposes ``device``, ``partition_size`` (``str | None``) and
+``is_unpartitioned`` (``bool``; the name ``unpartitioned`` is flytekit's copy-making property), and
+``lookup_accelerator`` / ``accelerator_from_idl`` build accelerators from annotation text and IDL messages.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import difflib
+import re
+from typing import Final, Self
+
+from flyteidl.core import tasks_pb2
+
+__all__ = [
+    "A10G",
+    "A100",
+    "A100_80GB",
+    "H100",
+    "H200",
+    "K80",
+    "L4",
+    "L4_VWS",
+    "L40S",
+    "M60",
+    "P4",
+    "P100",
+    "RTX_PRO_6000",
+    "T4",
+    "V5E",
+    "V5P",
+    "V6E",
+    "V100",
+    "BaseAccelerator",
+    "GPUAccelerator",
+    "MultiInstanceGPUAccelerator",
+    "accelerator_from_idl",
+    "known_accelerators",
+    "lookup_accelerator",
+]
+
+
+class BaseAccelerator(abc.ABC):
+    """An accelerator a task asks for; encodes itself as an IDL ``GPUAccelerator``."""
+
+    @abc.abstractmethod
+    def to_flyte_idl(self) -> tasks_pb2.GPUAccelerator:
+        """The IDL message flytekit puts into ``ExtendedResources.gpu_accelerator``."""
+
+    @property
+    def device(self) -> str:
+        """The device name (node label value), e.g. ``nvidia-tesla-a100``."""
+        raise AttributeError(f"{type(self).__name__} has no device")
+
+    @property
+    def partition_size(self) -> str | None:
+        """The requested partition (MIG profile or TPU topology), or None."""
+        return None
+
+    @property
+    def is_unpartitioned(self) -> bool:
+        """Whether a whole, unpartitioned device was requested."""
+        return False
+
+    def _key(self) -> tuple[object, ...]:
+        return (getattr(self, "device", None), self.partition_size, self.is_unpartitioned)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BaseAccelerator):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        extra = f", partition_size={self.partition_size!r}" if self.partition_size is not None else ""
+        extra += ", unpartitioned=True" if self.is_unpartitioned else ""
+        return f"{type(self).__name__}(device={getattr(self, 'device', None)!r}{extra})"
+
+
+class GPUAccelerator(BaseAccelerator):
+    """Any accelerator identified by its device name: ``GPUAccelerator("nvidia-tesla-t4")``."""
+
+    def __init__(self, device: str) -> None:
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def to_flyte_idl(self) -> tasks_pb2.GPUAccelerator:
+        return tasks_pb2.GPUAccelerator(device=self._device)
+
+
+class MultiInstanceGPUAccelerator(BaseAccelerator):
+    """A partitionable device. Subclasses set the class attribute ``device``; the bare class has none (so its
+    ``to_flyte_idl()`` raises ``AttributeError``, like flytekit's)."""
+
+    _partition_size: str | None = None
+    _unpartitioned: bool = False
+
+    @classmethod
+    def partitioned(cls, partition_size: str) -> Self:
+        """This device, restricted to partitions of ``partition_size`` (``A100.partitioned("1g.5gb")``)."""
+        instance = cls()
+        instance._partition_size = partition_size
+        return instance
+
+    @property
+    def unpartitioned(self) -> Self:
+        """A copy of this accelerator asking for a whole, unpartitioned device (flytekit's property)."""
+        instance = copy.deepcopy(self)
+        instance._unpartitioned = True
+        return instance
+
+    @property
+    def partition_size(self) -> str | None:
+        return self._partition_size
+
+    @property
+    def is_unpartitioned(self) -> bool:
+        return self._unpartitioned
+
+    def to_flyte_idl(self) -> tasks_pb2.GPUAccelerator:
+        message = tasks_pb2.GPUAccelerator(device=self.device)
+        if self._unpartitioned:
+            message.unpartitioned = True
+        elif self._partition_size is not None:
+            message.partition_size = self._partition_size
+        return message
+
+
+class _AnyDevice(MultiInstanceGPUAccelerator):
+    """A partitioned device flytekit has no constant for (from annotations or IDL)."""
+
+    def __init__(self, device: str = "") -> None:
+        self._device = device
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+
+# --- constants ----------------------------------------------------------------------------------------------
+
+A10G: Final = GPUAccelerator("nvidia-a10g")
+L4: Final = GPUAccelerator("nvidia-l4")
+L4_VWS: Final = GPUAccelerator("nvidia-l4-vws")
+L40S: Final = GPUAccelerator("nvidia-l40s")
+K80: Final = GPUAccelerator("nvidia-tesla-k80")
+M60: Final = GPUAccelerator("nvidia-tesla-m60")
+P4: Final = GPUAccelerator("nvidia-tesla-p4")
+P100: Final = GPUAccelerator("nvidia-tesla-p100")
+T4: Final = GPUAccelerator("nvidia-tesla-t4")
+V100: Final = GPUAccelerator("nvidia-tesla-v100")
+H100: Final = GPUAccelerator("nvidia-h100")
+H200: Final = GPUAccelerator("nvidia-h200")
+RTX_PRO_6000: Final = GPUAccelerator("nvidia-rtx-pro-6000")
+
+
+class _A100Base(MultiInstanceGPUAccelerator):
+    device = "nvidia-tesla-a100"
+
+
+class _A100(_A100Base):
+    partition_1g_5gb = _A100Base.partitioned("1g.5gb")
+    partition_2g_10gb = _A100Base.partitioned("2g.10gb")
+    partition_3g_20gb = _A100Base.partitioned("3g.20gb")
+    partition_4g_20gb = _A100Base.partitioned("4g.20gb")
+    partition_7g_40gb = _A100Base.partitioned("7g.40gb")
+
+
+class _A100_80GBBase(MultiInstanceGPUAccelerator):
+    device = "nvidia-a100-80gb"
+
+
+class _A100_80GB(_A100_80GBBase):
+    partition_1g_10gb = _A100_80GBBase.partitioned("1g.10gb")
+    partition_2g_20gb = _A100_80GBBase.partitioned("2g.20gb")
+    partition_3g_40gb = _A100_80GBBase.partitioned("3g.40gb")
+    partition_4g_40gb = _A100_80GBBase.partitioned("4g.40gb")
+    partition_7g_80gb = _A100_80GBBase.partitioned("7g.80gb")
+
+
+class _V5EBase(MultiInstanceGPUAccelerator):
+    device = "tpu-v5-lite-podslice"
+
+
+class _V5E(_V5EBase):
+    slice_1x1 = _V5EBase.partitioned("1x1")
+    slice_2x2 = _V5EBase.partitioned("2x2")
+    slice_2x4 = _V5EBase.partitioned("2x4")
+    slice_4x4 = _V5EBase.partitioned("4x4")
+    slice_4x8 = _V5EBase.partitioned("4x8")
+    slice_8x8 = _V5EBase.partitioned("8x8")
+    slice_8x16 = _V5EBase.partitioned("8x16")
+    slice_16x16 = _V5EBase.partitioned("16x16")
+
+
+class _V5PBase(MultiInstanceGPUAccelerator):
+    device = "tpu-v5p-slice"
+
+
+class _V5P(_V5PBase):
+    slice_2x2x1 = _V5PBase.partitioned("2x2x1")
+    slice_2x2x2 = _V5PBase.partitioned("2x2x2")
+    slice_2x4x4 = _V5PBase.partitioned("2x4x4")
+    slice_4x4x4 = _V5PBase.partitioned("4x4x4")
+    slice_4x4x8 = _V5PBase.partitioned("4x4x8")
+    slice_4x8x8 = _V5PBase.partitioned("4x8x8")
+    slice_8x8x8 = _V5PBase.partitioned("8x8x8")
+    slice_8x8x16 = _V5PBase.partitioned("8x8x16")
+    slice_8x16x16 = _V5PBase.partitioned("8x16x16")
+    slice_16x16x16 = _V5PBase.partitioned("16x16x16")
+    slice_16x16x24 = _V5PBase.partitioned("16x16x24")
+
+
+class _V6EBase(MultiInstanceGPUAccelerator):
+    device = "tpu-v6e-slice"
+
+
+class _V6E(_V6EBase):
+    slice_1x1 = _V6EBase.partitioned("1x1")
+    slice_2x2 = _V6EBase.partitioned("2x2")
+    slice_2x4 = _V6EBase.partitioned("2x4")
+    slice_4x4 = _V6EBase.partitioned("4x4")
+    slice_4x8 = _V6EBase.partitioned("4x8")
+    slice_8x8 = _V6EBase.partitioned("8x8")
+    slice_8x16 = _V6EBase.partitioned("8x16")
+    slice_16x16 = _V6EBase.partitioned("16x16")
+
+
+A100: Final = _A100()
+A100_80GB: Final = _A100_80GB()
+V5E: Final = _V5E()
+V5P: Final = _V5P()
+V6E: Final = _V6E()
+
+_CONSTANTS: Final[dict[str, BaseAccelerator]] = {
+    "A10G": A10G,
+    "L4": L4,
+    "L4_VWS": L4_VWS,
+    "L40S": L40S,
+    "K80": K80,
+    "M60": M60,
+    "P4": P4,
+    "P100": P100,
+    "T4": T4,
+    "V100": V100,
+    "H100": H100,
+    "H200": H200,
+    "RTX_PRO_6000": RTX_PRO_6000,
+    "A100": A100,
+    "A100_80GB": A100_80GB,
+    "V5E": V5E,
+    "V5P": V5P,
+    "V6E": V6E,
+}
+
+
+def _partitions(constant: BaseAccelerator) -> dict[str, MultiInstanceGPUAccelerator]:
+    """The named partitions of a constant (``partition_1g_5gb``, ``slice_2x4``), in definition order."""
+    return {
+        name: value
+        for name, value in vars(type(constant)).items()
+        if name.startswith(("partition_", "slice_")) and isinstance(value, MultiInstanceGPUAccelerator)
+    }
+
+
+def known_accelerators() -> dict[str, BaseAccelerator]:
+    """Every name ``lookup_accelerator`` accepts as a constant, e.g. ``A100``, ``A100.partition_1g_5gb``,
+    ``A100.unpartitioned``, ``V5E.slice_2x4`` (``<name>.<partition>.unpartitioned`` is accepted too)."""
+    names: dict[str, BaseAccelerator] = {}
+    for name, constant in _CONSTANTS.items():
+        names[name] = constant
+        if isinstance(constant, MultiInstanceGPUAccelerator):
+            names[f"{name}.unpartitioned"] = constant.unpartitioned
+            for attr, partition in _partitions(constant).items():
+                names[f"{name}.{attr}"] = partition
+    return names
+
+
+# --- lookup -------------------------------------------------------------------------------------------------
+
+# A Kubernetes label value (devices and partitions end up as node label values), 1..63 characters.
+_LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+# Looks like a flytekit constant path (upper-case name, optional attributes), not a device string.
+_CONSTANT_LIKE: Final = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*")
+_DEVICES: Final[dict[str, BaseAccelerator]] = {constant.device: constant for constant in _CONSTANTS.values()}
+
+
+def lookup_accelerator(text: str) -> BaseAccelerator:
+    """An accelerator from annotation text.
+
+    Accepted forms, tried in this order:
+
+    * a flytekit constant path, case-sensitive: ``T4``, ``A100``, ``A100.unpartitioned``,
+      ``A100.partition_1g_5gb``, ``A100.partition_1g_5gb.unpartitioned``, ``V5E.slice_2x4``;
+    * a device string, optionally with a partition: ``nvidia-tesla-t4``, ``nvidia-tesla-a100:1g.5gb``,
+      ``tpu-v5-lite-podslice:2x4``. The device of a flytekit constant gives that constant
+      (``A100.partitioned(...)`` with a partition); any other device that is a valid label value is taken
+      verbatim, since clusters have devices flytekit lacks (``GPUAccelerator(device)``, or a
+      ``MultiInstanceGPUAccelerator`` with a partition).
+
+    Upper-case names that are not constants (``A999``, ``A100.partition_9g``) raise ``ValueError`` naming
+    close matches rather than being sent as a device.
+    """
+    if _CONSTANT_LIKE.fullmatch(text):
+        return _lookup_constant(text)
+    device, colon, partition = text.partition(":")
+    if not _LABEL_VALUE.fullmatch(device):
+        raise ValueError(
+            f"accelerator: {text!r} is neither a known accelerator name ({_names_hint()}) "
+            "nor a device name (a label value: letters, digits, '-', '_', '.', at most 63 characters)"
+        )
+    if colon and not _LABEL_VALUE.fullmatch(partition):
+        raise ValueError(
+            f"accelerator: {text!r} has an invalid partition {partition!r} "
+            "(expected a label value such as '1g.5gb' or '2x4')"
+        )
+    known = _DEVICES.get(device)
+    if not colon:
+        return known if known is not None else GPUAccelerator(device)
+    if isinstance(known, MultiInstanceGPUAccelerator):
+        return type(known).partitioned(partition)
+    custom = _AnyDevice(device)
+    custom._partition_size = partition
+    return custom
+
+
+def _lookup_constant(text: str) -> BaseAccelerator:
+    name, *attrs = text.split(".")
+    constant = _CONSTANTS.get(name)
+    if constant is None:
+        close = difflib.get_close_matches(name, _CONSTANTS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(
+            f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}"
+        )
+    if not attrs:
+        return constant
+    if not isinstance(constant, MultiInstanceGPUAccelerator):
+        raise ValueError(
+            f"accelerator: {text!r}: {name} has no partitions; use {name!r} "
+            "or a device string with a partition ('<device>:<partition>')"
+        )
+    partitions = _partitions(constant)
+    result: MultiInstanceGPUAccelerator = constant
+    rest = attrs
+    if rest[0] in partitions:
+        result, rest = partitions[rest[0]], rest[1:]
+    if rest == ["unpartitioned"]:
+        return result.unpartitioned
+    if not rest:
+        return result
+    valid = [f"{name}.{attr}" for attr in partitions] + [f"{name}.unpartitioned"]
+    close = difflib.get_close_matches(text, valid, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise ValueError(
+        f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}"
+    )
+
+
+def _names_hint() -> str:
+    return ", ".join(_CONSTANTS)
+
+
+def accelerator_from_idl(message: tasks_pb2.GPUAccelerator) -> BaseAccelerator:
+    """The accelerator an IDL ``GPUAccelerator`` describes.
+
+    A device of a flytekit constant gives that constant's class (``A100``, ``A100.partitioned(size)``,
+    ``A100.unpartitioned``); an unknown device gives a ``GPUAccelerator`` or, when a partition is set, a
+    ``MultiInstanceGPUAccelerator`` carrying that device. An explicit ``unpartitioned: false`` reads as unset.
+    """
+    which = message.WhichOneof("partition_size_value")
+    known = _DEVICES.get(message.device)
+    if which is None or (which == "unpartitioned" and not message.unpartitioned):
+        return known if known is not None else GPUAccelerator(message.device)
+    result = type(known)() if isinstance(known, MultiInstanceGPUAccelerator) else _AnyDevice(message.device)
+    if which == "partition_size":
+        result._partition_size = message.partition_size
+    else:
+        result._unpartitioned = True
+    return result
