@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -339,15 +340,8 @@ def _encode(value: bytes) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-# Errors worth retrying in the loop are anything from the API or the network; the urllib3 exceptions do not
-# share a base with ApiException, so both are listed.
-_API_ERRORS: tuple[type[Exception], ...] = (ApiException, OSError)
-try:
-    import urllib3.exceptions
-
-    _API_ERRORS = (*_API_ERRORS, urllib3.exceptions.HTTPError)
-except ImportError:  # pragma: no cover - urllib3 is a hard dependency of kubernetes
-    pass
+# The urllib3 transport errors (refused, timed out, TLS) share no base class with ApiException.
+_API_ERRORS: tuple[type[Exception], ...] = (ApiException, OSError, urllib3.exceptions.HTTPError)
 
 
 def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> StoredCerts:
