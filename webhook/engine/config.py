@@ -6,7 +6,7 @@ its Flyte deployment. A preset only fills keys the user did not set.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,7 +29,7 @@ class Toleration(BaseModel):
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    tolerationSeconds: int | None = None  # noqa: N815 - the pod spec's spelling
+    tolerationSeconds: int | None = None
 
     def to_pod(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -57,7 +57,7 @@ class NodeSelectorRequirement(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
-class Preset(str, Enum):
+class Preset(StrEnum):
     eks = "eks"
     gke = "gke"
     karpenter = "karpenter"
@@ -117,7 +117,11 @@ class WebhookConfig(BaseModel):
     """Validated configuration. Construct with `WebhookConfig.from_mapping(...)` to apply the preset."""
 
     model_config = ConfigDict(
-        extra="forbid", populate_by_name=True, frozen=True, alias_generator=_kebab, use_enum_values=False
+        extra="forbid",
+        populate_by_name=True,
+        frozen=True,
+        alias_generator=_kebab,
+        validate_default=True,
     )
 
     preset: Preset = Preset.eks

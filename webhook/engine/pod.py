@@ -155,7 +155,11 @@ def apply_container_resources(
         for key, value in _rename_gpu(given or {}, gpu_resource_name, side, []).items():
             target[key] = value
 
-    platform_requests = {"cpu": config.default_cpus, "memory": config.default_memory, **config.default_requests}
+    platform_requests = {
+        "cpu": config.default_cpus,
+        "memory": config.default_memory,
+        **config.default_requests,
+    }
     platform_limits = dict(config.platform_limits)
     if GENERIC_GPU in platform_limits:
         platform_limits.setdefault(gpu_resource_name, platform_limits[GENERIC_GPU])
@@ -257,23 +261,17 @@ def accelerator_constraints(
         tolerations.append({"key": partition_label, "operator": "Equal", "value": size, "effect": "NoSchedule"})
     elif accelerator.unpartitioned:
         override = config.gpu_unpartitioned_node_selector_requirement
-        requirements.append(
-            override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"}
-        )
+        requirements.append(override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"})
         if config.gpu_unpartitioned_toleration is not None:
             tolerations.append(config.gpu_unpartitioned_toleration.to_pod())
     return requirements, tolerations
 
 
-def apply_accelerator(
-    pod: Pod, accelerator: Accelerator, *, config: WebhookConfig, gpu_resource_name: str
-) -> Result:
+def apply_accelerator(pod: Pod, accelerator: Accelerator, *, config: WebhookConfig, gpu_resource_name: str) -> Result:
     """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
     if not _gpu_limited(pod, gpu_resource_name):
         what = accelerator.device or accelerator.partition_size or "accelerator"
-        return Result(
-            dict(pod), (f"accelerator {what} ignored: no container has a {gpu_resource_name} limit",)
-        )
+        return Result(dict(pod), (f"accelerator {what} ignored: no container has a {gpu_resource_name} limit",))
     requirements, tolerations = accelerator_constraints(accelerator, config)
     notes: list[str] = []
     spec = pod.get("spec") or {}

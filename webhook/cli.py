@@ -1,0 +1,359 @@
+"""`flyte-resources-webhook`: run the admission webhook, or apply it to pod files offline (mutate, explain)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from webhook import __version__
+from webhook.engine.config import ConfigError, WebhookConfig
+from webhook.mutation.plan import Denied, Plan, plan_mutation
+from webhook.operator.settings import load_config
+
+PROG = "flyte-resources-webhook"
+DEFAULT_CERT_DIR = Path("/etc/flyte-resources-webhook/certs")
+
+
+class UsageError(Exception):
+    """A problem with the command line or its files; printed as one line, exit code 2."""
+
+
+# --- offline: mutate / explain --------------------------------------------------------------------------------
+
+
+def _read_documents(source: str) -> list[Any]:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    try:
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source} is not valid YAML: {exc}") from None
+
+
+def _pods(documents: list[Any], source: str) -> Iterator[tuple[list[Any], int, dict[str, Any]]]:
+    """Every Pod in the documents, as (containing list, index, pod) so results can be put back in place."""
+    for index, doc in enumerate(documents):
+        if not isinstance(doc, dict):
+            raise UsageError(f"{source}: document {index + 1} is not a Kubernetes object")
+        if doc.get("kind") == "List" or (doc.get("kind", "").endswith("List") and "items" in doc):
+            for item_index, item in enumerate(doc.get("items") or []):
+                if isinstance(item, dict) and item.get("kind") == "Pod":
+                    yield doc["items"], item_index, item
+        elif doc.get("kind") == "Pod":
+            yield documents, index, doc
+
+
+def _name(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name') or meta.get('generateName', '') + '*'}"
+
+
+def _config(path: str | None) -> WebhookConfig:
+    return load_config(path)
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    documents = _read_documents(args.filename)
+    denied = False
+    patches: list[dict[str, Any]] = []
+    for container, index, pod in list(_pods(documents, args.filename)):
+        try:
+            plan = plan_mutation(pod, config)
+        except Denied as exc:
+            print(
+                f"Error from server: admission webhook denied pod {_name(pod)}: {exc.message}",
+                file=sys.stderr,
+            )
+            denied = True
+            continue
+        for warning in plan.warnings:
+            print(f"Warning: {_name(pod)}: {warning}", file=sys.stderr)
+        container[index] = copy.deepcopy(plan.pod)
+        patches.append({"pod": _name(pod), "patch": plan.ops})
+    if args.output == "patch":
+        json.dump(patches if len(patches) != 1 else patches[0]["patch"], sys.stdout, indent=2)
+        print()
+    elif args.output == "json":
+        json.dump(documents if len(documents) != 1 else documents[0], sys.stdout, indent=2)
+        print()
+    else:
+        yaml.safe_dump_all(documents, sys.stdout, sort_keys=False)
+    return 1 if denied else 0
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + [row[-1]]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
+    where = f" (container {plan.container})" if plan.container else ""
+    print(f"pod {_name(pod)}{where}: {plan.outcome}, {len(plan.ops)} patch op(s)", file=out)
+    if plan.outcome == "untouched":
+        print("  no annotation of ours: admitted untouched", file=out)
+        return
+    rows = [["ANNOTATION", "VALUE", "EFFECT"]]
+    for step in plan.steps:
+        notes = step.notes or ("nothing to change: the pod already has it",)
+        for i, note in enumerate(notes):
+            value = step.value if len(step.value) <= 40 else step.value[:37] + "..."
+            rows.append([step.annotation if i == 0 else "", value if i == 0 else "", note])
+    for warning in plan.warnings if plan.outcome == "ignored" else ():
+        rows.append(["", "", warning])
+    _table(rows, out)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    config = _config(args.config)
+    documents = _read_documents(args.filename)
+    denied = False
+    for n, (_, _, pod) in enumerate(_pods(documents, args.filename)):
+        if n:
+            print(file=sys.stdout)
+        try:
+            plan = plan_mutation(pod, config)
+        except Denied as exc:
+            print(f"pod {_name(pod)}: DENIED\n  {exc.message}", file=sys.stdout)
+            denied = True
+            continue
+        _explain_plan(pod, plan, sys.stdout)
+    return 1 if denied else 0
+
+
+# --- run ------------------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from webhook.operator.server import HANDLER_ID, ServerOptions, serve
+
+    config = _config(args.config)
+    level = getattr(logging, args.log_level.upper())
+    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+    kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
+    logging.getLogger().setLevel(level)
+    # One access-log line per review costs ~15% of throughput and duplicates our own log line.
+    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
+
+    cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_CERT_DIR
+    if args.dev and not args.cert_dir:
+        cert_dir = Path(tempfile.mkdtemp(prefix="frw-dev-certs-"))
+    options = ServerOptions(
+        addr=args.addr,
+        port=args.port,
+        probe_addr=args.probe_addr,
+        probe_port=args.probe_port,
+        cert_file=Path(args.cert_file) if args.cert_file else cert_dir / "tls.crt",
+        key_file=Path(args.key_file) if args.key_file else cert_dir / "tls.key",
+        ca_file=Path(args.ca_file) if args.ca_file else cert_dir / "ca.crt",
+    )
+    when_listening = None
+    if args.dev:
+        from webhook.operator.certs import generate_bundle, write_bundle
+        from webhook.operator.devmode import register_dev_webhook
+
+        host = args.dev_host
+        bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+        write_bundle(bundle, cert_dir)
+        url = f"https://{host}:{args.port}/{HANDLER_ID}"
+
+        def when_listening() -> None:
+            register_dev_webhook(
+                name=args.webhook_config_name or f"{PROG}-dev",
+                url=url,
+                ca_pem=bundle.ca_pem,
+                annotation_prefix=config.annotation_prefix,
+                failure_policy=args.failure_policy,
+            )
+            logging.getLogger("flyte_resources_webhook").info("registered the dev webhook configuration for %s", url)
+
+    elif args.cert_mode == "self-managed":
+        return asyncio.run(_run_self_managed(args, config, options, cert_dir))
+    else:
+        missing = [str(p) for p in (options.cert_file, options.key_file) if p and not p.exists()]
+        if missing:
+            raise UsageError(
+                f"TLS files not found: {', '.join(missing)} (pass --cert-file/--key-file or --cert-dir, "
+                "use --cert-mode self-managed in a cluster, or --dev locally)"
+            )
+    asyncio.run(serve(config, options, when_listening=when_listening))
+    return 0
+
+
+async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, options: Any, cert_dir: Path) -> int:
+    from webhook.operator.selfmanaged import SelfManagedSettings, ensure_certificates, rotate_forever
+    from webhook.operator.server import serve
+
+    missing = [
+        flag for flag in ("cert_secret", "webhook_config_name", "service_name", "namespace") if not getattr(args, flag)
+    ]
+    if missing:
+        raise UsageError("--cert-mode self-managed needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    settings = SelfManagedSettings(
+        secret_name=args.cert_secret,
+        namespace=args.namespace,
+        webhook_config_name=args.webhook_config_name,
+        service_name=args.service_name,
+        cert_dir=cert_dir,
+    )
+    await ensure_certificates(settings)
+    stop = asyncio.Event()
+    rotation = asyncio.create_task(rotate_forever(settings, stop))
+    try:
+        await serve(config, options)
+    finally:
+        stop.set()
+        rotation.cancel()
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------------------------------
+
+RUN_EXAMPLES = f"""examples:
+  # in a cluster (what the Helm chart runs), certificates from cert-manager in --cert-dir
+  {PROG} run --config /etc/flyte-resources-webhook/config.yaml --cert-dir /etc/flyte-resources-webhook/certs
+
+  # against the cluster of $KUBECONFIG for debugging: self-signed certificates, and a
+  # MutatingWebhookConfiguration pointing at https://127.0.0.1:9443/flyte-resources
+  {PROG} run --dev --addr 127.0.0.1
+
+configuration: --config YAML with the keys listed in the README; FRW_<KEY> environment variables override
+single keys, e.g. FRW_ON_INVALID=ignore or FRW_PLATFORM_LIMITS='{{cpu: "8", memory: 64Gi}}'.
+"""
+
+MUTATE_EXAMPLES = f"""examples:
+  {PROG} mutate -f examples/gpu-a100-mig.yaml
+  {PROG} mutate -f pod.yaml -o patch --config config.yaml
+  kubectl get pod my-task -o yaml | {PROG} mutate -f -
+
+The mutated pods go to stdout, the warnings to stderr. Exit status 1 if any pod would be denied.
+"""
+
+EXPLAIN_EXAMPLES = f"""examples:
+  {PROG} explain -f examples/flyte-task-resources.yaml
+  {PROG} explain -f pods.yaml --config config.yaml
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Flyte task resources, accelerators and shared memory applied to pods at admission, "
+        "from resources.flyte.org/* annotations.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    run = sub.add_parser("run", help="serve the mutating admission webhook", epilog=RUN_EXAMPLES, formatter_class=fmt)
+    run.add_argument(
+        "--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file (env FRW_CONFIG_FILE)"
+    )
+    run.add_argument("--addr", default="0.0.0.0", help="HTTPS listen address (default: %(default)s)")
+    run.add_argument("--port", type=int, default=9443, help="HTTPS listen port (default: %(default)s)")
+    run.add_argument("--probe-addr", default="0.0.0.0", help="address of /healthz, /readyz, /metrics")
+    run.add_argument(
+        "--probe-port",
+        type=int,
+        default=8080,
+        help="port of /healthz, /readyz, /metrics (default: %(default)s)",
+    )
+    run.add_argument("--cert-dir", help=f"directory with tls.crt, tls.key, ca.crt (default: {DEFAULT_CERT_DIR})")
+    run.add_argument("--cert-file", help="serving certificate (default: CERT_DIR/tls.crt); reloaded when it changes")
+    run.add_argument("--key-file", help="serving key (default: CERT_DIR/tls.key)")
+    run.add_argument("--ca-file", help="CA bundle (default: CERT_DIR/ca.crt)")
+    run.add_argument(
+        "--cert-mode",
+        choices=["files", "self-managed"],
+        default="files",
+        help="files: read TLS files (cert-manager); self-managed: keep a CA and serving certificate "
+        "in a Secret, rotate them and patch the caBundle (default: %(default)s)",
+    )
+    run.add_argument("--cert-secret", help="self-managed: Secret holding the certificates")
+    run.add_argument("--webhook-config-name", help="self-managed / --dev: MutatingWebhookConfiguration name")
+    run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
+    run.add_argument(
+        "--namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="self-managed: namespace (env POD_NAMESPACE)",
+    )
+    run.add_argument(
+        "--dev",
+        action="store_true",
+        help="generate a CA and a certificate for 127.0.0.1 and register a MutatingWebhookConfiguration "
+        "with a local URL",
+    )
+    run.add_argument("--dev-host", default="127.0.0.1", help="--dev: host in the registered URL (default: %(default)s)")
+    run.add_argument("--failure-policy", choices=["Fail", "Ignore"], default="Fail", help="--dev: failurePolicy")
+    run.add_argument(
+        "--log-format",
+        choices=["plain", "full", "json"],
+        default="full",
+        help="log format (default: %(default)s)",
+    )
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    run.set_defaults(func=cmd_run)
+
+    mutate = sub.add_parser(
+        "mutate",
+        help="print pods as the webhook would admit them (no cluster needed)",
+        epilog=MUTATE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    mutate.add_argument(
+        "-f", "--filename", required=True, help="pod YAML/JSON file, a List, or multi-document; - for stdin"
+    )
+    mutate.add_argument("--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file")
+    mutate.add_argument(
+        "-o", "--output", choices=["yaml", "json", "patch"], default="yaml", help="(default: %(default)s)"
+    )
+    mutate.set_defaults(func=cmd_mutate)
+
+    explain = sub.add_parser(
+        "explain",
+        help="a table of what each annotation does to each pod and why",
+        epilog=EXPLAIN_EXAMPLES,
+        formatter_class=fmt,
+    )
+    explain.add_argument("-f", "--filename", required=True, help="pod file; - for stdin")
+    explain.add_argument("--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file")
+    explain.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, UsageError) as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last line of defence: one clear line, the details only with --log-level debug
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        print(f"{PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

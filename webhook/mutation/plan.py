@@ -1,0 +1,240 @@
+"""Pod + config → JSON Patch ops + warnings: the one place that decides what the webhook changes.
+
+The engine's functions return a new pod that shares every untouched branch with the input, so the ops are found
+by walking only the branches that changed, without copying or diffing the whole pod (a Flyte task pod with
+managedFields and env is several KB; kopf's generic patch path deep-copies and diffs all of it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from webhook.engine.config import WebhookConfig
+from webhook.engine.pod import (
+    PodSemanticsError,
+    Result,
+    apply_accelerator,
+    apply_container_resources,
+    apply_resource_tolerations,
+    apply_shared_memory,
+    effective_gpu_resource_name,
+)
+from webhook.mutation.annotations import (
+    ACCELERATOR,
+    APPLIED,
+    CONTAINER,
+    FLYTE_PRIMARY_CONTAINER_ANNOTATION,
+    GPU_RESOURCE_KEY,
+    LIMITS,
+    REQUESTS,
+    RESOURCES,
+    InvalidAnnotation,
+    ResourceRequest,
+    our_keys,
+    read_annotations,
+)
+
+Outcome = Literal["untouched", "mutated", "unchanged", "ignored"]
+JsonPatchOp = dict[str, Any]
+
+
+class Denied(Exception):
+    """The pod must be refused; `message` is what the user sees (annotation, value, reason)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one annotation did: shown by `explain` and, note by note, as admission warnings."""
+
+    annotation: str
+    value: str
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    outcome: Outcome
+    pod: Mapping[str, Any]
+    ops: list[JsonPatchOp] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    steps: tuple[Step, ...] = ()
+    container: str | None = None
+
+
+def has_our_annotations(pod: Mapping[str, Any], config: WebhookConfig) -> bool:
+    return bool(our_keys((pod.get("metadata") or {}).get("annotations"), config.annotation_prefix))
+
+
+def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig) -> Plan:
+    """Decide the patch for one pod. Raises `Denied` for bad input unless `on-invalid: ignore`."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    try:
+        request = read_annotations(annotations, config.annotation_prefix)
+        if request is None:
+            return Plan("untouched", pod)
+        return _plan(pod, request, config)
+    except InvalidAnnotation as exc:
+        if config.on_invalid == "ignore":
+            return Plan("ignored", pod, warnings=[f"{exc}; pod admitted unchanged (on-invalid: ignore)"])
+        raise Denied(str(exc)) from None
+
+
+def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfig) -> Plan:
+    prefix = request.prefix
+    gpu_name = effective_gpu_resource_name(config, request.accelerator, request.gpu_resource_key)
+    steps: list[Step] = []
+    current: Mapping[str, Any] = pod
+    target: str | None = None
+
+    def run(name: str, action: Callable[[Mapping[str, Any]], Result]) -> None:
+        nonlocal current
+        value = request.given.get(name, "")
+        try:
+            result = action(current)
+        except PodSemanticsError as exc:
+            raise InvalidAnnotation(prefix + name, value, str(exc)) from None
+        current = result.pod
+        steps.append(Step(prefix + name, value, result.notes))
+
+    resource_source = next((k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given), None)
+    renames_gpu = gpu_name != config.gpu_resource_name
+    if resource_source or renames_gpu:
+        target = _target_container(pod, request)
+        source = resource_source or (GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR)
+        name = target
+        run(
+            source,
+            lambda p: apply_container_resources(
+                p,
+                name,
+                requests=request.requests,
+                limits=request.limits,
+                config=config,
+                gpu_resource_name=gpu_name,
+            ),
+        )
+    if request.accelerator is not None and request.accelerator_from:
+        accelerator = request.accelerator
+        run(
+            request.accelerator_from,
+            lambda p: apply_accelerator(p, accelerator, config=config, gpu_resource_name=gpu_name),
+        )
+    if request.shared_memory is not None and request.shared_memory_from:
+        target = target or _target_container(pod, request)
+        shm, name = request.shared_memory, target
+        run(
+            request.shared_memory_from,
+            lambda p: apply_shared_memory(
+                p, name, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
+            ),
+        )
+    tolerations = apply_resource_tolerations(current, config=config)
+    if tolerations.notes:
+        current = tolerations.pod
+        steps.append(Step("config resource-tolerations", "", tolerations.notes))
+
+    summary = _summary(current, request, target, gpu_name)
+    current = _with_annotation(current, prefix + APPLIED, summary)
+    ops = diff(pod, current)
+    warnings = [f"{step.annotation}: {note}" for step in steps for note in step.notes]
+    only_summary = all(op["path"].startswith("/metadata/annotations") for op in ops)
+    outcome: Outcome = "unchanged" if not ops or only_summary else "mutated"
+    return Plan(outcome, current, ops, warnings, tuple(steps), target)
+
+
+def _target_container(pod: Mapping[str, Any], request: ResourceRequest) -> str:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    names = [str(c.get("name")) for c in containers]
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    wanted = request.container or annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION)
+    if wanted:
+        if wanted not in names:
+            key = request.prefix + CONTAINER if request.container else FLYTE_PRIMARY_CONTAINER_ANNOTATION
+            raise InvalidAnnotation(key, wanted, f"no such container in the pod (containers: {', '.join(names)})")
+        return wanted
+    if len(names) == 1:
+        return names[0]
+    raise InvalidAnnotation(
+        request.prefix + CONTAINER,
+        "",
+        f"the pod has {len(names)} containers ({', '.join(names)}) and no {FLYTE_PRIMARY_CONTAINER_ANNOTATION} "
+        f"annotation: name the target container in {request.prefix}{CONTAINER}",
+    )
+
+
+def _summary(pod: Mapping[str, Any], request: ResourceRequest, target: str | None, gpu_name: str) -> str:
+    """A stable record of what the pod now carries from us (same input → same text, so re-runs add no op)."""
+    summary: dict[str, Any] = {}
+    if target is not None:
+        summary["container"] = target
+    if target is not None and (request.touches_resources or request.gpu_resource_key):
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            if container.get("name") == target:
+                resources = container.get("resources") or {}
+                summary["requests"] = dict(resources.get("requests") or {})
+                summary["limits"] = dict(resources.get("limits") or {})
+    if request.accelerator is not None:
+        accelerator = request.accelerator
+        summary["accelerator"] = {
+            k: v
+            for k, v in (
+                ("device", accelerator.device),
+                ("partitionSize", accelerator.partition_size),
+                ("unpartitioned", accelerator.unpartitioned or None),
+            )
+            if v
+        }
+        summary["gpuResource"] = gpu_name
+    if request.shared_memory is not None:
+        summary["sharedMemory"] = {"mountPath": request.shared_memory.mount_path}
+        if request.shared_memory.size_limit:
+            summary["sharedMemory"]["sizeLimit"] = request.shared_memory.size_limit
+    return json.dumps(summary, separators=(",", ":"), sort_keys=True)
+
+
+def _with_annotation(pod: Mapping[str, Any], key: str, value: str) -> dict[str, Any]:
+    metadata = dict(pod.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), key: value}
+    return {**pod, "metadata": metadata}
+
+
+# --- JSON Patch -----------------------------------------------------------------------------------------------
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def diff(old: Any, new: Any, path: str = "") -> list[JsonPatchOp]:
+    """Minimal RFC 6902 ops turning `old` into `new`; branches shared by identity are skipped without a look."""
+    if old is new:
+        return []
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        ops: list[JsonPatchOp] = []
+        for key in old:
+            if key not in new:
+                ops.append({"op": "remove", "path": f"{path}/{_escape(str(key))}"})
+        for key, value in new.items():
+            child = f"{path}/{_escape(str(key))}"
+            if key not in old:
+                ops.append({"op": "add", "path": child, "value": value})
+            else:
+                ops.extend(diff(old[key], value, child))
+        return ops
+    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
+        ops = []
+        for index, (before, after) in enumerate(zip(old, new, strict=False)):
+            ops.extend(diff(before, after, f"{path}/{index}"))
+        for index in range(len(old), len(new)):
+            ops.append({"op": "add", "path": f"{path}/{index}", "value": new[index]})
+        return ops
+    if old == new and type(old) is type(new):
+        return []
+    return [{"op": "replace", "path": path, "value": new}]
