@@ -1,0 +1,272 @@
+"""Certificate generation and file handling, without a cluster."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import stat
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from webhook.operator import certs
+from webhook.operator.certs import CertBundle, CertificateError
+
+NAMES = ("svc", "svc.ns", "svc.ns.svc", "svc.ns.svc.cluster.local")
+
+
+@pytest.fixture(scope="module")
+def bundle() -> CertBundle:
+    return certs.generate_bundle(dns_names=[*NAMES, "localhost"], ip_addresses=["127.0.0.1", "::1"])
+
+
+def _load(pem: bytes) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(pem)
+
+
+def test_serving_cert_has_the_requested_sans(bundle: CertBundle) -> None:
+    dns, ips = certs.cert_sans(bundle.cert_pem)
+    assert dns == {*NAMES, "localhost"}
+    assert ips == {"127.0.0.1", "::1"}
+
+
+def test_serving_cert_is_a_server_auth_leaf_with_ecdsa_p256(bundle: CertBundle) -> None:
+    cert = _load(bundle.cert_pem)
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    key = cert.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey)
+    assert key.curve.name == "secp256r1"
+    assert certs.key_matches_cert(bundle.cert_pem, bundle.key_pem)
+
+
+def test_ca_is_a_ca_and_signed_the_leaf(bundle: CertBundle) -> None:
+    ca = _load(bundle.ca_pem)
+    constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca is True
+    assert ca.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    leaf = _load(bundle.cert_pem)
+    leaf.verify_directly_issued_by(ca)
+    assert certs.signed_by(bundle.cert_pem, bundle.ca_pem)
+    assert bundle.ca_key_pem is not None and certs.key_matches_cert(bundle.ca_pem, bundle.ca_key_pem)
+
+
+def test_validity_and_not_after(bundle: CertBundle) -> None:
+    leaf = _load(bundle.cert_pem)
+    now = datetime.now(UTC)
+    assert bundle.not_after == leaf.not_valid_after_utc == certs.read_not_after(bundle.cert_pem)
+    assert timedelta(days=364) < bundle.not_after - now <= timedelta(days=365)
+    # Backdated so a slightly slow apiserver clock does not see a "not yet valid" certificate.
+    assert leaf.not_valid_before_utc < now - timedelta(minutes=1)
+    assert _load(bundle.ca_pem).not_valid_after_utc - now > timedelta(days=3649)
+
+
+def test_reissue_from_the_same_ca_keeps_the_ca(bundle: CertBundle) -> None:
+    assert bundle.ca_key_pem is not None
+    again = certs.generate_bundle(dns_names=NAMES, ca=(bundle.ca_pem, bundle.ca_key_pem))
+    assert again.ca_pem == bundle.ca_pem
+    assert again.cert_pem != bundle.cert_pem and again.key_pem != bundle.key_pem
+    assert certs.signed_by(again.cert_pem, bundle.ca_pem)
+
+
+def test_leaf_never_outlives_its_ca() -> None:
+    ca = certs.generate_ca(validity=timedelta(days=10))
+    leaf = certs.generate_bundle(dns_names=["a"], ca=ca, validity=timedelta(days=365))
+    assert leaf.not_after == certs.read_not_after(ca[0])
+
+
+def test_other_ca_did_not_sign(bundle: CertBundle) -> None:
+    other = certs.generate_bundle(dns_names=["x"])
+    assert not certs.signed_by(bundle.cert_pem, other.ca_pem)
+    assert not certs.key_matches_cert(bundle.cert_pem, other.key_pem)
+
+
+def test_bad_inputs_give_clear_errors(bundle: CertBundle) -> None:
+    with pytest.raises(CertificateError, match="at least one DNS name or IP address"):
+        certs.generate_bundle()
+    with pytest.raises(CertificateError, match="not an IP address"):
+        certs.generate_bundle(ip_addresses=["localhost"])
+    with pytest.raises(CertificateError, match="not a PEM certificate"):
+        certs.read_not_after(b"garbage")
+    other = certs.generate_ca()
+    with pytest.raises(CertificateError, match="does not belong"):
+        certs.generate_bundle(dns_names=["a"], ca=(bundle.ca_pem, other[1]))
+
+
+@pytest.mark.parametrize(
+    ("left", "renew_before", "expected"),
+    [
+        (timedelta(days=31), timedelta(days=30), False),
+        (timedelta(days=29), timedelta(days=30), True),
+        (timedelta(days=30), timedelta(days=30), True),
+        (-timedelta(days=1), timedelta(days=30), True),
+        (timedelta(hours=2), timedelta(hours=1), False),
+    ],
+)
+def test_needs_renewal(bundle: CertBundle, left: timedelta, renew_before: timedelta, expected: bool) -> None:
+    now = bundle.not_after - left
+    assert certs.needs_renewal(bundle.cert_pem, now=now, renew_before=renew_before) is expected
+
+
+def test_unreadable_cert_needs_renewal() -> None:
+    assert certs.needs_renewal(b"nope", now=datetime.now(UTC), renew_before=timedelta(days=1))
+
+
+def test_split_pem_certs_round_trips(bundle: CertBundle) -> None:
+    other = certs.generate_ca()[0]
+    parts = certs.split_pem_certs(bundle.ca_pem + other)
+    assert parts == [bundle.ca_pem, other]
+
+
+# --- files ---------------------------------------------------------------------------------------
+
+
+def test_write_bundle_paths_contents_and_modes(bundle: CertBundle, tmp_path: Path) -> None:
+    target = tmp_path / "certs"
+    cert_path, key_path, ca_path = certs.write_bundle(bundle, target)
+    assert (cert_path, key_path, ca_path) == (target / "tls.crt", target / "tls.key", target / "ca.crt")
+    assert cert_path.read_bytes() == bundle.cert_pem
+    assert key_path.read_bytes() == bundle.key_pem
+    assert ca_path.read_bytes() == bundle.ca_pem
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(cert_path.stat().st_mode) == 0o644
+
+
+def test_write_bundle_swaps_all_files_at_once_and_cleans_up(bundle: CertBundle, tmp_path: Path) -> None:
+    certs.write_bundle(bundle, tmp_path)
+    newer = certs.generate_bundle(dns_names=["other"])
+    certs.write_bundle(newer, tmp_path)
+    assert (tmp_path / "tls.crt").read_bytes() == newer.cert_pem
+    assert (tmp_path / "tls.key").read_bytes() == newer.key_pem
+    # The three public names resolve through one symlink, so one rename switches them together.
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        assert (tmp_path / name).is_symlink()
+        assert (tmp_path / name).resolve().parent == (tmp_path / "..data").resolve()
+    versions = [p for p in tmp_path.iterdir() if p.is_dir() and not p.is_symlink()]
+    assert len(versions) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("..")) == [
+        "ca.crt",
+        "tls.crt",
+        "tls.key",
+    ]
+
+
+def test_write_bundle_replaces_plain_files(bundle: CertBundle, tmp_path: Path) -> None:
+    (tmp_path / "tls.crt").write_bytes(b"old")
+    (tmp_path / "tls.key").write_bytes(b"old")
+    certs.write_bundle(bundle, tmp_path)
+    assert (tmp_path / "tls.crt").read_bytes() == bundle.cert_pem
+    assert (tmp_path / "tls.key").read_bytes() == bundle.key_pem
+
+
+def test_readers_never_see_a_mismatched_pair(tmp_path: Path) -> None:
+    bundles = [certs.generate_bundle(dns_names=[f"n{i}"]) for i in range(2)]
+    pairs = {(b.cert_pem, b.key_pem) for b in bundles}
+    certs.write_bundle(bundles[0], tmp_path)
+    stop = threading.Event()
+    seen_bad: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            # kopf reads the files one after another; with the directory swap a pair read via ..data is
+            # always consistent.
+            data_dir = (tmp_path / "..data").resolve()
+            try:
+                pair = ((data_dir / "tls.crt").read_bytes(), (data_dir / "tls.key").read_bytes())
+            except FileNotFoundError:
+                continue  # an old version removed between resolve() and read: a retry sees the new one
+            if pair not in pairs:
+                seen_bad.append("mismatch")
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(40):
+            certs.write_bundle(bundles[i % 2], tmp_path)
+    finally:
+        stop.set()
+        thread.join()
+    assert not seen_bad
+
+
+def test_write_bundle_into_unwritable_place_is_a_clear_error(bundle: CertBundle, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(CertificateError, match="cannot write certificate files into"):
+        certs.write_bundle(bundle, blocker / "sub")
+
+
+# --- a real TLS handshake -------------------------------------------------------------------------
+
+
+def test_tls_handshake_verifies_with_the_ca_and_ip_san(tmp_path: Path) -> None:
+    bundle = certs.generate_bundle(dns_names=["localhost"], ip_addresses=["127.0.0.1"])
+    cert_path, key_path, ca_path = certs.write_bundle(bundle, tmp_path)
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    errors: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                tls.sendall(tls.recv(16).upper())
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(ca_path))
+        assert client_ctx.check_hostname and client_ctx.verify_mode == ssl.CERT_REQUIRED
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"ping")
+            assert tls.recv(16) == b"PING"
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    finally:
+        thread.join(timeout=5)
+        listener.close()
+    assert not errors
+
+
+def test_tls_handshake_fails_with_another_ca(tmp_path: Path) -> None:
+    bundle = certs.generate_bundle(ip_addresses=["127.0.0.1"])
+    cert_path, key_path, _ = certs.write_bundle(bundle, tmp_path)
+    stranger = certs.generate_ca()[0]
+
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        try:
+            server_ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        client_ctx = ssl.create_default_context(cadata=stranger.decode())
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            pytest.raises(ssl.SSLCertVerificationError),
+        ):
+            client_ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    finally:
+        thread.join(timeout=5)
+        listener.close()
