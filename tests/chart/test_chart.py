@@ -1,0 +1,552 @@
+"""Chart checks that need no API server: lint, render, schema, the webhook configuration, manifests/, README.
+
+helm comes from $FRW_BIN_DIR (`make control-plane`); without it these tests fail, they never skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hack import manifests
+from webhook.engine.config import WebhookConfig
+
+CHART = manifests.CHART_DIR
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "flyte-resources-webhook"
+NAMESPACE = "flyte-resources-webhook"
+WEBHOOK_NAME = "flyte-resources.flyte.org"
+CERT_DIR = "/etc/flyte-resources-webhook/certs"
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "Namespace"}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def helm() -> str:
+    binary = manifests.bin_dir() / "helm"
+    if not os.access(binary, os.X_OK):
+        pytest.fail(f"helm not found at {binary}: run `make control-plane` (or point FRW_BIN_DIR at a helm v3.x/v4.x)")
+    return str(binary)
+
+
+def run_helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([helm(), *args], capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        pytest.fail(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _set_args(values: dict[str, Any] | None) -> list[str]:
+    if not values:
+        return []
+    return ["--set-json", *[f"{key}={json.dumps(value)}" for key, value in values.items()]]
+
+
+@cache
+def _render(values_file: str | None, set_json: tuple[str, ...], namespace: str) -> str:
+    args = ["template", RELEASE, str(CHART), "--namespace", namespace]
+    if values_file:
+        args += ["--values", values_file]
+    for item in set_json:
+        args += ["--set-json", item]
+    return run_helm(*args).stdout
+
+
+def render(values_file: Path | None = None, namespace: str = NAMESPACE, **values: Any) -> list[dict[str, Any]]:
+    """Rendered documents; keyword values are dotted paths with `__` for dots (`webhook__failurePolicy`)."""
+    set_json = tuple(f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in values.items())
+    text = _render(str(values_file) if values_file else None, set_json, namespace)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+def render_error(namespace: str = NAMESPACE, **values: Any) -> str:
+    set_json = [f"{key.replace('__', '.')}={json.dumps(value)}" for key, value in values.items()]
+    args = ["template", RELEASE, str(CHART), "--namespace", namespace]
+    for item in set_json:
+        args += ["--set-json", item]
+    proc = run_helm(*args, check=False)
+    assert proc.returncode != 0, f"helm template accepted {values}"
+    return proc.stderr
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}: {[d['kind'] for d in docs]}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> list[str]:
+    return [d["kind"] for d in docs]
+
+
+def is_test_hook(doc: dict[str, Any]) -> bool:
+    return (doc["metadata"].get("annotations") or {}).get("helm.sh/hook") == "test"
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+
+
+def flag(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def values_yaml() -> dict[str, Any]:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def schema() -> dict[str, Any]:
+    return json.loads((CHART / "values.schema.json").read_text())
+
+
+# ------------------------------------------------------------------------------------------ lint / render
+
+
+def test_helm_binary_present() -> None:
+    assert "v" in run_helm("version", "--short").stdout
+
+
+@pytest.mark.parametrize("values_file", [None, *CI_VALUES], ids=lambda p: p.name if p else "no-values")
+def test_helm_lint_strict(values_file: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
+    if values_file:
+        args += ["--values", str(values_file)]
+    out = run_helm(*args).stdout
+    assert "0 chart(s) failed" in out
+
+
+def test_ci_values_cover_every_preset_and_mode() -> None:
+    presets = set()
+    modes = set()
+    for path in CI_VALUES:
+        values = yaml.safe_load(path.read_text()) or {}
+        presets.add((values.get("config") or {}).get("preset", "eks"))
+        modes.add((values.get("certificates") or {}).get("mode", "self-managed"))
+        assert values.get("webhook", {}).get("matchConditions", {}).get("enabled", True) in (True, False)
+    preset_choices = set(schema()["properties"]["config"]["properties"]["preset"]["enum"])
+    assert presets >= preset_choices, f"no ci/*-values.yaml uses preset(s) {preset_choices - presets}"
+    assert modes == {"self-managed", "cert-manager"}
+    names = {p.name for p in CI_VALUES}
+    assert {
+        "default-values.yaml",
+        "cert-manager-values.yaml",
+        "ha-hardened-values.yaml",
+        "match-conditions-off-values.yaml",
+        "networkpolicy-servicemonitor-values.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_template_ci_values(values_file: Path) -> None:
+    docs = render(values_file)
+    for doc in docs:
+        meta = doc["metadata"]
+        assert doc.get("apiVersion") and meta.get("name"), doc
+        assert len(meta["name"]) <= 63
+        if doc["kind"] not in CLUSTER_SCOPED:
+            assert meta.get("namespace"), f"{doc['kind']} {meta['name']} has no namespace"
+    find(docs, "MutatingWebhookConfiguration")
+    find(docs, "Deployment")
+    find(docs, "Service")
+    # The rendered config file is accepted by the webhook's own config model.
+    config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) or {}
+    WebhookConfig.from_mapping(config)
+    expected = (yaml.safe_load(values_file.read_text()) or {}).get("config") or {}
+    assert config == {"preset": "eks", **expected}
+
+
+# ------------------------------------------------------------------------------------------------ schema
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicas": 2}, "replicas"),
+        ({"webhook": {"failurPolicy": "Fail"}}, "failurPolicy"),
+        ({"config": {"gpu-resource": "nvidia.com/gpu"}}, "gpu-resource"),
+        ({"config": {"preset": "aks"}}, "preset"),
+        ({"config": {"mig-strategy": "none"}}, "mig-strategy"),
+        ({"config": {"annotation-prefix": "resources.flyte.org"}}, "annotation-prefix"),
+        ({"webhook": {"failurePolicy": "Maybe"}}, "failurePolicy"),
+        ({"webhook": {"timeoutSeconds": 31}}, "timeoutSeconds"),
+        ({"certificates": {"mode": "helm"}}, "mode"),
+        ({"podAntiAffinity": {"mode": "always"}}, "mode"),
+        ({"tests": {"image": {"name": "kubectl"}}}, "name"),
+    ],
+)
+def test_schema_rejects_unknown_or_invalid_values(values: dict[str, Any], message: str) -> None:
+    stderr = render_error(**values)
+    assert message in stderr
+
+
+def test_schema_is_closed_everywhere() -> None:
+    """Every object the chart defines (not free-form Kubernetes maps) forbids unknown keys."""
+
+    def walk(node: dict[str, Any], path: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            assert node.get("additionalProperties") is False, f"{path or '<root>'} allows unknown keys"
+            for key, child in node["properties"].items():
+                walk(child, f"{path}.{key}" if path else key)
+
+    walk(schema(), "")
+
+
+def test_schema_config_matches_config_model() -> None:
+    config_schema = schema()["properties"]["config"]["properties"]
+    fields = {name.replace("_", "-"): field for name, field in WebhookConfig.model_fields.items()}
+    assert set(config_schema) == set(fields), "values.schema.json config keys differ from webhook/engine/config.py"
+    for key, field in fields.items():
+        annotation = field.annotation
+        choices: set[str] | None = None
+        if typing.get_origin(annotation) is typing.Literal:
+            choices = set(typing.get_args(annotation))
+        elif isinstance(annotation, type) and issubclass(annotation, __import__("enum").Enum):
+            choices = {member.value for member in annotation}
+        if choices is not None:
+            assert set(config_schema[key].get("enum", [])) == choices, key
+
+
+def test_values_yaml_passes_schema_and_config_model() -> None:
+    values = values_yaml()
+    WebhookConfig.from_mapping(values["config"])
+    assert set(values) <= set(schema()["properties"])
+
+
+# ----------------------------------------------------------------------------- MutatingWebhookConfiguration
+
+
+def test_mutating_webhook_configuration_defaults() -> None:
+    docs = render()
+    mwc = find(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["name"] == RELEASE
+    assert "cert-manager.io/inject-ca-from" not in (mwc["metadata"].get("annotations") or {})
+    (hook,) = mwc["webhooks"]
+    assert hook["name"] == WEBHOOK_NAME
+    assert hook["clientConfig"] == {
+        "service": {"name": RELEASE, "namespace": NAMESPACE, "port": 443, "path": "/flyte-resources"}
+    }
+    assert "caBundle" not in hook["clientConfig"]
+    assert hook["rules"] == [
+        {
+            "operations": ["CREATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["sideEffects"] == "None"
+    assert hook["matchPolicy"] == "Equivalent"
+    assert hook["timeoutSeconds"] == 5
+    assert hook["failurePolicy"] == "Fail"
+    assert hook["reinvocationPolicy"] == "IfNeeded"
+    assert hook["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]}
+        ]
+    }
+    assert "objectSelector" not in hook
+    assert hook["matchConditions"] == [
+        {
+            "name": "has-flyte-resources-annotation",
+            "expression": "has(object.metadata.annotations) && "
+            "object.metadata.annotations.exists(k, k.startsWith('resources.flyte.org/'))",
+        }
+    ]
+    # The Service the webhook points at exists and maps 443 to the webhook port.
+    service = find(docs, "Service", RELEASE)
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    assert (https["port"], https["targetPort"]) == (443, "https")
+    ports = {p["name"]: p["containerPort"] for p in container(docs)["ports"]}
+    assert ports == {"https": 9443, "metrics": 8080}
+
+
+def test_mutating_webhook_configuration_knobs() -> None:
+    docs = render(
+        webhook__failurePolicy="Ignore",
+        webhook__timeoutSeconds=2,
+        webhook__reinvocationPolicy="Never",
+        webhook__excludeNamespaces=["flyte", "kube-system"],
+        webhook__namespaceSelector={
+            "matchLabels": {"team": "ml"},
+            "matchExpressions": [{"key": "skip", "operator": "DoesNotExist"}],
+        },
+        webhook__objectSelector={"matchLabels": {"flyte": "yes"}},
+        webhook__matchConditions__extra=[{"name": "not-nodes", "expression": "true"}],
+        webhook__annotations={"example.com/owner": "platform"},
+        config={"annotation-prefix": "res.example.com/"},
+        fullnameOverride="frw",
+    )
+    mwc = find(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["name"] == "frw"
+    assert mwc["metadata"]["annotations"] == {"example.com/owner": "platform"}
+    (hook,) = mwc["webhooks"]
+    assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["reinvocationPolicy"]) == ("Ignore", 2, "Never")
+    assert hook["clientConfig"]["service"]["name"] == "frw"
+    assert hook["namespaceSelector"] == {
+        "matchLabels": {"team": "ml"},
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", NAMESPACE, "flyte"],
+            },
+            {"key": "skip", "operator": "DoesNotExist"},
+        ],
+    }
+    assert hook["objectSelector"] == {"matchLabels": {"flyte": "yes"}}
+    assert [c["name"] for c in hook["matchConditions"]] == ["has-flyte-resources-annotation", "not-nodes"]
+    assert "k.startsWith('res.example.com/')" in hook["matchConditions"][0]["expression"]
+
+
+def test_match_conditions_can_be_turned_off() -> None:
+    (hook,) = find(render(webhook__matchConditions__enabled=False), "MutatingWebhookConfiguration")["webhooks"]
+    assert "matchConditions" not in hook
+    assert "enabled" in render_error(
+        webhook__matchConditions={"enabled": False, "extra": [{"name": "x", "expression": "true"}]}
+    )
+
+
+# ---------------------------------------------------------------------------------------- certificates
+
+
+def test_self_managed_mode() -> None:
+    docs = render()
+    args = container(docs)["args"]
+    assert args[:11] == [
+        "run",
+        "--config",
+        "/etc/flyte-resources-webhook/config.yaml",
+        "--port",
+        "9443",
+        "--probe-port",
+        "8080",
+        "--cert-dir",
+        CERT_DIR,
+        "--log-format",
+        "json",
+    ]
+    assert flag(args, "--cert-mode") == "self-managed"
+    assert flag(args, "--cert-secret") == f"{RELEASE}-tls"
+    assert flag(args, "--webhook-config-name") == RELEASE
+    assert flag(args, "--service-name") == RELEASE
+    assert flag(args, "--namespace") == NAMESPACE
+    assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
+    assert not [d for d in docs if d["kind"] == "Secret"], "the webhook creates its Secret, not the chart"
+
+    role = find(docs, "Role", RELEASE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": [f"{RELEASE}-tls"],
+            "verbs": ["get", "update", "patch"],
+        },
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+    ]
+    cluster_role = find(docs, "ClusterRole", RELEASE)
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": [RELEASE],
+            "verbs": ["get", "update", "patch"],
+        }
+    ]
+    for binding in (find(docs, "RoleBinding", RELEASE), find(docs, "ClusterRoleBinding", RELEASE)):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": RELEASE, "namespace": NAMESPACE}]
+
+    volumes = {v["name"]: v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert "emptyDir" in volumes["certs"]
+    mounts = {m["name"]: m["mountPath"] for m in container(docs)["volumeMounts"]}
+    assert mounts["certs"] == CERT_DIR
+
+
+def test_cert_manager_mode() -> None:
+    docs = [d for d in render(certificates__mode="cert-manager") if not is_test_hook(d)]
+    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+    args = container(docs)["args"]
+    assert "--cert-mode" not in args and "--cert-secret" not in args
+    mwc = find(docs, "MutatingWebhookConfiguration")
+    assert mwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/{RELEASE}-tls"
+    serving = find(docs, "Certificate", f"{RELEASE}-tls")
+    assert serving["spec"]["secretName"] == f"{RELEASE}-tls"
+    assert serving["spec"]["dnsNames"] == [RELEASE, f"{RELEASE}.{NAMESPACE}", f"{RELEASE}.{NAMESPACE}.svc"]
+    assert serving["spec"]["issuerRef"]["name"] == f"{RELEASE}-ca"
+    assert (serving["spec"]["duration"], serving["spec"]["renewBefore"]) == ("8760h", "720h")
+    ca = find(docs, "Certificate", f"{RELEASE}-ca")
+    assert ca["spec"]["isCA"] is True
+    assert ca["spec"]["issuerRef"]["name"] == f"{RELEASE}-selfsigned"
+    assert find(docs, "Issuer", f"{RELEASE}-selfsigned")["spec"] == {"selfSigned": {}}
+    assert find(docs, "Issuer", f"{RELEASE}-ca")["spec"] == {"ca": {"secretName": f"{RELEASE}-ca"}}
+    volumes = {v["name"]: v for v in find(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["certs"]["secret"]["secretName"] == f"{RELEASE}-tls"
+
+
+def test_cert_manager_with_existing_issuer() -> None:
+    docs = render(
+        certificates__mode="cert-manager",
+        certificates__secretName="my-cert",
+        certificates__certManager__issuerRef={"name": "corp", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+    )
+    assert [d["metadata"]["name"] for d in docs if d["apiVersion"].startswith("cert-manager.io/")] == ["my-cert"]
+    assert find(docs, "Certificate")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+    annotations = find(docs, "MutatingWebhookConfiguration")["metadata"]["annotations"]
+    assert annotations["cert-manager.io/inject-ca-from"] == f"{NAMESPACE}/my-cert"
+
+
+# ------------------------------------------------------------------------------------------- deployment
+
+
+def test_deployment_is_hardened_and_highly_available() -> None:
+    docs = render()
+    deployment = find(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container(docs)
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sleep", "5"]
+    assert pod["terminationGracePeriodSeconds"] > 5
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+    assert pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"] == selector
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", CERT_DIR, "/etc/flyte-resources-webhook/config.yaml"} <= mounts
+    assert "priorityClassName" not in pod
+    pdb = find(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == selector
+
+
+def test_single_replica_has_no_pdb_and_warns() -> None:
+    docs = render(replicaCount=1)
+    assert "PodDisruptionBudget" not in kinds(docs)
+    notes = run_helm(
+        "install", RELEASE, str(CHART), "--dry-run=client", "--namespace", NAMESPACE, "--set", "replicaCount=1"
+    ).stdout
+    assert "WARNING: replicaCount is 1" in notes
+
+
+def test_ha_values() -> None:
+    docs = render(CHART / "ci" / "ha-hardened-values.yaml")
+    pod = find(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    assert "nodeAffinity" in pod["affinity"]
+    assert len(pod["topologySpreadConstraints"]) == 2
+    assert all("labelSelector" in t for t in pod["topologySpreadConstraints"])
+    image = pod["containers"][0]["image"]
+    assert image.startswith("ghcr.io/") and "@sha256:" in image
+
+
+def test_config_checksum_rolls_pods() -> None:
+    def checksum(**values: Any) -> str:
+        annotations = find(render(**values), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    assert checksum() != checksum(config={"preset": "gke"})
+    assert checksum() == checksum(replicaCount=3)
+
+
+def test_config_nulls_are_dropped() -> None:
+    docs = render(config={"preset": "gke", "gpu-unpartitioned-toleration": None, "on-error": "allow"})
+    assert yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) == {"preset": "gke", "on-error": "allow"}
+
+
+# ----------------------------------------------------------------------------- optional resources / test
+
+
+def test_networkpolicy_and_servicemonitor() -> None:
+    docs = render(CHART / "ci" / "networkpolicy-servicemonitor-values.yaml")
+    policy = find(docs, "NetworkPolicy")
+    webhook_rule, metrics_rule = policy["spec"]["ingress"]
+    assert webhook_rule["ports"] == [{"port": 9443, "protocol": "TCP"}] and "from" not in webhook_rule
+    assert metrics_rule["ports"] == [{"port": 8080, "protocol": "TCP"}] and metrics_rule["from"]
+    monitor = find(docs, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert not {"NetworkPolicy", "ServiceMonitor"} & set(kinds(render()))
+
+
+def test_helm_test_pod() -> None:
+    docs = [d for d in render() if is_test_hook(d)]
+    assert sorted(kinds(docs)) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    pod = find(docs, "Pod")
+    assert pod["metadata"]["namespace"] == NAMESPACE
+    args = pod["spec"]["containers"][0]["args"]
+    assert args[0] == "run"
+    assert "--dry-run=server" in args and "--namespace=default" in args
+    assert "--allow-missing-template-keys=false" in args
+    assert any(a.startswith("--annotations=resources.flyte.org/resources=") for a in args)
+    assert any("resources\\.flyte\\.org/applied" in a for a in args)
+    role = find(docs, "Role")
+    assert role["metadata"]["namespace"] == "default"
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]
+    # The dry-run namespace must reach the webhook, or the test pod is not rendered.
+    assert not [d for d in render(tests__namespace=NAMESPACE) if is_test_hook(d)]
+    assert not [d for d in render(tests__enabled=False) if is_test_hook(d)]
+
+
+def test_bad_annotation_prefix_fails_render() -> None:
+    assert "annotation-prefix" in render_error(config={"annotation-prefix": "Resources/"})
+
+
+# --------------------------------------------------------------------------------------- manifests, README
+
+
+def test_manifests_in_sync_with_chart() -> None:
+    helm()
+    problems = manifests.check()
+    assert not problems, "\n".join(problems) + "\nrun `make manifests`"
+
+
+def _leaf_paths(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        paths = []
+        for key, value in node.items():
+            paths += _leaf_paths(value, f"{prefix}.{key}" if prefix else str(key))
+        return paths
+    return [prefix]
+
+
+def test_readme_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    table_keys = set(re.findall(r"^\| `([^`]+)` \|", readme, flags=re.MULTILINE))
+    values = values_yaml()
+    # Free-form maps whose defaults are Kubernetes objects are documented as a whole.
+    whole = ("podSecurityContext", "securityContext", "resources", "updateStrategy")
+    expected = {p for p in _leaf_paths(values) if not p.startswith(whole) and not p.startswith("config.")}
+    expected |= set(whole)
+    expected |= {f"config.{key}" for key in schema()["properties"]["config"]["properties"]}
+    missing = sorted(expected - table_keys)
+    assert not missing, f"chart README values table lacks: {missing}"
+    unknown = sorted(
+        k for k in table_keys - expected if not any(k.startswith(w + ".") for w in whole) and k != "config"
+    )
+    assert not unknown, f"chart README documents values that values.yaml does not have: {unknown}"
+    for section in ("helm install", "cert-manager", "helm uninstall", "helm upgrade", "kind-test"):
+        assert section in readme, f"chart README lacks {section!r}"
