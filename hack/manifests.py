@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.manifests", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", action="store_true", help="render manifests/ from the chart")
-    mode.add_argument(
-        "--check", action="store_true", help="exit 1 with a diff when manifests/ is out of sync"
-    )
+    mode.add_argument("--check", action="store_true", help="exit 1 with a diff when manifests/ is out of sync")
     args = parser.parse_args(argv)
     try:
         if args.write:
