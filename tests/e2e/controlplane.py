@@ -143,9 +143,7 @@ def tail(path: Path, lines: int = 40) -> str:
 class Process:
     """One child process with its output in a log file; stopped by its PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(
-        self, name: str, argv: list[str], log_path: Path, *, env: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, *, env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
@@ -180,9 +178,8 @@ class Process:
         code = self.popen.poll()
         if code is None:
             return None
-        return (
-            f"{self.name} (pid {self.popen.pid}) exited with code {code}; end of {self.log_path}:\n"
-            + tail(self.log_path)
+        return f"{self.name} (pid {self.popen.pid}) exited with code {code}; end of {self.log_path}:\n" + tail(
+            self.log_path
         )
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -574,9 +571,7 @@ class Cluster:
     def __init__(self) -> None:
         self._mwcs: list[str] = []
 
-    def kubectl(
-        self, *args: str, input: str | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         return subprocess.run(
             [self.kubectl_bin, *args],
@@ -622,9 +617,7 @@ class Cluster:
     ) -> dict[str, Any]:
         """Register another copy of the chart's MWC, rendered for `release` (its own name, its own namespace
         `release` excluded) with `values` on top, pointing at `base_url`. `stop()` removes it again."""
-        mwc = render_mwc(
-            self.helm_bin, release=release, namespace=release, values=values, work_dir=self.run_dir
-        )
+        mwc = render_mwc(self.helm_bin, release=release, namespace=release, values=values, work_dir=self.run_dir)
         local = localize_mwc(mwc, base_url, self.ca_pem)
         self.apply(local)
         self._mwcs.append(local["metadata"]["name"])
@@ -634,6 +627,9 @@ class Cluster:
         self.kubectl("delete", "mutatingwebhookconfiguration", name, "--ignore-not-found", "--wait=false")
         if name in self._mwcs:
             self._mwcs.remove(name)
+
+    def start(self) -> Cluster:
+        raise NotImplementedError
 
     def reviews(self) -> dict[str, float]:
         """The main webhook's `flyte_resources_webhook_reviews_total` by outcome."""
@@ -685,9 +681,7 @@ class LocalCluster(Cluster):
             self.kubeconfig = self.control_plane.kubeconfig
             self.certs = WebhookCerts.generate(self.run_dir / "webhook-certs")
             self.ca_pem = self.certs.ca_pem
-            self.webhook = WebhookProcess(
-                "webhook", self.run_dir, self.kubeconfig, self.certs, config
-            ).start()
+            self.webhook = WebhookProcess("webhook", self.run_dir, self.kubeconfig, self.certs, config).start()
             self.mwc = localize_mwc(chart_mwc, self.webhook.url, self.ca_pem)
             self.apply(self.mwc)
             self.ensure_namespace(self.namespace)
@@ -731,9 +725,7 @@ class LocalCluster(Cluster):
 class ExistingCluster(Cluster):
     """`$KUBECONFIG`'s cluster, with the webhook installed by helm into `namespace` (e.g. by kind)."""
 
-    def __init__(
-        self, run_dir: Path, *, namespace: str = WEBHOOK_NAMESPACE, kubeconfig: Path | None = None
-    ) -> None:
+    def __init__(self, run_dir: Path, *, namespace: str = WEBHOOK_NAMESPACE, kubeconfig: Path | None = None) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.namespace = namespace
@@ -747,9 +739,7 @@ class ExistingCluster(Cluster):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         result = self.kubectl("get", "--raw", "/readyz")
         if result.returncode != 0:
-            raise HarnessError(
-                f"--existing-cluster: the cluster of {self.kubeconfig} is not ready: {result.stderr}"
-            )
+            raise HarnessError(f"--existing-cluster: the cluster of {self.kubeconfig} is not ready: {result.stderr}")
         if not self._webhook_pods():
             raise HarnessError(
                 f"--existing-cluster: no running webhook pod in namespace {self.namespace} "
@@ -816,6 +806,4 @@ def wait_for_mutation(
         out = dry_run_create(cluster, namespace, the_pod)
         return out if the_check(out) else None
 
-    return wait_until(
-        mutated, timeout=timeout, what="the webhook to mutate a dry-run pod", interval=0.3, alive=alive
-    )
+    return wait_until(mutated, timeout=timeout, what="the webhook to mutate a dry-run pod", interval=0.3, alive=alive)

@@ -1,0 +1,237 @@
+"""Session fixtures for the end-to-end tests: a real kube-apiserver calling the real webhook process.
+
+Fixtures (all session-scoped unless noted):
+
+* `cluster` -> `controlplane.Cluster`: by default a `LocalCluster` (etcd + kube-apiserver on free loopback ports,
+  `flyte-resources-webhook run` with a generated CA and an IP-SAN certificate, the chart's
+  MutatingWebhookConfiguration pointing at it), ready once a server-side dry-run pod comes back mutated. Stops
+  every process it started, by PID, at the end of the session (also when tests fail). Gives `kubeconfig`,
+  `kubectl(...)`, `api_client()`, `reviews()` (the webhook's review counter by outcome) and `log_files()`.
+* `kubeconfig` -> Path of the kubeconfig (admin token); `bin_dir` -> the binary cache (local mode).
+* `api_client` -> `kubernetes.client.ApiClient`; `core_v1` -> `kubernetes.client.CoreV1Api`.
+* `namespace` (function) -> a fresh namespace name (namespaces are never deleted: no namespace controller runs).
+* `mixed_mig_webhook` -> a second webhook process with `mig-strategy: mixed`, registered under a second copy of
+  the chart's MWC that only selects pods labelled `e2e.flyte.org/webhook=mig-mixed` (local mode only).
+* `dead_webhooks` -> two more copies of the chart's MWC pointing at a port nobody listens on, one with
+  `failurePolicy: Fail`, one with `Ignore`, each selecting only pods with its own label.
+
+Missing binaries fail the tests with a hint to run `make control-plane`; `FRW_ALLOW_SKIP_E2E=1` turns that into
+a skip (the only opt-out). `pytest tests/e2e --existing-cluster` (or `FRW_E2E_EXISTING_CLUSTER=1`) runs the same
+tests against `$KUBECONFIG`'s cluster where the chart is installed in `--webhook-namespace` (default
+`flyte-resources-webhook`), e.g. a kind cluster; tests that need a local webhook process are skipped there.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .controlplane import (
+    WEBHOOK_NAMESPACE,
+    Binaries,
+    Cluster,
+    ExistingCluster,
+    HarnessError,
+    LocalCluster,
+    MissingBinaries,
+    WebhookProcess,
+    dry_run_create,
+    free_port,
+    probe_pod,
+    render_webhook_config,
+    tail,
+    wait_for_mutation,
+    wait_until,
+)
+
+SELECTOR_LABEL = "e2e.flyte.org/webhook"
+_CLUSTER = pytest.StashKey[Cluster]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("flyte-resources-webhook e2e")
+    group.addoption(
+        "--existing-cluster",
+        action="store_true",
+        default=False,
+        help="run the e2e tests against $KUBECONFIG's cluster, where the chart is already installed, instead of "
+        "starting a local etcd + kube-apiserver (also: FRW_E2E_EXISTING_CLUSTER=1)",
+    )
+    group.addoption(
+        "--webhook-namespace",
+        default=WEBHOOK_NAMESPACE,
+        help="with --existing-cluster: the namespace the chart is installed in (default: %(default)s)",
+    )
+
+
+def _existing_cluster(config: pytest.Config) -> bool:
+    if os.environ.get("FRW_E2E_EXISTING_CLUSTER") == "1":
+        return True
+    try:
+        return bool(config.getoption("--existing-cluster"))
+    except ValueError:  # the option is unknown when this conftest was not loaded at start-up
+        return False
+
+
+def _cannot_run(message: str) -> None:
+    if os.environ.get("FRW_ALLOW_SKIP_E2E") == "1":
+        pytest.skip(f"{message} (skipped because FRW_ALLOW_SKIP_E2E=1)")
+    pytest.fail(message, pytrace=False)
+
+
+def _log_tails(cluster: Cluster, lines: int = 60) -> str:
+    return "\n".join(
+        f"----- {name}: last {lines} lines of {path}\n{tail(path, lines)}" for name, path in cluster.log_files().items()
+    )
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    try:
+        return Binaries.locate().directory
+    except MissingBinaries as exc:
+        _cannot_run(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    run_dir = tmp_path_factory.mktemp("frw-e2e")
+    the_cluster: Cluster
+    if _existing_cluster(request.config):
+        namespace = request.config.getoption("--webhook-namespace", default=WEBHOOK_NAMESPACE)
+        the_cluster = ExistingCluster(run_dir, namespace=namespace)
+    else:
+        try:
+            the_cluster = LocalCluster(run_dir, Binaries.locate())
+        except MissingBinaries as exc:
+            _cannot_run(str(exc))
+            raise
+    request.config.stash[_CLUSTER] = the_cluster
+    try:
+        the_cluster.start()
+    except HarnessError as exc:
+        the_cluster.stop()
+        details = f"{exc}\n(run dir: {run_dir})\n{_log_tails(the_cluster)}"
+        pytest.fail(f"cannot start the e2e cluster: {details}", pytrace=False)
+    try:
+        yield the_cluster
+    finally:
+        the_cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(cluster: Cluster) -> Path:
+    return cluster.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: Cluster) -> Any:
+    return cluster.api_client()
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client: Any) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")
+    name = f"e2e-{base[:40].strip('-')}-{secrets.token_hex(3)}"
+    cluster.ensure_namespace(name)
+    yield name
+    if not cluster.local:  # a real cluster's namespace controller cleans up; locally nothing ever would
+        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@dataclass
+class ExtraWebhook:
+    """A second webhook configuration: pods in `namespace` labelled `labels` are sent to it (and only to it)."""
+
+    name: str
+    labels: dict[str, str]
+    namespace: str
+    process: WebhookProcess | None = None
+
+
+@pytest.fixture(scope="session")
+def mixed_mig_webhook(cluster: Cluster) -> Iterator[ExtraWebhook]:
+    """`mig-strategy: mixed` needs another process with another config. Its MWC is the chart's, rendered for
+    another release (so another name) with an objectSelector; its test pods live in the main webhook's own
+    namespace, which the main MWC excludes, so exactly one webhook mutates them."""
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("needs a second local webhook process (not available with --existing-cluster)")
+    labels = {SELECTOR_LABEL: "mig-mixed"}
+    config = render_webhook_config(
+        cluster.helm_bin, values={"config": {"preset": "eks", "mig-strategy": "mixed"}}, work_dir=cluster.run_dir
+    )
+    assert config.get("mig-strategy") == "mixed", config
+    process = cluster.start_extra_webhook("webhook-mig-mixed", config)
+    mwc = cluster.add_webhook_configuration(
+        release="frw-e2e-mig-mixed",
+        base_url=process.url,
+        values={"webhook": {"objectSelector": {"matchLabels": labels}}},
+    )
+    probe = probe_pod("frw-mig-mixed-probe")
+    probe["metadata"]["labels"] = labels
+    wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=process.process.exited)  # type: ignore[union-attr]
+    yield ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace, process)
+    cluster.remove_webhook_configuration(mwc["metadata"]["name"])
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def dead_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
+    """Copies of the chart's MWC whose URL points at a loopback port nobody listens on (a stopped webhook), one
+    per failure policy, each selecting only pods with its own label. The main webhook stays up meanwhile."""
+    dead_url = f"https://127.0.0.1:{free_port()}"
+    hooks: dict[str, ExtraWebhook] = {}
+    # Ignore first: once the Fail copy is seen to deny, the apiserver's informer has seen the Ignore copy too.
+    for policy in ("Ignore", "Fail"):
+        labels = {SELECTOR_LABEL: f"dead-{policy.lower()}"}
+        mwc = cluster.add_webhook_configuration(
+            release=f"frw-e2e-dead-{policy.lower()}",
+            base_url=dead_url,
+            values={"webhook": {"failurePolicy": policy, "objectSelector": {"matchLabels": labels}}},
+        )
+        hooks[policy] = ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace)
+    probe = probe_pod("frw-dead-fail-probe")
+    probe["metadata"]["labels"] = hooks["Fail"].labels
+
+    def denied() -> bool:
+        try:
+            dry_run_create(cluster, "default", probe)
+        except HarnessError as exc:
+            return "failed calling webhook" in str(exc)
+        return False
+
+    wait_until(denied, timeout=30, what="the dead Fail webhook configuration to take effect")
+    yield hooks
+    for hook in hooks.values():
+        cluster.remove_webhook_configuration(hook.name)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and item.get_closest_marker("e2e") is not None:
+        the_cluster = item.config.stash.get(_CLUSTER, None)
+        if the_cluster is not None:
+            for name, path in the_cluster.log_files().items():
+                report.sections.append((f"{name} log ({path})", tail(path, 80)))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    the_cluster = config.stash.get(_CLUSTER, None)
+    if the_cluster is not None and exitstatus != 0:
+        terminalreporter.write_line(f"e2e: process logs and kubeconfig kept in {the_cluster.run_dir}")
