@@ -41,6 +41,7 @@ __all__ = [
     "key_matches_cert",
     "needs_renewal",
     "read_not_after",
+    "read_not_before",
     "signed_by",
     "split_pem_certs",
     "write_bundle",
@@ -250,6 +251,11 @@ def generate_bundle(
 def read_not_after(cert_pem: bytes) -> datetime:
     """Expiry (UTC, timezone-aware) of the first certificate in `cert_pem`."""
     return _load_cert(cert_pem, "the certificate").not_valid_after_utc
+
+
+def read_not_before(cert_pem: bytes) -> datetime:
+    """Start of validity (UTC, timezone-aware) of the first certificate in `cert_pem`."""
+    return _load_cert(cert_pem, "the certificate").not_valid_before_utc
 
 
 def needs_renewal(cert_pem: bytes, *, now: datetime, renew_before: timedelta) -> bool:

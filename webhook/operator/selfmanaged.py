@@ -106,13 +106,11 @@ class SelfManagedSettings:
         # Otherwise every check would find the fresh certificate already due and re-issue it forever.
         if self.renew_before >= self.validity:
             raise SelfManagedError(
-                f"renew-before ({self.renew_before}) must be shorter than the certificate validity "
-                f"({self.validity})"
+                f"renew-before ({self.renew_before}) must be shorter than the certificate validity ({self.validity})"
             )
         if self.renew_before >= self.ca_validity:
             raise SelfManagedError(
-                f"renew-before ({self.renew_before}) must be shorter than the CA validity "
-                f"({self.ca_validity})"
+                f"renew-before ({self.renew_before}) must be shorter than the CA validity ({self.ca_validity})"
             )
         if self.check_interval <= 0 or self.retry_interval <= 0:
             raise SelfManagedError("check and retry intervals must be positive")
@@ -228,6 +226,10 @@ def _leaf_problem(
         return f"its serving certificate names {sorted(sans)}, expected {sorted(dns_names)}"
     if certs.needs_renewal(stored.tls_cert, now=now, renew_before=renew_before):
         return f"its serving certificate expires at {not_after.isoformat()}"
+    not_before = certs.read_not_before(stored.tls_cert)
+    # Written by a node with a clock far ahead: the apiserver would reject it until then.
+    if not_before > now + timedelta(minutes=1):
+        return f"its serving certificate is not valid before {not_before.isoformat()}"
     return None
 
 
@@ -261,9 +263,7 @@ def plan_certificates(
 
     leaf_problem = _leaf_problem(stored, dns_names=dns_names, now=now, renew_before=renew_before)
     if leaf_problem is not None:
-        previous = (
-            stored.previous_ca if stored.previous_ca and _still_valid(stored.previous_ca, now) else None
-        )
+        previous = stored.previous_ca if stored.previous_ca and _still_valid(stored.previous_ca, now) else None
         return (
             _issue((stored.ca_cert, stored.ca_key), dns_names, validity, now, previous_ca=previous),
             leaf_problem + " (re-issued from the same CA)",
@@ -287,9 +287,7 @@ def _issue(
         common_name=dns_names[2] if len(dns_names) > 2 else dns_names[0],
         now=now,
     )
-    return StoredCerts(
-        ca_cert=ca[0], ca_key=ca[1], tls_cert=cert_pem, tls_key=key_pem, previous_ca=previous_ca
-    )
+    return StoredCerts(ca_cert=ca[0], ca_key=ca[1], tls_cert=cert_pem, tls_key=key_pem, previous_ca=previous_ca)
 
 
 # --- the Kubernetes API ----------------------------------------------------------------------------------
@@ -395,9 +393,7 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
                 secret.data = {**(secret.data or {}), **encoded}
                 if PREVIOUS_CA_KEY not in encoded and secret.data:
                     secret.data.pop(PREVIOUS_CA_KEY, None)
-                core.replace_namespaced_secret(
-                    s.secret_name, s.namespace, secret, _request_timeout=_REQUEST_TIMEOUT
-                )
+                core.replace_namespaced_secret(s.secret_name, s.namespace, secret, _request_timeout=_REQUEST_TIMEOUT)
                 verb = "updated"
         except ApiException as e:
             if e.status == 409:
@@ -428,9 +424,7 @@ class _WebhookState(enum.Enum):
     FAILED = "failed"  # could not be read or patched; logged, retried
 
 
-def _sync_ca_bundle(
-    adm: k8s.AdmissionregistrationV1Api, s: SelfManagedSettings, trust: bytes
-) -> _WebhookState:
+def _sync_ca_bundle(adm: k8s.AdmissionregistrationV1Api, s: SelfManagedSettings, trust: bytes) -> _WebhookState:
     name = s.webhook_config_name
     rbac = f'"get" and "patch" on mutatingwebhookconfigurations (resourceNames: [{name}])'
     wanted = _encode(trust)
@@ -499,17 +493,27 @@ class _Outcome:
     files_written: bool
 
 
-def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
+def _core_api(s: SelfManagedSettings) -> k8s.CoreV1Api:
     if s.api_client is None:
         s.api_client = kube_api_client()
+    return k8s.CoreV1Api(s.api_client)
+
+
+def _admission_api(s: SelfManagedSettings) -> k8s.AdmissionregistrationV1Api:
+    if s.api_client is None:
+        s.api_client = kube_api_client()
+    return k8s.AdmissionregistrationV1Api(s.api_client)
+
+
+def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
     now = datetime.now(UTC)
-    stored = _sync_secret(k8s.CoreV1Api(s.api_client), s, now)
+    stored = _sync_secret(_core_api(s), s, now)
     try:
         bundle = stored.to_bundle(now)
     except CertificateError as e:  # plan_certificates validated it; only a bug gets here
         raise SelfManagedError(f"Secret {s.secret_ref} holds unusable certificates: {e}") from None
 
-    adm = k8s.AdmissionregistrationV1Api(s.api_client)
+    adm = _admission_api(s)
     on_disk = _read_files(s.cert_dir)
     try:
         webhook = _sync_ca_bundle(adm, s, bundle.ca_pem)
@@ -588,9 +592,7 @@ async def rotate_forever(settings: SelfManagedSettings, stop: asyncio.Event) -> 
             else:
                 failures += 1
         if failures:
-            backoff = min(
-                settings.retry_interval * 2 ** min(failures - 1, 16), _MAX_BACKOFF, settings.check_interval
-            )
+            backoff = min(settings.retry_interval * 2 ** min(failures - 1, 16), _MAX_BACKOFF, settings.check_interval)
             delay = backoff * random.uniform(0.8, 1.2)  # replicas should not hammer the API in lockstep
         else:
             delay = settings.check_interval
