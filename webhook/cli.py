@@ -110,7 +110,7 @@ def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
         return
     rows = [["ANNOTATION", "VALUE", "EFFECT"]]
     for step in plan.steps:
-        notes = step.notes or ("nothing to change: the pod already has it",)
+        notes = step.changes + step.notes or ("nothing to change: the pod already has it",)
         for i, note in enumerate(notes):
             value = step.value if len(step.value) <= 40 else step.value[:37] + "..."
             rows.append([step.annotation if i == 0 else "", value if i == 0 else "", note])

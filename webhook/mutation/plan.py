@@ -56,6 +56,7 @@ class Step:
     annotation: str
     value: str
     notes: tuple[str, ...]
+    changes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,24 +94,26 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
     current: Mapping[str, Any] = pod
     target: str | None = None
 
-    def run(name: str, action: Callable[[Mapping[str, Any]], Result]) -> None:
+    def run(names: list[str], action: Callable[[Mapping[str, Any]], Result]) -> None:
         nonlocal current
-        value = request.given.get(name, "")
+        annotation = " + ".join(prefix + name for name in names)
+        value = "; ".join(request.given.get(name, "") for name in names)
         try:
             result = action(current)
         except PodSemanticsError as exc:
-            raise InvalidAnnotation(prefix + name, value, str(exc)) from None
+            raise InvalidAnnotation(annotation, value, str(exc)) from None
+        changes = tuple(_describe_resource_changes(current, result.pod, target)) if target else ()
         current = result.pod
-        steps.append(Step(prefix + name, value, result.notes))
+        steps.append(Step(annotation, value, result.notes, changes))
 
-    resource_source = next((k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given), None)
+    resource_sources = [k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given]
     renames_gpu = gpu_name != config.gpu_resource_name
-    if resource_source or renames_gpu:
+    if resource_sources or renames_gpu:
         target = _target_container(pod, request)
-        source = resource_source or (GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR)
+        sources = resource_sources or [GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR]
         name = target
         run(
-            source,
+            sources,
             lambda p: apply_container_resources(
                 p,
                 name,
@@ -123,14 +126,14 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
     if request.accelerator is not None and request.accelerator_from:
         accelerator = request.accelerator
         run(
-            request.accelerator_from,
+            [request.accelerator_from],
             lambda p: apply_accelerator(p, accelerator, config=config, gpu_resource_name=gpu_name),
         )
     if request.shared_memory is not None and request.shared_memory_from:
         target = target or _target_container(pod, request)
         shm, name = request.shared_memory, target
         run(
-            request.shared_memory_from,
+            [request.shared_memory_from],
             lambda p: apply_shared_memory(
                 p, name, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
             ),
@@ -147,6 +150,27 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
     only_summary = all(op["path"].startswith("/metadata/annotations") for op in ops)
     outcome: Outcome = "unchanged" if not ops or only_summary else "mutated"
     return Plan(outcome, current, ops, warnings, tuple(steps), target)
+
+
+def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, Any], target: str) -> list[str]:
+    """`requests.cpu 500m -> 1` lines for `explain`; warnings carry only the adjustments, not the asked-for values."""
+
+    def resources(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+        for container in (pod.get("spec") or {}).get("containers") or []:
+            if container.get("name") == target:
+                return container.get("resources") or {}
+        return {}
+
+    old, new = resources(before), resources(after)
+    if old is new:
+        return []
+    lines = []
+    for side in ("requests", "limits"):
+        was, now = old.get(side) or {}, new.get(side) or {}
+        for name in [*was, *(k for k in now if k not in was)]:
+            if was.get(name) != now.get(name):
+                lines.append(f"{side}.{name}: {was.get(name, '-')} -> {now.get(name, '-')}")
+    return lines
 
 
 def _target_container(pod: Mapping[str, Any], request: ResourceRequest) -> str:

@@ -1,0 +1,291 @@
+"""The mutation plan: minimal ops, idempotent, untouched pods untouched, bad input denied or ignored."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import jsonpatch
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from webhook.engine.config import WebhookConfig
+from webhook.mutation.plan import Denied, diff, plan_mutation
+
+P = "resources.flyte.org/"
+EXAMPLES = Path(__file__).parents[2] / "examples"
+CONFIG = WebhookConfig.from_mapping({})
+ALLOWED_PREFIXES = (
+    "/metadata/annotations",
+    "/spec/volumes",
+    "/spec/affinity",
+    "/spec/tolerations",
+    "/spec/nodeSelector",
+)
+
+
+def pod(annotations=None, containers=None, **spec):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ns", "annotations": dict(annotations or {})},
+        "spec": {"containers": containers or [{"name": "main", "image": "x"}], **spec},
+    }
+
+
+def apply(original, plan):
+    return jsonpatch.apply_patch(copy.deepcopy(original), plan.ops)
+
+
+def test_pod_without_our_annotations_is_returned_as_is():
+    original = pod({"primary_container_name": "main"})
+    plan = plan_mutation(original, CONFIG)
+    assert plan.outcome == "untouched"
+    assert plan.pod is original
+    assert plan.ops == [] and plan.warnings == []
+
+
+def test_flyte_task_example_ops_are_minimal():
+    original = yaml.safe_load((EXAMPLES / "flyte-task-resources.yaml").read_text())
+    before = copy.deepcopy(original)
+    plan = plan_mutation(original, CONFIG)
+    assert original == before, "the input pod must not be modified"
+    c = "/spec/containers/0/resources"
+    by_path = {op["path"]: op for op in plan.ops}
+    assert {p: (op["op"], op.get("value")) for p, op in by_path.items() if p.startswith(c)} == {
+        f"{c}/requests/cpu": ("replace", "2"),
+        f"{c}/requests/memory": ("replace", "8Gi"),
+        f"{c}/requests/nvidia.com~1gpu": ("add", "1"),
+        f"{c}/limits/cpu": ("replace", "4"),
+        f"{c}/limits/memory": ("replace", "16Gi"),
+        f"{c}/limits/nvidia.com~1gpu": ("add", "1"),
+    }
+    assert by_path[f"/metadata/annotations/{P.replace('/', '~1')}applied"]["op"] == "add"
+    assert len(plan.ops) == 7
+    assert apply(original, plan) == plan.pod
+
+
+def test_second_pass_returns_no_ops_for_every_example():
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        original = yaml.safe_load(path.read_text())
+        first = plan_mutation(original, CONFIG)
+        assert first.ops, path.name
+        mutated = apply(original, first)
+        second = plan_mutation(mutated, CONFIG)
+        assert second.ops == [], (path.name, second.ops)
+        # A re-invocation may repeat a warning (the apiserver shows each distinct warning once), never add one.
+        assert set(second.warnings) <= set(first.warnings), (path.name, second.warnings)
+
+
+def test_only_the_target_container_and_pod_level_fields_change():
+    original = yaml.safe_load((EXAMPLES / "pod-template-sidecar.yaml").read_text())
+    plan = plan_mutation(original, CONFIG)
+    assert plan.container == "primary"
+    for op in plan.ops:
+        assert op["path"].startswith("/spec/containers/0/") or op["path"].startswith(ALLOWED_PREFIXES), op
+    mutated = apply(original, plan)
+    assert mutated["spec"]["containers"][1] == original["spec"]["containers"][1]
+    assert mutated["spec"]["initContainers"] == original["spec"]["initContainers"]
+    assert {"name": "flyte-shared-memory", "mountPath": "/dev/shm"} in mutated["spec"]["containers"][0]["volumeMounts"]
+
+
+def test_warnings_name_the_annotation_and_the_adjustment():
+    plan = plan_mutation(pod({P + "requests": "cpu=4", P + "limits": "cpu=2,mem=1Gi"}), CONFIG)
+    assert f"{P}requests + {P}limits: cpu request 4 lowered to its limit 2" in plan.warnings
+    assert plan.pod["spec"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "2", "memory": "1Gi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+
+
+def test_gpu_request_raised_to_equal_limit_with_a_warning():
+    containers = [
+        {"name": "main", "resources": {"requests": {"nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}}
+    ]
+    plan = plan_mutation(pod({P + "limits": "gpu=2"}, containers), CONFIG)
+    resources = plan.pod["spec"]["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "2"
+    assert f"{P}limits: nvidia.com/gpu request raised to equal its limit (2)" in plan.warnings
+
+
+def test_applied_summary_records_the_result():
+    plan = plan_mutation(
+        pod({P + "resources": "cpu=1,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}), CONFIG
+    )
+    summary = json.loads(plan.pod["metadata"]["annotations"][P + "applied"])
+    assert summary == {
+        "container": "main",
+        "requests": {"cpu": "1", "nvidia.com/gpu": "1", "memory": "1Gi"},
+        "limits": {"cpu": "1", "nvidia.com/gpu": "1", "memory": "1Gi"},
+        "accelerator": {"device": "nvidia-tesla-t4"},
+        "gpuResource": "nvidia.com/gpu",
+        "sharedMemory": {"mountPath": "/dev/shm", "sizeLimit": "1Gi"},
+    }
+
+
+def test_mixed_mig_strategy_moves_the_gpu_onto_the_slice_resource():
+    config = WebhookConfig.from_mapping({"mig-strategy": "mixed"})
+    plan = plan_mutation(pod({P + "limits": "gpu=1", P + "accelerator": "A100.partition_1g_5gb"}), config)
+    resources = plan.pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/mig-1g.5gb"] == "1"
+    assert "nvidia.com/gpu" not in resources["limits"]
+    terms = plan.pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    keys = [e["key"] for e in terms["nodeSelectorTerms"][0]["matchExpressions"]]
+    assert keys == ["k8s.amazonaws.com/accelerator"]
+
+
+def test_node_selector_placement():
+    config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector", "preset": "gke"})
+    plan = plan_mutation(pod({P + "limits": "gpu=1", P + "accelerator": "A100.partition_1g_5gb"}), config)
+    assert plan.pod["spec"]["nodeSelector"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-tesla-a100",
+        "cloud.google.com/gke-gpu-partition-size": "1g.5gb",
+    }
+    assert "affinity" not in plan.pod["spec"]
+
+
+@pytest.mark.parametrize(
+    ("annotations", "containers", "spec", "message"),
+    [
+        (
+            {P + "container": "nope", P + "resources": "cpu=1"},
+            None,
+            {},
+            "annotation resources.flyte.org/container='nope'",
+        ),
+        ({P + "resources": "cpu=1"}, [{"name": "a"}, {"name": "b"}], {}, "has 2 containers"),
+        (
+            {P + "shared-memory": "true"},
+            [{"name": "main", "volumeMounts": [{"name": "x", "mountPath": "/dev/shm"}]}],
+            {},
+            "/dev/shm is already mounted in container",
+        ),
+        (
+            {P + "shared-memory": "true"},
+            None,
+            {"volumes": [{"name": "flyte-shared-memory", "hostPath": {"path": "/tmp"}}]},
+            "A volume is already named flyte-shared-memory in pod spec",
+        ),
+        ({P + "resources": "cpu=abc"}, None, {}, "'abc'"),
+    ],
+)
+def test_denials_name_annotation_and_value(annotations, containers, spec, message):
+    with pytest.raises(Denied) as caught:
+        plan_mutation(pod(annotations, containers, **spec), CONFIG)
+    assert message in caught.value.message
+
+
+def test_platform_limit_reject_mode_denies():
+    config = WebhookConfig.from_mapping({"platform-limits": {"cpu": "8"}, "on-limit-exceeded": "reject"})
+    with pytest.raises(Denied) as caught:
+        plan_mutation(pod({P + "resources": "cpu=16"}), config)
+    assert "annotation resources.flyte.org/resources='cpu=16': cpu request 16 is above the platform limit 8" in str(
+        caught.value
+    )
+
+
+def test_on_invalid_ignore_admits_unchanged_with_a_warning():
+    config = WebhookConfig.from_mapping({"on-invalid": "ignore"})
+    plan = plan_mutation(pod({P + "resources": "cpu=abc"}), config)
+    assert plan.outcome == "ignored" and plan.ops == []
+    assert "on-invalid: ignore" in plan.warnings[0] and "'abc'" in plan.warnings[0]
+
+
+def test_diff_escapes_and_appends():
+    old = {"a/b": 1, "l": [1], "keep": {"x": 1}, "gone": 2}
+    new = {"a/b": 2, "l": [1, 2], "keep": old["keep"], "new~": 3}
+    assert diff(old, new) == [
+        {"op": "remove", "path": "/gone"},
+        {"op": "replace", "path": "/a~1b", "value": 2},
+        {"op": "add", "path": "/l/1", "value": 2},
+        {"op": "add", "path": "/new~0", "value": 3},
+    ]
+
+
+# --- property: idempotency over generated pods ---------------------------------------------------------------
+
+quantities = {
+    "cpu": st.sampled_from(["100m", "250m", "500m", "1", "2", "1500m", "4"]),
+    "memory": st.sampled_from(["128Mi", "1Gi", "1024Mi", "2Gi", "3G", "512Mi"]),
+    "ephemeral-storage": st.sampled_from(["1Gi", "10Gi"]),
+    "nvidia.com/gpu": st.sampled_from(["1", "2"]),
+}
+resource_maps = st.dictionaries(st.sampled_from(sorted(quantities)), st.just(None), max_size=4).flatmap(
+    lambda keys: st.fixed_dictionaries({k: quantities[k] for k in keys})
+)
+containers = st.lists(
+    st.fixed_dictionaries({"requests": resource_maps, "limits": resource_maps}), min_size=1, max_size=3
+).map(lambda rs: [{"name": f"c{i}", "image": "img", "resources": r} for i, r in enumerate(rs)])
+annotation_sets = st.fixed_dictionaries(
+    {},
+    optional={
+        P + "resources": st.sampled_from(["cpu=1:2,mem=1Gi:2Gi", "gpu=1", "cpu=2,gpu=2,ephemeral_storage=1Gi"]),
+        P + "accelerator": st.sampled_from(["T4", "A100.partition_1g_5gb", "A100.unpartitioned", "V5E.slice_2x4"]),
+        P + "shared-memory": st.sampled_from(["true", "1Gi", "false"]),
+        P + "gpu-resource-key": st.sampled_from(["nvidia.com/gpu", "amd.com/gpu"]),
+    },
+)
+existing = st.fixed_dictionaries(
+    {},
+    optional={
+        "tolerations": st.just(
+            [
+                {
+                    "key": "k8s.amazonaws.com/accelerator",
+                    "operator": "Equal",
+                    "value": "nvidia-tesla-t4",
+                    "effect": "NoSchedule",
+                }
+            ]
+        ),
+        "affinity": st.just(
+            {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+                        ]
+                    }
+                }
+            }
+        ),
+    },
+)
+configs = st.sampled_from(
+    [
+        CONFIG,
+        WebhookConfig.from_mapping({"mig-strategy": "mixed", "platform-limits": {"cpu": "2", "gpu": "1"}}),
+        WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector", "preset": "karpenter"}),
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(containers=containers, annotations=annotation_sets, extra=existing, config=configs)
+def test_plan_is_idempotent_and_yields_valid_pods(containers, annotations, extra, config):
+    original = pod({**annotations, "primary_container_name": "c0"}, containers, **extra)
+    before = copy.deepcopy(original)
+    try:
+        first = plan_mutation(original, config)
+    except Denied:
+        return
+    assert original == before
+    mutated = apply(original, first)
+    assert mutated == first.pod
+    second = plan_mutation(mutated, config)
+    assert second.ops == []
+    from webhook.engine.quantity import parse_quantity
+
+    if P + "resources" not in annotations:
+        return  # the pod's own resources were not ours to fix
+    target = mutated["spec"]["containers"][0]["resources"]
+    for name, request in (target.get("requests") or {}).items():
+        limit = (target.get("limits") or {}).get(name)
+        if limit is not None:
+            assert parse_quantity(request) <= parse_quantity(limit), (name, target)
+            if "gpu" in name or "mig" in name:
+                assert parse_quantity(request) == parse_quantity(limit), (name, target)
