@@ -1,0 +1,109 @@
+"""AdmissionReview in, AdmissionReview out: response shape, denials, the failure policy for our own bugs, metrics."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+
+import jsonpatch
+import pytest
+
+from webhook.engine.config import WebhookConfig
+from webhook.operator import review as review_module
+from webhook.operator.review import PodReviewer
+
+P = "resources.flyte.org/"
+
+
+def admission_review(annotations=None, operation="CREATE", api_version="admission.k8s.io/v1"):
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "task-", "namespace": "ns", "annotations": annotations or {}},
+        "spec": {"containers": [{"name": "main", "image": "x"}]},
+    }
+    return {
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": operation,
+            "namespace": "ns",
+            "userInfo": {"username": "admin"},
+            "object": pod,
+        },
+    }
+
+
+def counts(reviewer):
+    return {
+        outcome: reviewer.metrics.registry.get_sample_value(
+            "flyte_resources_webhook_reviews_total", {"outcome": outcome}
+        )
+        for outcome in ("mutated", "untouched", "denied", "error")
+    }
+
+
+def test_mutated_response_carries_a_json_patch_and_warnings():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    review = admission_review({P + "requests": "cpu=2", P + "limits": "cpu=1"})
+    out = reviewer(review)
+    assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
+    response = out["response"]
+    assert response["uid"] == review["request"]["uid"]
+    assert response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    ops = json.loads(base64.b64decode(response["patch"]))
+    pod = jsonpatch.apply_patch(copy.deepcopy(review["request"]["object"]), ops)
+    assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "1"
+    assert any("cpu request 2 lowered to its limit 1" in w for w in response["warnings"])
+    assert counts(reviewer)["mutated"] == 1
+
+
+def test_untouched_pods_get_a_bare_allow():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    out = reviewer(admission_review({"other": "x"}))
+    assert out["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
+    assert counts(reviewer)["untouched"] == 1
+
+
+def test_other_operations_are_not_mutated():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    out = reviewer(admission_review({P + "resources": "cpu=1"}, operation="UPDATE"))
+    assert "patch" not in out["response"] and out["response"]["allowed"] is True
+
+
+def test_bad_annotation_is_denied_with_code_400():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    out = reviewer(admission_review({P + "resources": "cpu=lots"}))
+    response = out["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 400
+    assert response["status"]["message"].startswith("annotation resources.flyte.org/resources='cpu=lots'")
+    assert counts(reviewer)["denied"] == 1
+
+
+def test_v1beta1_is_echoed():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    assert reviewer(admission_review(api_version="admission.k8s.io/v1beta1"))["apiVersion"].endswith("v1beta1")
+
+
+@pytest.mark.parametrize(("policy", "allowed"), [("deny", False), ("allow", True)])
+def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, caplog, policy, allowed):
+    def broken(pod, config):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(review_module, "plan_mutation", broken)
+    reviewer = PodReviewer(WebhookConfig.from_mapping({"on-error": policy}))
+    out = reviewer(admission_review({P + "resources": "cpu=1"}))
+    response = out["response"]
+    assert response["allowed"] is allowed
+    assert "patch" not in response
+    text = response["status"]["message"] if not allowed else response["warnings"][0]
+    assert "internal error while reviewing pod ns/task-<generated>" in text
+    assert "Traceback" not in text and "boom" not in text
+    assert "internal error while reviewing pod ns/task-<generated>" in caplog.text
+    assert counts(reviewer)["error"] == 1

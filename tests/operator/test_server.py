@@ -1,0 +1,133 @@
+"""The admission server over real HTTPS (kopf's WebhookServer and TLS), and kopf's own path for the same handler.
+
+No API server is needed here: the server is started on its own, as kopf would start it after discovery. The full
+operator against a real kube-apiserver is covered in tests/e2e.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import ssl
+from pathlib import Path
+
+import aiohttp
+import jsonpatch
+import kopf
+import pytest
+from kopf._cogs.structs import references  # private, as in kopf's own admission tests
+from kopf._core.engines import admission, indexing
+from kopf._core.reactor import inventory
+
+from webhook.engine.config import WebhookConfig
+from webhook.operator.certs import generate_bundle, write_bundle
+from webhook.operator.review import PodReviewer
+from webhook.operator.server import HANDLER_ID, ServerOptions, build_server, register_handler
+from tests.operator.test_review import admission_review
+
+P = "resources.flyte.org/"
+ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def certs(tmp_path: Path):
+    bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+    write_bundle(bundle, tmp_path)
+    return tmp_path, bundle
+
+
+def patched(review, response):
+    ops = json.loads(base64.b64decode(response["response"]["patch"]))
+    return jsonpatch.apply_patch(copy.deepcopy(review["request"]["object"]), ops)
+
+
+async def _post(port: int, ca: bytes, path: str, payload) -> tuple[int, dict]:
+    context = ssl.create_default_context(cadata=ca.decode())
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"https://127.0.0.1:{port}{path}", json=payload, ssl=context) as reply:
+            body = await reply.json() if reply.content_type == "application/json" else {}
+            return reply.status, body
+
+
+def test_fast_path_answers_over_https_and_other_paths_fall_back_to_kopf(certs):
+    directory, bundle = certs
+    port = free_port()
+    options = ServerOptions(
+        addr="127.0.0.1",
+        port=port,
+        cert_file=directory / "tls.crt",
+        key_file=directory / "tls.key",
+        ca_file=directory / "ca.crt",
+    )
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    server = build_server(options, reviewer)
+    fallback_calls = []
+
+    async def kopf_fn(request, **kwargs):
+        fallback_calls.append(kwargs["webhook"])
+        return {"response": {"uid": request["request"]["uid"], "allowed": True}}
+
+    async def scenario():
+        serving = server(kopf_fn)
+        client_config = await serving.__anext__()
+        assert server.listening.is_set()
+        assert client_config["url"].startswith(f"https://127.0.0.1:{port}")
+        review = admission_review(ANNOTATIONS)
+        status, body = await _post(port, bundle.ca_pem, f"/{HANDLER_ID}", review)
+        assert status == 200
+        pod = patched(review, body)
+        main = pod["spec"]["containers"][0]
+        assert main["resources"]["limits"] == {"cpu": "2", "nvidia.com/gpu": "1", "memory": "1Gi"}
+        assert main["volumeMounts"] == [{"name": "flyte-shared-memory", "mountPath": "/dev/shm"}]
+        status, body = await _post(port, bundle.ca_pem, "/something-else", review)
+        assert status == 200 and fallback_calls == ["something-else"]
+        status, _ = await _post(port, bundle.ca_pem, f"/{HANDLER_ID}", {"no": "request"})
+        assert status == 400
+        await serving.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_kopf_handler_through_kopfs_admission_path_gives_the_same_pod():
+    """When kopf serves the review itself (e.g. behind another kopf server), the result must be identical."""
+    config = WebhookConfig.from_mapping({})
+    reviewer = PodReviewer(config)
+    registry = kopf.OperatorRegistry()
+    register_handler(registry, reviewer)
+    insights = references.Insights()
+    insights.webhook_resources.add(references.Resource("", "v1", "pods", kind="Pod", namespaced=True))
+    review = admission_review(ANNOTATIONS)
+
+    async def through_kopf(request):
+        return await admission.serve_admission_request(
+            request,
+            webhook=HANDLER_ID,
+            settings=kopf.OperatorSettings(),
+            registry=registry,
+            insights=insights,
+            memories=inventory.ResourceMemories(),
+            memobase=kopf.Memo(),
+            indices=indexing.OperatorIndexers().indices,
+        )
+
+    via_kopf = asyncio.run(through_kopf(copy.deepcopy(review)))
+    direct = reviewer(copy.deepcopy(review))
+    assert via_kopf["response"]["allowed"] is True
+    assert patched(review, via_kopf) == patched(review, direct)
+    assert via_kopf["response"]["warnings"] == direct["response"]["warnings"]
+
+    bad = admission_review({P + "accelerator": "A999"})
+    denied = asyncio.run(through_kopf(bad))
+    assert denied["response"]["allowed"] is False
+    assert denied["response"]["status"]["code"] == 400
+    assert "A999" in denied["response"]["status"]["message"]
