@@ -21,11 +21,11 @@ from kopf._cogs.structs import references  # private, as in kopf's own admission
 from kopf._core.engines import admission, indexing
 from kopf._core.reactor import inventory
 
+from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
 from webhook.operator.review import PodReviewer
 from webhook.operator.server import HANDLER_ID, ServerOptions, build_server, register_handler
-from tests.operator.test_review import admission_review
 
 P = "resources.flyte.org/"
 ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
@@ -53,10 +53,12 @@ def patched(review, response):
 
 async def _post(port: int, ca: bytes, path: str, payload) -> tuple[int, dict]:
     context = ssl.create_default_context(cadata=ca.decode())
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"https://127.0.0.1:{port}{path}", json=payload, ssl=context) as reply:
-            body = await reply.json() if reply.content_type == "application/json" else {}
-            return reply.status, body
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"https://127.0.0.1:{port}{path}", json=payload, ssl=context) as reply,
+    ):
+        body = await reply.json() if reply.content_type == "application/json" else {}
+        return reply.status, body
 
 
 def test_fast_path_answers_over_https_and_other_paths_fall_back_to_kopf(certs):
