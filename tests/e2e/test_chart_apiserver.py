@@ -1,0 +1,270 @@
+"""The chart and manifests/ against a real kube-apiserver: server-side dry-run (real schema, CEL compilation,
+Pod Security admission), and `helm install --no-hooks` / upgrade / uninstall.
+
+cert-manager and Prometheus Operator are not part of the local control plane. On it, these tests register
+minimal stand-in CRDs for `Certificate`, `Issuer` and `ServiceMonitor` (group, version, kind and scope only; their
+spec is not validated). On an existing cluster (`--existing-cluster`) that has the real CRDs, those are used;
+where they are missing there, the objects of those kinds are left out of the dry run and the test says which.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hack import manifests
+
+from .controlplane import Cluster
+
+pytestmark = pytest.mark.e2e
+
+CHART = manifests.CHART_DIR
+CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
+RELEASE = "flyte-resources-webhook"
+# A namespace of our own with Pod Security `restricted` enforced, so admission reports any violation.
+PSA_NAMESPACE = "frw-chart-restricted"
+PSA_LABELS = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/warn": "restricted",
+    "pod-security.kubernetes.io/audit": "restricted",
+}
+# Values that keep an installed copy of the chart from ever being called: no pod carries this label.
+INERT_VALUES = {
+    "webhook": {
+        "failurePolicy": "Ignore",
+        "objectSelector": {"matchLabels": {"e2e.flyte.org/chart-install": "never-matches"}},
+    }
+}
+STUB_CRDS = {
+    ("cert-manager.io", "Certificate"): "certificates",
+    ("cert-manager.io", "Issuer"): "issuers",
+    ("monitoring.coreos.com", "ServiceMonitor"): "servicemonitors",
+}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def helm(cluster: Cluster, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cluster.helm_bin, "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def render(cluster: Cluster, *, namespace: str, values_file: Path | None = None, release: str = RELEASE) -> str:
+    args = ["template", release, str(CHART), "--namespace", namespace]
+    if values_file:
+        args += ["--values", str(values_file)]
+    result = helm(cluster, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def docs_of(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def crd_present(cluster: Cluster, plural: str, group: str) -> bool:
+    return cluster.kubectl("get", "crd", f"{plural}.{group}", "-o", "name").returncode == 0
+
+
+def stub_crd(group: str, kind: str, plural: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}", "labels": {"e2e.flyte.org/stand-in": "true"}},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def crd_kinds(cluster: Cluster) -> set[tuple[str, str]]:
+    """(group, kind) of the CRD-backed kinds the API server knows (stand-ins registered on the local plane)."""
+    known = set()
+    for (group, kind), plural in STUB_CRDS.items():
+        if not crd_present(cluster, plural, group) and cluster.local:
+            cluster.apply(stub_crd(group, kind, plural))
+            waited = cluster.kubectl("wait", "--for=condition=Established", f"crd/{plural}.{group}", "--timeout=30s")
+            assert waited.returncode == 0, waited.stderr
+        if crd_present(cluster, plural, group):
+            known.add((group, kind))
+    return known
+
+
+@pytest.fixture(scope="session")
+def psa_namespace(cluster: Cluster) -> str:
+    cluster.ensure_namespace(PSA_NAMESPACE, labels=PSA_LABELS)
+    return PSA_NAMESPACE
+
+
+def without_unknown_crds(docs: list[dict[str, Any]], crd_kinds: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    kept, left_out = [], []
+    for doc in docs:
+        group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
+        if (group, doc["kind"]) in STUB_CRDS and (group, doc["kind"]) not in crd_kinds:
+            left_out.append(f"{doc['kind']}/{doc['metadata']['name']}")
+        else:
+            kept.append(doc)
+    if left_out:
+        warnings.warn(f"no CRD on this cluster, not dry-run: {', '.join(left_out)}", stacklevel=2)
+    return kept
+
+
+def dry_run_apply(cluster: Cluster, docs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    """Server-side apply in dry-run mode: the API server validates and admits every object, stores nothing."""
+    for ns in sorted({d["metadata"]["namespace"] for d in docs if d["metadata"].get("namespace")}):
+        if not any(d["kind"] == "Namespace" and d["metadata"]["name"] == ns for d in docs):
+            cluster.ensure_namespace(ns)
+    # A dry-run Namespace is not created, so objects in it need it to exist already (its labels are left alone:
+    # other tests may create pods there).
+    for doc in docs:
+        if doc["kind"] == "Namespace":
+            cluster.ensure_namespace(doc["metadata"]["name"])
+    text = "\n---\n".join(json.dumps(d) for d in docs)
+    return cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=frw-chart-e2e",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=text,
+    )
+
+
+def assert_applied(result: subprocess.CompletedProcess[str], docs: list[dict[str, Any]]) -> None:
+    assert result.returncode == 0, f"kubectl apply --dry-run=server failed:\n{result.stderr}"
+    assert "PodSecurity" not in result.stderr, f"Pod Security admission warned:\n{result.stderr}"
+    assert "unknown field" not in result.stderr, result.stderr
+    applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
+    assert len(applied) == len(docs), f"expected {len(docs)} objects, kubectl reported:\n{result.stdout}"
+
+
+# ---------------------------------------------------------------------------------------------- dry runs
+
+
+@pytest.mark.parametrize("values_file", CI_VALUES, ids=lambda p: p.name)
+def test_rendered_chart_passes_server_side_dry_run(
+    cluster: Cluster, crd_kinds: set[tuple[str, str]], psa_namespace: str, values_file: Path
+) -> None:
+    docs = without_unknown_crds(docs_of(render(cluster, namespace=psa_namespace, values_file=values_file)), crd_kinds)
+    assert any(d["kind"] == "MutatingWebhookConfiguration" for d in docs)
+    result = dry_run_apply(cluster, docs)
+    assert_applied(result, docs)
+
+
+@pytest.mark.parametrize("variant", manifests.VARIANTS, ids=lambda v: v.filename)
+def test_manifests_pass_server_side_dry_run(
+    cluster: Cluster, crd_kinds: set[tuple[str, str]], variant: manifests.Variant
+) -> None:
+    path = manifests.MANIFESTS_DIR / variant.filename
+    docs = without_unknown_crds(docs_of(path.read_text()), crd_kinds)
+    result = dry_run_apply(cluster, docs)
+    assert_applied(result, docs)
+
+
+def test_match_condition_cel_compiles_and_bad_cel_is_rejected(cluster: Cluster, psa_namespace: str) -> None:
+    """The API server compiles matchConditions at admission of the configuration: ours must compile (also with
+    another prefix), and a broken expression must be refused, proving the check is real."""
+    values = {"config": {"annotation-prefix": "res.example.com/"}}
+    values_file = cluster.run_dir / "values-cel-prefix.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    mwc = next(
+        d
+        for d in docs_of(render(cluster, namespace=psa_namespace, values_file=values_file))
+        if d["kind"] == "MutatingWebhookConfiguration"
+    )
+    assert "res.example.com/" in mwc["webhooks"][0]["matchConditions"][0]["expression"]
+    assert_applied(dry_run_apply(cluster, [mwc]), [mwc])
+
+    broken = json.loads(json.dumps(mwc))
+    broken["webhooks"][0]["matchConditions"][0]["expression"] = "object.metadata.annotations.exists(k, k.startsWith("
+    result = dry_run_apply(cluster, [broken])
+    assert result.returncode != 0 and "matchConditions" in result.stderr, result.stderr
+
+
+# -------------------------------------------------------------------------------------- helm install/upgrade
+
+
+def test_helm_install_upgrade_uninstall(cluster: Cluster) -> None:
+    release = f"frw-chart-{secrets.token_hex(3)}"
+    namespace = release
+    values_file = cluster.run_dir / f"values-{release}.yaml"
+    values_file.write_text(yaml.safe_dump(INERT_VALUES))
+    base = ["--namespace", namespace, "--values", str(values_file)]
+    installed = helm(cluster, "install", release, str(CHART), *base, "--create-namespace", "--no-hooks")
+    try:
+        assert installed.returncode == 0, installed.stderr
+        fullname = f"{release}-flyte-resources-webhook"
+        for kind, name, ns in [
+            ("deployment", fullname, namespace),
+            ("service", fullname, namespace),
+            ("configmap", fullname, namespace),
+            ("serviceaccount", fullname, namespace),
+            ("role", fullname, namespace),
+            ("rolebinding", fullname, namespace),
+            ("poddisruptionbudget", fullname, namespace),
+            ("clusterrole", fullname, None),
+            ("clusterrolebinding", fullname, None),
+            ("mutatingwebhookconfiguration", fullname, None),
+        ]:
+            got = cluster.kubectl("get", kind, name, *(["-n", ns] if ns else []), "-o", "name")
+            assert got.returncode == 0, f"{kind}/{name} missing after helm install: {got.stderr}"
+        hook_pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "name")
+        assert "-test" not in hook_pods.stdout, "--no-hooks must not create the helm test pod"
+        mwc = json.loads(cluster.kubectl("get", "mutatingwebhookconfiguration", fullname, "-o", "json").stdout)
+        hook = mwc["webhooks"][0]
+        assert hook["clientConfig"]["service"] == {
+            "name": fullname,
+            "namespace": namespace,
+            "port": 443,
+            "path": "/flyte-resources",
+        }
+        assert hook["matchConditions"][0]["name"] == "has-flyte-resources-annotation"
+
+        old = json.loads(cluster.kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout)
+        upgraded = helm(
+            cluster, "upgrade", release, str(CHART), *base, "--no-hooks", "--set", "config.on-invalid=ignore"
+        )
+        assert upgraded.returncode == 0, upgraded.stderr
+        cm = json.loads(cluster.kubectl("get", "configmap", fullname, "-n", namespace, "-o", "json").stdout)
+        assert yaml.safe_load(cm["data"]["config.yaml"]) == {"preset": "eks", "on-invalid": "ignore"}
+        new = json.loads(cluster.kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json").stdout)
+        checksum = "checksum/config"
+        old_sum = old["spec"]["template"]["metadata"]["annotations"][checksum]
+        assert new["spec"]["template"]["metadata"]["annotations"][checksum] != old_sum
+    finally:
+        uninstalled = helm(cluster, "uninstall", release, "--namespace", namespace)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    gone = cluster.kubectl("get", "mutatingwebhookconfiguration", f"{release}-flyte-resources-webhook")
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
