@@ -1,0 +1,295 @@
+"""Self-managed certificates against the real kube-apiserver: the Secret, optimistic concurrency between
+replicas, renewal, and caBundle patching of a real MutatingWebhookConfiguration.
+
+The webhook configurations created here never match anything real (an objectSelector on a label no object
+carries, `failurePolicy: Ignore`) so they cannot disturb the other e2e tests, and they are deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+
+from webhook.operator import certs, devmode
+from webhook.operator.selfmanaged import (
+    SelfManagedSettings,
+    ensure_certificates,
+    rotate_forever,
+    service_dns_names,
+)
+
+pytestmark = pytest.mark.e2e
+
+DAY = timedelta(days=1)
+NEVER = {"e2e.flyte.org/never-matches": "true"}
+
+
+def _mwc_body(name: str, entries: int, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"e{i}.selfmanaged.e2e.flyte.org",
+                "clientConfig": {
+                    "service": {"name": "frw", "namespace": namespace, "path": "/flyte-resources", "port": 443}
+                },
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["configmaps"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "objectSelector": {"matchLabels": NEVER},
+                "failurePolicy": "Ignore",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 1,
+            }
+            for i in range(entries)
+        ],
+    }
+
+
+@pytest.fixture
+def admission(api_client: Any) -> k8s.AdmissionregistrationV1Api:
+    return k8s.AdmissionregistrationV1Api(api_client)
+
+
+@pytest.fixture
+def mwc(admission: k8s.AdmissionregistrationV1Api, namespace: str) -> Iterator[str]:
+    """A two-entry MutatingWebhookConfiguration without caBundle, like the chart renders for self-managed."""
+    name = f"frw-e2e-selfmanaged-{secrets.token_hex(3)}"
+    admission.create_mutating_webhook_configuration(
+        k8s.V1MutatingWebhookConfiguration.model_validate(_mwc_body(name, 2, namespace))
+    )
+    yield name
+    try:
+        admission.delete_mutating_webhook_configuration(name)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+
+
+def _settings(api_client: Any, namespace: str, mwc: str, cert_dir: Path, **kw: Any) -> SelfManagedSettings:
+    kw.setdefault("secret_name", "frw-certs")
+    return SelfManagedSettings(
+        namespace=namespace,
+        webhook_config_name=mwc,
+        service_name="frw",
+        cert_dir=cert_dir,
+        api_client=api_client,
+        **kw,
+    )
+
+
+def _secret(core_v1: Any, namespace: str) -> k8s.V1Secret:
+    return core_v1.read_namespaced_secret("frw-certs", namespace)
+
+
+def _secret_data(secret: k8s.V1Secret) -> dict[str, bytes]:
+    return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def _ca_bundles(admission: k8s.AdmissionregistrationV1Api, name: str) -> list[bytes]:
+    config = admission.read_mutating_webhook_configuration(name)
+    return [base64.b64decode(w.client_config.ca_bundle or "") for w in config.webhooks or []]
+
+
+def test_first_start_creates_the_secret_and_patches_ca_bundle(
+    api_client: Any, core_v1: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    bundle = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
+
+    secret = _secret(core_v1, namespace)
+    data = _secret_data(secret)
+    assert secret.type == "kubernetes.io/tls"
+    assert set(data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+    assert data["tls.crt"] == bundle.cert_pem and data["ca.crt"] == bundle.ca_pem
+    assert certs.signed_by(bundle.cert_pem, bundle.ca_pem)
+    assert certs.cert_sans(bundle.cert_pem)[0] == set(service_dns_names("frw", namespace))
+
+    assert _ca_bundles(admission, mwc) == [bundle.ca_pem, bundle.ca_pem]
+    assert (tmp_path / "tls.crt").read_bytes() == bundle.cert_pem
+    assert (tmp_path / "tls.key").read_bytes() == bundle.key_pem
+    assert (tmp_path / "ca.crt").read_bytes() == bundle.ca_pem
+
+
+def test_second_start_reuses_the_secret(
+    api_client: Any, core_v1: Any, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    first = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path / "a")))
+    version = _secret(core_v1, namespace).metadata.resource_version
+    second = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path / "b")))
+    assert second == first
+    assert _secret(core_v1, namespace).metadata.resource_version == version
+
+
+def test_renewal_reissues_from_the_same_ca(
+    api_client: Any, core_v1: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    short = asyncio.run(
+        ensure_certificates(_settings(api_client, namespace, mwc, tmp_path, validity=2 * DAY, renew_before=DAY))
+    )
+    mwc_version = admission.read_mutating_webhook_configuration(mwc).metadata.resource_version
+    # The default settings renew 30 days ahead; 2 days left is well within that.
+    renewed = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
+
+    assert renewed.cert_pem != short.cert_pem
+    assert renewed.ca_pem == short.ca_pem
+    assert renewed.not_after - short.not_after > 300 * DAY
+    assert _secret_data(_secret(core_v1, namespace))["tls.crt"] == renewed.cert_pem
+    assert admission.read_mutating_webhook_configuration(mwc).metadata.resource_version == mwc_version
+    assert (tmp_path / "tls.crt").read_bytes() == renewed.cert_pem
+
+
+def test_concurrent_replicas_agree_on_one_secret(
+    cluster: Any, core_v1: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    replicas = [_settings(cluster.api_client(), namespace, mwc, tmp_path / f"replica-{i}") for i in range(4)]
+
+    async def start_all() -> list[certs.CertBundle]:
+        return list(await asyncio.gather(*(ensure_certificates(s) for s in replicas)))
+
+    bundles = asyncio.run(start_all())
+    assert all(b == bundles[0] for b in bundles)
+    assert _secret_data(_secret(core_v1, namespace))["tls.crt"] == bundles[0].cert_pem
+    for replica in replicas:
+        assert (replica.cert_dir / "tls.crt").read_bytes() == bundles[0].cert_pem
+    assert _ca_bundles(admission, mwc) == [bundles[0].ca_pem] * 2
+
+    # All want to renew a nearly expired certificate at once: one update wins, the others adopt it.
+    short = asyncio.run(
+        ensure_certificates(
+            _settings(
+                cluster.api_client(),
+                namespace,
+                mwc,
+                tmp_path / "short",
+                secret_name="frw-renew",
+                validity=2 * DAY,
+                renew_before=DAY,
+            )
+        )
+    )
+    renewing = [
+        _settings(cluster.api_client(), namespace, mwc, tmp_path / f"renew-{i}", secret_name="frw-renew")
+        for i in range(4)
+    ]
+
+    async def renew_all() -> list[certs.CertBundle]:
+        return list(await asyncio.gather(*(ensure_certificates(s) for s in renewing)))
+
+    renewed = asyncio.run(renew_all())
+    assert all(b == renewed[0] for b in renewed)
+    assert renewed[0].cert_pem != short.cert_pem and renewed[0].ca_pem == short.ca_pem
+    stored = _secret_data(core_v1.read_namespaced_secret("frw-renew", namespace))
+    assert stored["tls.crt"] == renewed[0].cert_pem
+
+
+def test_ca_bundle_is_restored_when_it_drifts(
+    api_client: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    bundle = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
+    stranger = certs.generate_ca()[0]
+    admission.patch_mutating_webhook_configuration(
+        mwc,
+        [{"op": "replace", "path": "/webhooks/1/clientConfig/caBundle", "value": base64.b64encode(stranger).decode()}],
+        _content_type="application/json-patch+json",
+    )
+    asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
+    assert _ca_bundles(admission, mwc) == [bundle.ca_pem, bundle.ca_pem]
+
+
+def test_loop_patches_a_late_webhook_configuration_and_follows_other_replicas(
+    api_client: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, tmp_path: Path
+) -> None:
+    late = f"frw-e2e-late-{secrets.token_hex(3)}"
+    settings = _settings(api_client, namespace, late, tmp_path / "mine", check_interval=0.2, retry_interval=0.1)
+
+    async def scenario() -> None:
+        first = await ensure_certificates(settings)  # no configuration yet: not an error
+        stop = asyncio.Event()
+        loop = asyncio.create_task(rotate_forever(settings, stop))
+        try:
+            await asyncio.to_thread(
+                admission.create_mutating_webhook_configuration,
+                k8s.V1MutatingWebhookConfiguration.model_validate(_mwc_body(late, 1, namespace)),
+            )
+            await _eventually(lambda: _ca_bundles(admission, late) == [first.ca_pem], "caBundle on the late MWC")
+
+            # Another replica renews (its settings say 400-day certificates are due 390 days ahead).
+            other = _settings(
+                api_client, namespace, late, tmp_path / "other", validity=400 * DAY, renew_before=390 * DAY
+            )
+            renewed = await ensure_certificates(other)
+            assert renewed.cert_pem != first.cert_pem
+            await _eventually(
+                lambda: (settings.cert_dir / "tls.crt").read_bytes() == renewed.cert_pem,
+                "this replica to pick up the renewed certificate",
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop, timeout=10)
+            await asyncio.to_thread(admission.delete_mutating_webhook_configuration, late)
+
+    asyncio.run(scenario())
+
+
+async def _eventually(check: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def test_dev_webhook_registration_is_accepted_and_replaced(
+    api_client: Any, admission: k8s.AdmissionregistrationV1Api
+) -> None:
+    name = f"frw-e2e-dev-{secrets.token_hex(3)}"
+    # A prefix no pod of the other tests carries, so this registration never intercepts them.
+    prefix = f"never-{secrets.token_hex(3)}.e2e.flyte.org/"
+    ca = certs.generate_bundle(ip_addresses=["127.0.0.1"]).ca_pem
+    try:
+        devmode.register_dev_webhook(
+            name=name,
+            url="https://127.0.0.1:1/flyte-resources",
+            ca_pem=ca,
+            annotation_prefix=prefix,
+            failure_policy="Ignore",
+            api_client=api_client,
+        )
+        devmode.register_dev_webhook(
+            name=name,
+            url="https://127.0.0.1:2/flyte-resources",
+            ca_pem=ca,
+            annotation_prefix=prefix,
+            failure_policy="Ignore",
+            api_client=api_client,
+        )
+        (webhook,) = admission.read_mutating_webhook_configuration(name).webhooks or []
+        assert webhook.client_config.url == "https://127.0.0.1:2/flyte-resources"
+        assert base64.b64decode(webhook.client_config.ca_bundle or "") == ca
+        assert webhook.reinvocation_policy == "IfNeeded" and webhook.timeout_seconds == 5
+        (condition,) = webhook.match_conditions or []
+        assert prefix in condition.expression
+    finally:
+        devmode.unregister_dev_webhook(name=name, api_client=api_client)
+    with pytest.raises(ApiException) as gone:
+        admission.read_mutating_webhook_configuration(name)
+    assert gone.value.status == 404
