@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from hack import manifests
+from webhook.cli import build_parser
 from webhook.engine.config import WebhookConfig
 
 CHART = manifests.CHART_DIR
@@ -158,6 +159,10 @@ def test_template_ci_values(values_file: Path) -> None:
     find(docs, "MutatingWebhookConfiguration")
     find(docs, "Deployment")
     find(docs, "Service")
+    # The container's arguments are accepted by the webhook's own command line parser.
+    args = build_parser().parse_args(container(docs)["args"])
+    assert args.command == "run" and args.port == 9443 and args.probe_port == 8080
+    assert str(args.cert_dir) == CERT_DIR and args.config == "/etc/flyte-resources-webhook/config.yaml"
     # The rendered config file is accepted by the webhook's own config model.
     config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) or {}
     WebhookConfig.from_mapping(config)
@@ -324,7 +329,7 @@ def test_match_conditions_can_be_turned_off() -> None:
 def test_self_managed_mode() -> None:
     docs = render()
     args = container(docs)["args"]
-    assert args[:11] == [
+    assert args[:13] == [
         "run",
         "--config",
         "/etc/flyte-resources-webhook/config.yaml",
@@ -336,6 +341,8 @@ def test_self_managed_mode() -> None:
         CERT_DIR,
         "--log-format",
         "json",
+        "--log-level",
+        "info",
     ]
     assert flag(args, "--cert-mode") == "self-managed"
     assert flag(args, "--cert-secret") == f"{RELEASE}-tls"
