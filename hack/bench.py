@@ -1,0 +1,421 @@
+"""`make bench`: admission throughput and latency of our server against kopf's own no-op mutating handler.
+
+Both servers are kopf's HTTPS `WebhookServer` in a process of their own, as `flyte-resources-webhook run` builds
+it (`webhook.operator.server.build_server`): ours answers from the mutation's JSON Patch, the floor runs kopf's
+real admission path (`serve_admission_request`) with a handler that changes nothing. A separate client process
+POSTs AdmissionReviews of a realistic Flyte task pod (apiserver defaults and managedFields included, ~5 KB) over
+keep-alive HTTPS at concurrency 8. Each mode runs 3 times; the median run counts.
+
+Fails (exit 1) when ours is below 0.8x the floor's throughput or its p99 is above 5 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import logging
+import os
+import resource
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 5.0
+
+
+def realistic_pod() -> dict[str, Any]:
+    """The example Flyte pod as the apiserver hands it to a mutating webhook: defaults and managedFields set."""
+    pod = yaml.safe_load(EXAMPLE.read_text())
+    meta = pod["metadata"]
+    meta.pop("name")
+    meta["generateName"] = "a8x2kq9fz4rtw-n0-"
+    meta["creationTimestamp"] = None
+    meta["managedFields"] = [
+        {
+            "manager": "flytepropeller",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "time": "2026-11-26T10:00:00Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {
+                "f:metadata": {
+                    "f:annotations": {f"f:{k}": {} for k in meta["annotations"]},
+                    "f:labels": {f"f:{k}": {} for k in meta["labels"]},
+                    "f:ownerReferences": {'k:{"uid":"6f1c1d2e-6b1a-4a57-9a43-3f1c4d9d7e10"}': {}},
+                },
+                "f:spec": {
+                    "f:containers": {
+                        'k:{"name":"a8x2kq9fz4rtw-n0-0"}': {
+                            ".": {},
+                            "f:args": {},
+                            "f:env": {
+                                ".": {},
+                                **{f'k:{{"name":"{e["name"]}"}}': {} for e in pod["spec"]["containers"][0]["env"]},
+                            },
+                            "f:image": {},
+                            "f:imagePullPolicy": {},
+                            "f:name": {},
+                            "f:resources": {},
+                            "f:terminationMessagePolicy": {},
+                        }
+                    },
+                    "f:restartPolicy": {},
+                    "f:schedulerName": {},
+                    "f:serviceAccountName": {},
+                },
+            },
+        }
+    ]
+    spec = pod["spec"]
+    spec.update(
+        dnsPolicy="ClusterFirst",
+        enableServiceLinks=True,
+        preemptionPolicy="PreemptLowerPriority",
+        priority=0,
+        securityContext={},
+        terminationGracePeriodSeconds=30,
+        tolerations=[
+            {
+                "key": "node.kubernetes.io/not-ready",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+            {
+                "key": "node.kubernetes.io/unreachable",
+                "operator": "Exists",
+                "effect": "NoExecute",
+                "tolerationSeconds": 300,
+            },
+        ],
+        volumes=[
+            {
+                "name": "kube-api-access-x7kqz",
+                "projected": {
+                    "defaultMode": 420,
+                    "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {
+                            "downwardAPI": {
+                                "items": [
+                                    {
+                                        "path": "namespace",
+                                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"},
+                                    }
+                                ]
+                            }
+                        },
+                    ],
+                },
+            }
+        ],
+    )
+    container = spec["containers"][0]
+    container.update(
+        imagePullPolicy="IfNotPresent",
+        terminationMessagePath="/dev/termination-log",
+        volumeMounts=[
+            {
+                "name": "kube-api-access-x7kqz",
+                "readOnly": True,
+                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+            }
+        ],
+    )
+    pod["status"] = {}
+    return pod
+
+
+def admission_review(pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "8f3c4b1e-0000-4000-8000-000000000000",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": pod["metadata"]["namespace"],
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:flyte:flytepropeller",
+                "groups": ["system:serviceaccounts"],
+            },
+            "object": pod,
+            "oldObject": None,
+            "dryRun": False,
+            "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "fieldManager": "flytepropeller"},
+        },
+    }
+
+
+# --- server process -------------------------------------------------------------------------------------------
+
+
+async def _serve(mode: str, port: int, cert_dir: Path) -> None:
+    import kopf
+    from kopf._cogs.structs import references
+    from kopf._core.engines import admission, indexing
+    from kopf._core.reactor import inventory
+
+    from webhook.engine.config import WebhookConfig
+    from webhook.operator.review import PodReviewer
+    from webhook.operator.server import HANDLER_ID, ServerOptions, build_server
+
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.mutate("v1", "pods", id="noop", operations={"CREATE"}, registry=registry)
+    async def noop(**_: Any) -> None:
+        pass
+
+    insights = references.Insights()
+    insights.webhook_resources.add(references.Resource("", "v1", "pods", kind="Pod", namespaced=True))
+    kopf_fn = _partial_kopf(admission.serve_admission_request, registry, insights, inventory, indexing)
+    options = ServerOptions(
+        addr="127.0.0.1",
+        port=port,
+        cert_file=cert_dir / "tls.crt",
+        key_file=cert_dir / "tls.key",
+        ca_file=cert_dir / "ca.crt",
+    )
+    server = build_server(options, PodReviewer(WebhookConfig.from_mapping({})))
+    assert HANDLER_ID in server.fast
+    async for _ in server(kopf_fn):
+        print("READY", flush=True)
+        await asyncio.Event().wait()
+
+
+def _partial_kopf(fn: Any, registry: Any, insights: Any, inventory: Any, indexing: Any) -> Any:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    memories = inventory.ResourceMemories()
+
+    async def call(request: Any, **kwargs: Any) -> Any:
+        return await fn(
+            request,
+            settings=settings,
+            registry=registry,
+            insights=insights,
+            memories=memories,
+            memobase=kopf.Memo(),
+            indices=indexing.OperatorIndexers().indices,
+            **kwargs,
+        )
+
+    return call
+
+
+def server_main(mode: str, port: int, cert_dir: str) -> None:
+    # As `run` configures it: INFO for our logger, no per-request access log.
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("kopf").setLevel(logging.WARNING)
+    asyncio.run(_serve(mode, port, Path(cert_dir)))
+
+
+# --- client ---------------------------------------------------------------------------------------------------
+
+
+async def _load(url: str, ca: str, body: bytes, total: int, warmup: int, concurrency: int) -> dict[str, float]:
+    import aiohttp
+
+    context = ssl.create_default_context(cafile=ca)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
+    latencies: list[float] = []
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(record: bool) -> None:
+            started = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as reply:
+                payload = await reply.read()
+                if reply.status != 200 or b'"allowed": true' not in payload and b'"allowed":true' not in payload:
+                    raise RuntimeError(f"bad response {reply.status}: {payload[:300]!r}")
+            if record:
+                latencies.append(time.perf_counter() - started)
+
+        async def worker(count: int, record: bool) -> None:
+            for _ in range(count):
+                await one(record)
+
+        await asyncio.gather(*(worker(warmup // concurrency, False) for _ in range(concurrency)))
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(total // concurrency, True) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * latencies[len(latencies) // 2],
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99) - 1],
+    }
+
+
+def client_main(url: str, ca: str, body_file: str, total: int, warmup: int, concurrency: int) -> None:
+    result = asyncio.run(_load(url, ca, Path(body_file).read_bytes(), total, warmup, concurrency))
+    print(json.dumps(result))
+
+
+# --- orchestration --------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -> dict[str, float]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "hack.bench", "--serve", mode, "--port", str(port), "--cert-dir", str(work)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(work / f"server-{mode}.log", "ab"),
+        text=True,
+    )
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        if "READY" not in line:
+            raise SystemExit(f"bench: the {mode} server did not start; see {work / f'server-{mode}.log'}")
+        path = "flyte-resources" if mode == "ours" else "noop"
+        client = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hack.bench",
+                "--client",
+                f"https://127.0.0.1:{port}/{path}",
+                "--ca",
+                str(work / "ca.crt"),
+                "--body",
+                str(body_file),
+                "--requests",
+                str(args.requests),
+                "--warmup",
+                str(args.warmup),
+                "--concurrency",
+                str(args.concurrency),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if client.returncode != 0:
+            raise SystemExit(f"bench: load generator failed:\n{client.stderr[-2000:]}")
+        result = json.loads(client.stdout.strip().splitlines()[-1])
+        result["server_rss_mib"] = _rss_kib(server.pid) / 1024
+        return result
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=int(os.environ.get("BENCH_REQUESTS", 6000)))
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench-results" / "latest.json")
+    parser.add_argument("--serve", choices=["ours", "noop"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cert-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--ca", help=argparse.SUPPRESS)
+    parser.add_argument("--body", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        server_main(args.serve, args.port, args.cert_dir)
+        return 0
+    if args.client:
+        client_main(args.client, args.ca, args.body, args.requests, args.warmup, args.concurrency)
+        return 0
+
+    from webhook.operator.certs import generate_bundle, write_bundle
+
+    work = Path(tempfile.mkdtemp(prefix="frw-bench-"))
+    write_bundle(generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"]), work)
+    pod = realistic_pod()
+    body = json.dumps(admission_review(pod)).encode()
+    body_file = work / "review.json"
+    body_file.write_bytes(body)
+    pod_size = len(json.dumps(pod))
+    print(
+        f"pod: {pod_size} bytes as JSON; {args.runs} runs x {args.requests} requests per mode, concurrency "
+        f"{args.concurrency}, keep-alive HTTPS; {os.cpu_count()} CPUs"
+    )
+
+    results: dict[str, list[dict[str, float]]] = {"noop": [], "ours": []}
+    for run in range(args.runs):
+        for mode in ("noop", "ours"):
+            outcome = run_mode(mode, work, body_file, args)
+            results[mode].append(outcome)
+            print(
+                f"  run {run + 1} {mode:5s}: {outcome['rps']:7.0f} req/s  p50 {outcome['p50_ms']:.2f} ms  "
+                f"p99 {outcome['p99_ms']:.2f} ms  server RSS {outcome['server_rss_mib']:.0f} MiB"
+            )
+
+    def median_run(mode: str) -> dict[str, float]:
+        runs = sorted(results[mode], key=lambda r: r["rps"])
+        return runs[len(runs) // 2]
+
+    ours, floor = median_run("ours"), median_run("noop")
+    ratio = ours["rps"] / floor["rps"]
+    summary = {
+        "pod_bytes": pod_size,
+        "concurrency": args.concurrency,
+        "requests_per_run": args.requests,
+        "ours": ours,
+        "kopf_noop": floor,
+        "ratio": ratio,
+        "targets": {"ratio_min": TARGET_RATIO, "p99_ms_max": TARGET_P99_MS},
+        "client_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"\nmedian of {args.runs}: ours {ours['rps']:.0f} req/s (p99 {ours['p99_ms']:.2f} ms), "
+        f"kopf no-op {floor['rps']:.0f} req/s (p99 {floor['p99_ms']:.2f} ms): {ratio:.2f}x the no-op floor"
+    )
+    print(f"results: {args.output}")
+    failures = []
+    if ratio < TARGET_RATIO:
+        failures.append(f"throughput {ratio:.2f}x the no-op handler, target >= {TARGET_RATIO}x")
+    if ours["p99_ms"] > TARGET_P99_MS:
+        failures.append(f"p99 {ours['p99_ms']:.2f} ms, target <= {TARGET_P99_MS} ms")
+    for failure in failures:
+        print(f"FAIL: {failure}")
+    if not failures:
+        print("PASS: throughput and p99 targets met")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
