@@ -557,3 +557,27 @@ def test_readme_lists_every_value() -> None:
     assert not unknown, f"chart README documents values that values.yaml does not have: {unknown}"
     for section in ("helm install", "cert-manager", "helm uninstall", "helm upgrade", "kind-test"):
         assert section in readme, f"chart README lacks {section!r}"
+
+
+# ------------------------------------------------------------------------------------------- kind script
+
+
+def test_kind_script_fails_loudly_without_a_docker_engine(tmp_path: Path) -> None:
+    """`make kind-test` must never pass where it cannot run: a docker CLI without an engine exits non-zero."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    docker = fake / "docker"
+    docker.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
+    docker.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:/usr/bin:/bin"}
+    proc = subprocess.run(
+        ["bash", str(manifests.REPO_ROOT / "hack" / "kind-test.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "no Docker engine" in proc.stderr
+    assert "FAILED (nothing was tested)" in proc.stderr
