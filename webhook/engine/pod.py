@@ -448,5 +448,5 @@ def _same_volume(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool
         return False
     have_size, want_size = have.get("sizeLimit"), want.get("sizeLimit")
     if have_size is None or want_size is None:
-        return have_size == want_size
+        return bool(have_size == want_size)
     return parse_quantity(have_size) == parse_quantity(want_size)

@@ -62,7 +62,7 @@ class AdmissionServer(kopf.WebhookServer):
 def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> None:
     """The kopf handler of record: its id is the URL path; kopf's own path runs it when we are not the server."""
 
-    @kopf.on.mutate("v1", "pods", id=HANDLER_ID, operations={"CREATE"}, registry=registry)
+    @kopf.on.mutate("v1", "pods", id=HANDLER_ID, operations={"CREATE"}, registry=registry)  # type: ignore[arg-type]
     def flyte_resources(
         body: kopf.Body, patch: kopf.Patch, warnings: list[str], operation: str | None, **_: Any
     ) -> None:
