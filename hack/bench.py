@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import logging
 import os
 import resource
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -245,7 +243,7 @@ async def _load(url: str, ca: str, body: bytes, total: int, warmup: int, concurr
             started = time.perf_counter()
             async with session.post(url, data=body, headers=headers) as reply:
                 payload = await reply.read()
-                if reply.status != 200 or b'"allowed": true' not in payload and b'"allowed":true' not in payload:
+                if reply.status != 200 or (b'"allowed": true' not in payload and b'"allowed":true' not in payload):
                     raise RuntimeError(f"bad response {reply.status}: {payload[:300]!r}")
             if record:
                 latencies.append(time.perf_counter() - started)
@@ -290,17 +288,19 @@ def _rss_kib(pid: int) -> int:
 
 def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -> dict[str, float]:
     port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "hack.bench", "--serve", mode, "--port", str(port), "--cert-dir", str(work)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=open(work / f"server-{mode}.log", "ab"),
-        text=True,
-    )
+    log = work / f"server-{mode}.log"
+    with log.open("ab") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "hack.bench", "--serve", mode, "--port", str(port), "--cert-dir", str(work)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            text=True,
+        )
     try:
         line = server.stdout.readline() if server.stdout else ""
         if "READY" not in line:
-            raise SystemExit(f"bench: the {mode} server did not start; see {work / f'server-{mode}.log'}")
+            raise SystemExit(f"bench: the {mode} server did not start; see {log}")
         path = "flyte-resources" if mode == "ours" else "noop"
         client = subprocess.run(
             [
