@@ -220,14 +220,36 @@ def dead_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
         cluster.remove_webhook_configuration(hook.name)
 
 
+_LOG_OFFSETS = pytest.StashKey[dict[str, int]]()
+
+
+def _log_sizes(config: pytest.Config) -> dict[str, int]:
+    the_cluster = config.stash.get(_CLUSTER, None)
+    if the_cluster is None:
+        return {}
+    return {str(path): path.stat().st_size for path in the_cluster.log_files().values() if path.exists()}
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_LOG_OFFSETS] = _log_sizes(item.config)
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """On a failed e2e test, attach what each process logged while it ran (the last 80 lines of it)."""
     report = yield
     if report.failed and item.get_closest_marker("e2e") is not None:
         the_cluster = item.config.stash.get(_CLUSTER, None)
-        if the_cluster is not None:
-            for name, path in the_cluster.log_files().items():
-                report.sections.append((f"{name} log ({path})", tail(path, 80)))
+        offsets = item.stash.get(_LOG_OFFSETS, {})
+        for name, path in (the_cluster.log_files() if the_cluster else {}).items():
+            try:
+                with path.open("rb") as log:
+                    log.seek(offsets.get(str(path), 0))
+                    text = log.read().decode(errors="replace")
+            except OSError as exc:
+                text = f"(cannot read: {exc})"
+            lines = text.splitlines()[-80:]
+            report.sections.append((f"{name} log during this test ({path})", "\n".join(lines) or "(nothing)"))
     return report
 
 

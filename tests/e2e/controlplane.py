@@ -570,6 +570,7 @@ class Cluster:
 
     def __init__(self) -> None:
         self._mwcs: list[str] = []
+        self._api: Any = None
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
@@ -584,9 +585,12 @@ class Cluster:
         )
 
     def api_client(self) -> Any:
-        from kubernetes import config
+        """One `kubernetes.client.ApiClient` per cluster, from its kubeconfig."""
+        if self._api is None:
+            from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+            self._api = config.new_client_from_config(config_file=str(self.kubeconfig), persist_config=False)
+        return self._api
 
     def apply(self, obj: Mapping[str, Any]) -> None:
         """`kubectl apply --server-side` one object; raises with kubectl's message on failure."""
@@ -604,13 +608,20 @@ class Cluster:
             raise HarnessError(f"kubectl apply of {kind} {name} failed: {result.stderr.strip()}")
 
     def ensure_namespace(self, name: str, labels: Mapping[str, str] | None = None) -> None:
-        self.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": name, "labels": dict(labels or {})},
-            }
-        )
+        from kubernetes import client
+
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": dict(labels or {})}}
+        try:
+            client.CoreV1Api(self.api_client()).create_namespace(body)
+        except client.ApiException as exc:
+            if exc.status != 409:  # 409: it exists already
+                raise HarnessError(f"cannot create namespace {name}: {exc.status} {exc.body}") from None
+
+    def close_api_client(self) -> None:
+        if self._api is not None:
+            with contextlib.suppress(Exception):
+                self._api.close()
+            self._api = None
 
     def add_webhook_configuration(
         self, *, release: str, base_url: str, values: Mapping[str, Any] | None = None
@@ -642,6 +653,7 @@ class Cluster:
         for name in list(self._mwcs):
             with contextlib.suppress(Exception):
                 self.remove_webhook_configuration(name)
+        self.close_api_client()
 
 
 class LocalCluster(Cluster):
@@ -709,6 +721,7 @@ class LocalCluster(Cluster):
 
     def stop(self) -> None:
         """Stop everything this cluster started, by PID: webhooks first, then kube-apiserver, then etcd."""
+        self.close_api_client()
         for hook in (*self._extra, self.webhook):
             if hook is not None:
                 hook.stop()

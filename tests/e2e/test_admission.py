@@ -464,6 +464,9 @@ def test_pods_without_our_annotations_never_reach_the_webhook(cluster: Cluster, 
         assert user_view(stored) == user_view(pod), pod["metadata"]["name"]
         assert "Warning" not in stderr
     assert total_reviews(cluster) == before
+    # control: the counter does move for a pod with our annotation
+    create(cluster, "python", namespace, make_pod({P + "resources": "cpu=1"}))
+    assert total_reviews(cluster) == before + 1
 
 
 @pytest.mark.parametrize("where", ["kube-system", "webhook-namespace"])
