@@ -193,7 +193,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"TLS files not found: {', '.join(missing)} (pass --cert-file/--key-file or --cert-dir, "
                 "use --cert-mode self-managed in a cluster, or --dev locally)"
             )
-    asyncio.run(serve(config, options, when_listening=when_listening))
+    try:
+        asyncio.run(serve(config, options, when_listening=when_listening))
+    except kopf.LoginError as exc:
+        raise UsageError(
+            f"cannot log in to the Kubernetes API ({exc}); set KUBECONFIG, or run in a pod with a ServiceAccount"
+        ) from None
     return 0
 
 

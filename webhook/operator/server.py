@@ -59,6 +59,14 @@ class AdmissionServer(kopf.WebhookServer):
         return aiohttp.web.Response(body=json.dumps(handler(review)).encode(), content_type="application/json")
 
 
+def register_login(registry: kopf.OperatorRegistry) -> None:
+    """kopf adds its login handlers only to its global registry; ours is private, so it brings its own."""
+
+    @kopf.on.login(registry=registry)  # type: ignore[arg-type]
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
+
 def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> None:
     """The kopf handler of record: its id is the URL path; kopf's own path runs it when we are not the server."""
 
@@ -140,6 +148,7 @@ async def serve(
     metrics = Metrics()
     reviewer = PodReviewer(config, metrics)
     registry = kopf.OperatorRegistry()
+    register_login(registry)
     register_handler(registry, reviewer)
     server = build_server(options, reviewer)
 
