@@ -62,7 +62,7 @@ class AdmissionServer(kopf.WebhookServer):
 def register_login(registry: kopf.OperatorRegistry) -> None:
     """kopf adds its login handlers only to its global registry; ours is private, so it brings its own."""
 
-    @kopf.on.login(registry=registry)  # type: ignore[arg-type]
+    @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_via_client(**kwargs)
 
