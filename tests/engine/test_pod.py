@@ -452,6 +452,53 @@ def test_zero_gpu_limit_is_no_gpu() -> None:
     assert result.pod == pod
 
 
+def _allowed_device_values(pod: Mapping[str, Any]) -> list[set[str] | None]:
+    """Per node selector term, the DL values it admits (None: unconstrained); the nodeSelector narrows all."""
+    spec = pod["spec"]
+    required = (
+        (spec.get("affinity") or {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    allowed: list[set[str] | None] = []
+    for term in (required or {}).get("nodeSelectorTerms") or [{}]:
+        values: set[str] | None = None
+        for expression in term.get("matchExpressions") or []:
+            if expression["key"] == DL and expression["operator"] == "In":
+                values = set(expression["values"]) if values is None else values & set(expression["values"])
+        selected = (spec.get("nodeSelector") or {}).get(DL)
+        if selected is not None:
+            values = {selected} if values is None else values & {selected}
+        allowed.append(values)
+    return allowed
+
+
+def test_node_selector_placement_replaces_a_conflicting_affinity_requirement() -> None:
+    # The module's rule (a requirement on a managed label replaces the old one instead of AND-ing an impossible
+    # pair) also has to hold across placements: a pod whose affinity asks for DL In [v100] (written by the user,
+    # or by this webhook before the config moved to nodeSelector) must not end up with nodeSelector DL=t4 and
+    # the old affinity requirement side by side: no node satisfies both.
+    config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
+    pod = gpu_pod(
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [req_in(DL, "nvidia-tesla-v100")]}]
+                }
+            }
+        }
+    )
+    result = pure(apply_accelerator, pod, Accelerator(T4), config=config, gpu_resource_name=GPU)
+    assert result.pod["spec"]["nodeSelector"] == {DL: T4}
+    assert _allowed_device_values(result.pod) == [{T4}]
+
+
+def test_affinity_placement_with_a_conflicting_node_selector() -> None:
+    # Same rule, other direction: a nodeSelector DL=v100 next to the added affinity DL In [t4] is unschedulable.
+    pod = gpu_pod(nodeSelector={DL: "nvidia-tesla-v100", "pool": "gpu"})
+    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    assert _allowed_device_values(result.pod) == [{T4}]
+    assert result.pod["spec"]["nodeSelector"]["pool"] == "gpu"
+
+
 # --- §8.7 shared memory: vectors 83-91 -------------------------------------------------------------------------
 
 SHM_MOUNT = {"name": SHM_MOUNT_NAME, "mountPath": SHM_MOUNT_PATH}
@@ -560,6 +607,18 @@ def test_identical_shm_volume_without_mount_only_mounts() -> None:
     assert result.pod["spec"]["volumes"] == [volume]
     assert result.pod["spec"]["containers"][0]["volumeMounts"] == [SHM_MOUNT]
     assert result.notes == (f"shared memory mounted at /dev/shm in container {PRIMARY}",)
+
+
+def test_flytes_own_shm_volume_counts_as_applied() -> None:
+    # Flyte v1 writes `sizeLimit: "0"` for shared_memory=True (v83); the module docstring says that is the same
+    # as leaving sizeLimit out, so a pod that already carries Flyte's volume and mount is already applied, not
+    # a name conflict (which makes the webhook deny a pod Flyte itself built).
+    pod = make_pod(
+        container(volumeMounts=[SHM_MOUNT]),
+        volumes=[{"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "0"}}],
+    )
+    result = pure(apply_shared_memory, pod, PRIMARY)
+    assert result == Result(pod)
 
 
 @pytest.mark.parametrize(
@@ -991,8 +1050,9 @@ def pods(draw: st.DrawFn) -> dict[str, Any]:
         spec["tolerations"] = tolerations
     if draw(st.booleans()):
         spec["volumes"] = [{"name": "data", "emptyDir": {}}]
-    if draw(st.booleans()):
-        spec["nodeSelector"] = {"pool": "gpu"}
+    node_selector = draw(st.sampled_from([None, {"pool": "gpu"}, {"pool": "gpu", DL: "nvidia-tesla-v100"}]))
+    if node_selector is not None:
+        spec["nodeSelector"] = node_selector
     return make_pod(*containers, **spec)
 
 
@@ -1104,6 +1164,21 @@ def test_accelerator_idempotent(pod: dict[str, Any], config: WebhookConfig, acce
         assert not [n for n in once.notes if " ignored: " not in n]
     # An ignored accelerator is reported on every pass (it is a warning about the input, not an adjustment).
     assert [n for n in twice.notes if " ignored: " not in n] == []
+
+
+@PROPERTY_SETTINGS
+@given(pod=pods(), config=configs, accelerator=accelerators)
+def test_accelerator_device_stays_schedulable(
+    pod: dict[str, Any], config: WebhookConfig, accelerator: Accelerator
+) -> None:
+    """Whatever the pod already asked for, every node selector term admits the accelerator's device value."""
+    assume(accelerator.device and config.gpu_device_node_label == DL)
+    gpu = effective_gpu_resource_name(config, accelerator)
+    resolved = _resolve_all(pod, config, gpu, None, {"gpu": "1"}).pod
+    result = apply_accelerator(resolved, accelerator, config=config, gpu_resource_name=gpu)
+    wanted = config.device_label_value(accelerator.device)
+    for allowed in _allowed_device_values(result.pod):
+        assert allowed is not None and wanted in allowed, f"no node can match: {allowed} vs {wanted}"
 
 
 @PROPERTY_SETTINGS
