@@ -274,7 +274,8 @@ class ControlPlane:
                 "--log-level=warn",
             ],
             self.run_dir / "etcd.log",
-        ).start()
+        )
+        self.etcd.start()
         self.etcd_url = f"http://127.0.0.1:{client}"
 
         def healthy() -> bool:
@@ -333,7 +334,8 @@ class ControlPlane:
                 "--v=1",
             ],
             self.run_dir / "kube-apiserver.log",
-        ).start()
+        )
+        self.apiserver.start()
 
         def ready() -> bool:
             if not self.ca_file.exists():
@@ -450,7 +452,8 @@ class WebhookProcess:
             ]
             env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
             env = {k: v for k, v in env.items() if not k.startswith("FRW_") or k == "FRW_BIN_DIR"}
-            self.process = Process(self.name, argv, self.run_dir / f"{self.name}.log", env=env).start()
+            self.process = Process(self.name, argv, self.run_dir / f"{self.name}.log", env=env)
+            self.process.start()
             try:
                 wait_until(
                     lambda: _http_get(self.probe_url + "/readyz")[0] == 200,
@@ -689,11 +692,14 @@ class LocalCluster(Cluster):
             config = self.webhook_config
             if config is None:
                 config = render_webhook_config(self.helm_bin, namespace=self.namespace)
-            self.control_plane = ControlPlane(self.run_dir, self.binaries).start()
+            # Each part is assigned before it starts, so stop() finds it even when a signal interrupts start().
+            self.control_plane = ControlPlane(self.run_dir, self.binaries)
+            self.control_plane.start()
             self.kubeconfig = self.control_plane.kubeconfig
             self.certs = WebhookCerts.generate(self.run_dir / "webhook-certs")
             self.ca_pem = self.certs.ca_pem
-            self.webhook = WebhookProcess("webhook", self.run_dir, self.kubeconfig, self.certs, config).start()
+            self.webhook = WebhookProcess("webhook", self.run_dir, self.kubeconfig, self.certs, config)
+            self.webhook.start()
             self.mwc = localize_mwc(chart_mwc, self.webhook.url, self.ca_pem)
             self.apply(self.mwc)
             self.ensure_namespace(self.namespace)

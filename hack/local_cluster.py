@@ -1,0 +1,230 @@
+"""`make demo` / `make run`: the webhook on a local etcd + kube-apiserver, with examples/ applied.
+
+    python -m hack.local_cluster            # start, apply examples/*.yaml, show each pod before/after, stop
+    python -m hack.local_cluster --serve    # the same, then keep serving until Ctrl-C (prints the KUBECONFIG)
+
+The control plane, the webhook process and the chart's MutatingWebhookConfiguration (service swapped for a
+127.0.0.1 URL + caBundle) come from tests/e2e/controlplane.py, the same harness the e2e tests use. Binaries come
+from `make control-plane` ($FRW_BIN_DIR). Everything listens on 127.0.0.1; every process is stopped by its PID on
+exit, on Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python hack/local_cluster.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.e2e.controlplane import (  # noqa: E402 - after the sys.path fix above
+    ANNOTATION_PREFIX,
+    APPLIED_ANNOTATION,
+    HarnessError,
+    LocalCluster,
+    tail,
+)
+
+EXAMPLES_DIR = REPO_ROOT / "examples"
+FLYTE_ANNOTATIONS = ("primary_container_name",)
+
+
+class Stop(BaseException):
+    """SIGINT or SIGTERM arrived (a BaseException, like KeyboardInterrupt, so no `except Exception` eats it)."""
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+# --------------------------------------------------------------------------------------------- examples
+
+
+def load_examples(directory: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every Pod in directory/*.yaml (multi-document files and `List`s included), in file order."""
+    for path in sorted(directory.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not isinstance(doc, dict):
+                continue
+            items = doc.get("items") if doc.get("kind") == "List" else [doc]
+            for item in items or []:
+                if isinstance(item, dict) and item.get("kind") == "Pod":
+                    yield path, item
+
+
+def relevant(pod: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a pod the webhook may change: containers' resources and mounts, volumes, placement, and our
+    annotations. The two NoExecute tolerations the apiserver adds to every pod are left out."""
+    spec = pod.get("spec") or {}
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    view: dict[str, Any] = {
+        "annotations": {
+            k: _pretty_json(v)
+            for k, v in sorted(annotations.items())
+            if k.startswith(ANNOTATION_PREFIX) or k in FLYTE_ANNOTATIONS
+        },
+        "containers": [
+            {
+                "name": c.get("name"),
+                "resources": c.get("resources") or {},
+                **({"volumeMounts": c["volumeMounts"]} if c.get("volumeMounts") else {}),
+            }
+            for c in spec.get("containers") or []
+        ],
+    }
+    for key in ("volumes", "affinity", "nodeSelector"):
+        if spec.get(key):
+            view[key] = spec[key]
+    tolerations = [
+        t for t in spec.get("tolerations") or [] if not (t.get("key") or "").startswith("node.kubernetes.io/")
+    ]
+    if tolerations:
+        view["tolerations"] = tolerations
+    return view
+
+
+def _pretty_json(value: str) -> Any:
+    """Show JSON annotation values (like the `applied` summary) as structures, others as they are."""
+    if value[:1] in "{[":
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
+def _yaml(obj: Any) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=110)
+
+
+def _indent(text: str, prefix: str = "    ") -> str:
+    return "".join(prefix + line for line in text.splitlines(keepends=True))
+
+
+def apply_example(cluster: LocalCluster, source: Path, pod: dict[str, Any], show_diff: bool = False) -> bool:
+    """Apply one example pod with kubectl, read it back, print before and after (or the diff) and the warnings."""
+    from kubernetes import client
+
+    name = pod["metadata"]["name"]
+    namespace = pod["metadata"].get("namespace") or "default"
+    cluster.ensure_namespace(namespace)
+    print(f"\n=== {source.relative_to(REPO_ROOT)}: pod {namespace}/{name}")
+    before = _yaml(relevant(pod))
+    print("--- before\n" + _indent(before), end="")
+    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    if result.returncode != 0:
+        print("--- DENIED by the apiserver:\n" + _indent(result.stderr.strip()))
+        return False
+    api = cluster.api_client()
+    stored = api.sanitize_for_serialization(client.CoreV1Api(api).read_namespaced_pod(name, namespace))
+    after = _yaml(relevant(stored))
+    if show_diff:
+        diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=1))
+        print("--- changes\n" + _indent("\n".join(diff[2:]) + "\n" if diff else "(none)\n"), end="")
+    else:
+        print("--- after (as stored by the apiserver)\n" + _indent(after), end="")
+    warnings = [line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    print("--- warnings\n" + _indent("".join(f"- {w}\n" for w in warnings) or "(none)\n"), end="")
+    if APPLIED_ANNOTATION not in ((stored.get("metadata") or {}).get("annotations") or {}):
+        print(f"    (no {APPLIED_ANNOTATION} annotation: the webhook left this pod unchanged)")
+    return True
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def serve_forever(cluster: LocalCluster) -> None:
+    assert cluster.webhook is not None and cluster.control_plane is not None
+    print(
+        f"""
+The webhook is serving. In another shell:
+
+    export KUBECONFIG={cluster.kubeconfig}
+    kubectl get pods -A
+    kubectl apply -f examples/shared-memory.yaml --dry-run=server -o yaml
+    curl -s {cluster.webhook.probe_url}/metrics | grep flyte_resources_webhook_reviews_total
+
+apiserver {cluster.control_plane.server}, webhook {cluster.webhook.url}/flyte-resources
+logs in {cluster.run_dir}. Ctrl-C stops everything.""",
+        flush=True,
+    )
+    watched = [*cluster.control_plane.processes, *([cluster.webhook.process] if cluster.webhook.process else [])]
+    while True:
+        for process in watched:
+            if reason := process.exited():
+                raise HarnessError(reason)
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hack.local_cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", action="store_true", help="keep serving after the examples, until Ctrl-C")
+    parser.add_argument("--examples", type=Path, default=EXAMPLES_DIR, help="directory of Pod manifests (*.yaml)")
+    parser.add_argument(
+        "--run-dir", type=Path, help="where logs, certificates and the kubeconfig go (default: a new temp dir)"
+    )
+    parser.add_argument("--diff", action="store_true", help="show each pod's changes as a diff instead of 'after'")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory after a clean exit")
+    args = parser.parse_args(argv)
+
+    examples = list(load_examples(args.examples))
+    if not examples:
+        print(f"no Pod manifests in {args.examples}/*.yaml", file=sys.stderr)
+        return 2
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="frw-local-"))
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+    cluster: LocalCluster | None = None
+    failed = False
+    try:
+        started = time.monotonic()
+        print(f"starting etcd, kube-apiserver and the webhook (logs in {run_dir}) ...", flush=True)
+        cluster = LocalCluster(run_dir)
+        cluster.start()
+        print(
+            f"ready in {time.monotonic() - started:.1f} s: the chart's MutatingWebhookConfiguration is live", flush=True
+        )
+        results = [apply_example(cluster, path, pod, args.diff) for path, pod in examples]
+        denied = results.count(False)
+        print(f"\n{len(results) - denied} of {len(results)} example pods admitted", flush=True)
+        failed = denied > 0
+        if args.serve:
+            serve_forever(cluster)
+    except Stop as stop:
+        print(f"\n{stop}: stopping", file=sys.stderr)
+    except HarnessError as exc:
+        failed = True
+        print(f"error: {exc}", file=sys.stderr)
+        if cluster is not None:
+            for name, path in cluster.log_files().items():
+                print(f"----- {name}: end of {path}\n{tail(path, 30)}", file=sys.stderr)
+    finally:
+        # Ignore further signals while the children stop, so a second Ctrl-C cannot leave one behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if cluster is not None:
+            cluster.stop()
+        if failed or args.keep or args.run_dir:
+            print(f"run directory kept: {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
