@@ -442,6 +442,7 @@ class WebhookProcess:
                 "run",
                 "--addr=127.0.0.1",
                 f"--port={self.port}",
+                "--probe-addr=127.0.0.1",
                 f"--probe-port={self.probe_port}",
                 f"--cert-file={self.certs.cert_file}",
                 f"--key-file={self.certs.key_file}",
