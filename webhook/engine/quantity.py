@@ -161,17 +161,17 @@ def is_zero(value: QuantityInput) -> bool:
 
 
 def scaled_value(value: QuantityInput, scale: int = 0) -> int:
-    """apimachinery's ``ScaledValue``: the value in units of 10^scale, rounded up away from zero.
+    """apimachinery's ``ScaledValue`` for a non-negative quantity: ``ceil(value / 10^scale)``, exact.
 
-    ``scaled_value(q)`` is ``Value()``, ``scaled_value(q, -3)`` is ``MilliValue()``.
+    ``scaled_value(q)`` is ``Value()`` (``"500m"`` -> 1), ``scaled_value(q, -3)`` is ``MilliValue()``. Unlike
+    Go, there is no int64 overflow. Negative values are rejected (Go's rounding of them is inconsistent).
     """
-    amount = parse_quantity(value, allow_negative=True)
-    sign, digits, exponent = amount.as_tuple()
+    _sign, digits, exponent = parse_quantity(value).as_tuple()
     assert isinstance(exponent, int)
     magnitude = int("".join(map(str, digits)) or "0")
     shift = exponent - scale
     result: int = magnitude * 10**shift if shift >= 0 else -(-magnitude // 10 ** (-shift))
-    return -result if sign else result
+    return result
 
 
 # --- parsing ------------------------------------------------------------------------------------------------
