@@ -160,6 +160,12 @@ def user_view(pod: Pod) -> dict[str, Any]:
     }
 
 
+def forget_on_real_cluster(cluster: Cluster, namespace: str, pod: Pod) -> None:
+    """On --existing-cluster, pods outside the per-test namespaces would be scheduled and linger: delete them."""
+    if not cluster.local:
+        cluster.kubectl("delete", "pod", "-n", namespace, pod["metadata"]["name"], "--wait=false", "--ignore-not-found")
+
+
 def total_reviews(cluster: Cluster) -> float:
     return sum(cluster.reviews().values())
 
@@ -474,10 +480,13 @@ def test_system_and_own_namespace_not_intercepted(cluster: Cluster, where: str) 
     namespace = "kube-system" if where == "kube-system" else cluster.namespace
     before = total_reviews(cluster)
     pod = make_pod({P + "resources": "cpu=1,gpu=1", P + "shared-memory": "true"}, name=f"e2e-{secrets.token_hex(4)}")
-    stored, _ = create(cluster, "kubectl", namespace, pod)
-    assert user_view(stored) == user_view(pod)
-    assert APPLIED_ANNOTATION not in stored["metadata"]["annotations"]
-    assert total_reviews(cluster) == before
+    try:
+        stored, _ = create(cluster, "kubectl", namespace, pod)
+        assert user_view(stored) == user_view(pod)
+        assert APPLIED_ANNOTATION not in stored["metadata"]["annotations"]
+        assert total_reviews(cluster) == before
+    finally:
+        forget_on_real_cluster(cluster, namespace, pod)
 
 
 # --------------------------------------------------------------------------------------------- denied
@@ -582,9 +591,12 @@ def test_failure_policy_ignore_admits_unchanged_when_webhook_is_down(
     hook = dead_webhooks["Ignore"]
     fail_open_before = _fail_open_count(cluster)
     pod = make_pod({P + "resources": "cpu=1", P + "shared-memory": "true"}, labels=hook.labels)
-    stored, _ = create(cluster, "kubectl", hook.namespace, pod)
-    assert user_view(stored) == user_view(pod)
-    assert _fail_open_count(cluster) >= fail_open_before + 1
+    try:
+        stored, _ = create(cluster, "kubectl", hook.namespace, pod)
+        assert user_view(stored) == user_view(pod)
+        assert _fail_open_count(cluster) >= fail_open_before + 1
+    finally:
+        forget_on_real_cluster(cluster, hook.namespace, pod)
 
 
 def test_failure_policy_ignore_does_not_block_the_main_webhook(
