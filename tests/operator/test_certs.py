@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -270,3 +271,62 @@ def test_tls_handshake_fails_with_another_ca(tmp_path: Path) -> None:
     finally:
         thread.join(timeout=5)
         listener.close()
+
+
+# --- kopf's reloader with our file layout ---------------------------------------------------------
+
+
+def test_kopf_webhook_server_serves_a_rewritten_bundle(tmp_path: Path) -> None:
+    import asyncio
+
+    import kopf
+
+    first = certs.generate_bundle(ip_addresses=["127.0.0.1"])
+    assert first.ca_key_pem is not None
+    second = certs.generate_bundle(ip_addresses=["127.0.0.1"], ca=(first.ca_pem, first.ca_key_pem))
+    cert_path, key_path, ca_path = certs.write_bundle(first, tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def served_cert() -> bytes:
+        ctx = ssl.create_default_context(cafile=str(ca_path))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        server = kopf.WebhookServer(
+            addr="127.0.0.1",
+            port=port,
+            certfile=str(cert_path),
+            pkeyfile=str(key_path),
+            cafile=str(ca_path),
+            file_check_interval=0.1,
+        )
+
+        async def no_op(*_: object, **__: object) -> dict[str, object]:
+            return {}
+
+        configs = server(no_op)  # type: ignore[arg-type]
+        await asyncio.wait_for(configs.__anext__(), 10)
+        # kopf takes its baseline digest once resumed after yielding the client config.
+        restarted = asyncio.ensure_future(configs.__anext__())
+        try:
+            await asyncio.sleep(0.3)
+            before = await asyncio.to_thread(served_cert)
+            certs.write_bundle(second, tmp_path)
+            await asyncio.wait_for(restarted, 10)
+            after = await asyncio.to_thread(served_cert)
+        finally:
+            restarted.cancel()
+            await configs.aclose()  # type: ignore[attr-defined]
+        return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before == first.cert_pem
+    assert after == second.cert_pem
