@@ -124,7 +124,8 @@ class MultiInstanceGPUAccelerator(BaseAccelerator):
 
     @property
     def partition_size(self) -> str | None:
-        return self._partition_size
+        # What to_flyte_idl() sends: "unpartitioned" wins over a partition (the IDL field is a oneof).
+        return None if self._unpartitioned else self._partition_size
 
     @property
     def is_unpartitioned(self) -> bool:
@@ -343,9 +344,7 @@ def _lookup_constant(text: str) -> BaseAccelerator:
     if constant is None:
         close = difflib.get_close_matches(name, _CONSTANTS, n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(
-            f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}"
-        )
+        raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}")
     if not attrs:
         return constant
     if not isinstance(constant, MultiInstanceGPUAccelerator):
@@ -365,9 +364,7 @@ def _lookup_constant(text: str) -> BaseAccelerator:
     valid = [f"{name}.{attr}" for attr in partitions] + [f"{name}.unpartitioned"]
     close = difflib.get_close_matches(text, valid, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(
-        f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}"
-    )
+    raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}")
 
 
 def _names_hint() -> str:

@@ -1,0 +1,191 @@
+"""flytekit accelerators (§3, vectors 34-38) plus annotation lookup and IDL decoding."""
+
+from __future__ import annotations
+
+import pytest
+from flyteidl.core import tasks_pb2
+
+from webhook.engine import accelerators as acc
+from webhook.engine.accelerators import (
+    A100,
+    A100_80GB,
+    T4,
+    V5E,
+    V5P,
+    V6E,
+    BaseAccelerator,
+    GPUAccelerator,
+    MultiInstanceGPUAccelerator,
+    accelerator_from_idl,
+    known_accelerators,
+    lookup_accelerator,
+)
+
+DEVICES = {
+    "A10G": "nvidia-a10g",
+    "L4": "nvidia-l4",
+    "L4_VWS": "nvidia-l4-vws",
+    "L40S": "nvidia-l40s",
+    "K80": "nvidia-tesla-k80",
+    "M60": "nvidia-tesla-m60",
+    "P4": "nvidia-tesla-p4",
+    "P100": "nvidia-tesla-p100",
+    "T4": "nvidia-tesla-t4",
+    "V100": "nvidia-tesla-v100",
+    "H100": "nvidia-h100",
+    "H200": "nvidia-h200",
+    "RTX_PRO_6000": "nvidia-rtx-pro-6000",
+    "A100": "nvidia-tesla-a100",
+    "A100_80GB": "nvidia-a100-80gb",
+    "V5E": "tpu-v5-lite-podslice",
+    "V5P": "tpu-v5p-slice",
+    "V6E": "tpu-v6e-slice",
+}
+PARTITIONS = {
+    "A100": ["1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"],
+    "A100_80GB": ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
+    "V5E": ["1x1", "2x2", "2x4", "4x4", "4x8", "8x8", "8x16", "16x16"],
+    "V5P": [
+        "2x2x1", "2x2x2", "2x4x4", "4x4x4", "4x4x8", "4x8x8", "8x8x8", "8x8x16", "8x16x16", "16x16x16", "16x16x24",
+    ],
+    "V6E": ["1x1", "2x2", "2x4", "4x4", "4x8", "8x8", "8x16", "16x16"],
+}  # fmt: skip
+
+
+def _attr(name: str, size: str) -> str:
+    return ("partition_" if name.startswith("A100") else "slice_") + size.replace(".", "_")
+
+
+@pytest.mark.parametrize(("name", "device"), DEVICES.items())
+def test_constants(name: str, device: str) -> None:
+    constant = getattr(acc, name)
+    assert constant.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device)
+    assert constant.to_flyte_idl().WhichOneof("partition_size_value") is None
+    assert constant.device == device and constant.partition_size is None and not constant.is_unpartitioned
+
+
+@pytest.mark.parametrize(("name", "size"), [(n, s) for n, sizes in PARTITIONS.items() for s in sizes])
+def test_partitions(name: str, size: str) -> None:
+    constant = getattr(acc, name)
+    partition = getattr(constant, _attr(name, size))
+    device = DEVICES[name]
+    assert partition.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device, partition_size=size)
+    assert partition.unpartitioned.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device, unpartitioned=True)
+    assert partition.partition_size == size
+    assert lookup_accelerator(f"{name}.{_attr(name, size)}") == partition
+    assert lookup_accelerator(f"{DEVICES[name]}:{size}") == partition
+
+
+def test_vectors_35_to_38() -> None:
+    assert A100.unpartitioned.to_flyte_idl() == tasks_pb2.GPUAccelerator(device="nvidia-tesla-a100", unpartitioned=True)
+    assert A100.partition_2g_10gb.unpartitioned.to_flyte_idl().unpartitioned is True
+    assert A100.partitioned("9g.99gb").to_flyte_idl().partition_size == "9g.99gb"
+    assert A100_80GB.partition_7g_80gb.to_flyte_idl().device == "nvidia-a100-80gb"
+    assert V5E.slice_2x4.to_flyte_idl() == tasks_pb2.GPUAccelerator(device="tpu-v5-lite-podslice", partition_size="2x4")
+    assert V5P.slice_2x2x1.to_flyte_idl().partition_size == "2x2x1"
+    assert V6E.slice_16x16.to_flyte_idl().device == "tpu-v6e-slice"
+    assert GPUAccelerator("").to_flyte_idl() == tasks_pb2.GPUAccelerator()
+    with pytest.raises(AttributeError):
+        MultiInstanceGPUAccelerator().to_flyte_idl()
+
+
+def test_unpartitioned_is_a_copy() -> None:
+    whole = A100.unpartitioned
+    assert whole is not A100 and not A100.is_unpartitioned and whole.is_unpartitioned
+    assert isinstance(whole, type(A100))
+    assert A100.partitioned("1g.5gb").is_unpartitioned is False
+
+
+def test_equality_hash_repr() -> None:
+    assert A100.partitioned("1g.5gb") == A100.partition_1g_5gb
+    assert hash(A100.partitioned("1g.5gb")) == hash(A100.partition_1g_5gb)
+    assert A100.unpartitioned != A100
+    assert GPUAccelerator("nvidia-tesla-t4") == T4
+    assert repr(A100.partition_1g_5gb).endswith("(device='nvidia-tesla-a100', partition_size='1g.5gb')")
+    assert repr(A100.partition_1g_5gb.unpartitioned).endswith("(device='nvidia-tesla-a100', unpartitioned=True)")
+    assert A100.partition_1g_5gb.unpartitioned == A100.unpartitioned
+    assert isinstance(T4, BaseAccelerator)
+
+
+@pytest.mark.parametrize(
+    ("text", "device", "partition", "unpartitioned"),
+    [
+        ("T4", "nvidia-tesla-t4", None, False),
+        ("A100", "nvidia-tesla-a100", None, False),
+        ("A100.unpartitioned", "nvidia-tesla-a100", None, True),
+        ("A100.partition_1g_5gb", "nvidia-tesla-a100", "1g.5gb", False),
+        ("A100.partition_1g_5gb.unpartitioned", "nvidia-tesla-a100", None, True),  # as the IDL oneof says
+        ("V5E.slice_2x4", "tpu-v5-lite-podslice", "2x4", False),
+        ("nvidia-tesla-a100", "nvidia-tesla-a100", None, False),
+        ("nvidia-tesla-a100:1g.5gb", "nvidia-tesla-a100", "1g.5gb", False),
+        ("nvidia-tesla-a100:9g.99gb", "nvidia-tesla-a100", "9g.99gb", False),
+        ("nvidia-tesla-t4:1x", "nvidia-tesla-t4", "1x", False),
+        ("amd-mi300x", "amd-mi300x", None, False),
+        ("amd-mi300x:cpx", "amd-mi300x", "cpx", False),
+        ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-SXM4-80GB", None, False),
+        ("a100", "a100", None, False),  # constant names are case-sensitive; this is a device string
+    ],
+)
+def test_lookup(text: str, device: str, partition: str | None, unpartitioned: bool) -> None:
+    found = lookup_accelerator(text)
+    assert (found.device, found.partition_size, found.is_unpartitioned) == (device, partition, unpartitioned)
+    assert accelerator_from_idl(found.to_flyte_idl()) == found
+
+
+def test_lookup_returns_the_constants() -> None:
+    assert lookup_accelerator("A100") is A100
+    assert lookup_accelerator("nvidia-tesla-t4") is T4
+    assert lookup_accelerator("A100.partition_1g_5gb") is A100.partition_1g_5gb
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("A999", ["'A999' is not a known accelerator name", "known: A10G, L4"]),
+        ("H10", ["did you mean H100"]),
+        ("A100.partition_9g", ["did you mean A100.partition_", "valid: A100.partition_1g_5gb", "A100.unpartitioned"]),
+        ("A100.unpartitioned.partition_1g_5gb", ["is not a known accelerator name"]),
+        ("T4.unpartitioned", ["T4 has no partitions"]),
+        ("a b", ["neither a known accelerator name", "nor a device name"]),
+        ("-gpu", ["nor a device name"]),
+        ("x" * 64, ["at most 63 characters"]),
+        ("nvidia-tesla-a100:", ["invalid partition ''"]),
+        ("nvidia-tesla-a100:1g 5gb", ["invalid partition '1g 5gb'"]),
+    ],
+)
+def test_lookup_errors(text: str, fragments: list[str]) -> None:
+    with pytest.raises(ValueError) as info:
+        lookup_accelerator(text)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+    assert repr(text) in str(info.value)
+
+
+def test_known_accelerators() -> None:
+    names = known_accelerators()
+    assert names["A100.partition_1g_5gb"] == A100.partition_1g_5gb
+    assert names["V5P.slice_16x16x24"].partition_size == "16x16x24"
+    assert names["A100.unpartitioned"].is_unpartitioned
+    for name, accelerator in names.items():
+        assert lookup_accelerator(name) == accelerator
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        tasks_pb2.GPUAccelerator(device="nvidia-tesla-a100", partition_size="1g.5gb"),
+        tasks_pb2.GPUAccelerator(device="nvidia-tesla-a100", unpartitioned=True),
+        tasks_pb2.GPUAccelerator(device="nvidia-tesla-a100"),
+        tasks_pb2.GPUAccelerator(device="nvidia-tesla-t4"),
+        tasks_pb2.GPUAccelerator(partition_size="2x4"),  # vector 78: no device
+        tasks_pb2.GPUAccelerator(device="amd-mi300x", unpartitioned=True),
+        tasks_pb2.GPUAccelerator(),
+    ],
+)
+def test_from_idl_round_trip(message: tasks_pb2.GPUAccelerator) -> None:
+    assert accelerator_from_idl(message).to_flyte_idl() == message
+
+
+def test_from_idl_unpartitioned_false_reads_as_unset() -> None:
+    decoded = accelerator_from_idl(tasks_pb2.GPUAccelerator(device="nvidia-tesla-a100", unpartitioned=False))
+    assert decoded is A100 and not decoded.is_unpartitioned
