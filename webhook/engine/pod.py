@@ -81,7 +81,9 @@ def _with_container(pod: Pod, index: int, container: Mapping[str, Any]) -> dict[
 
 
 def _with_spec(pod: Pod, **fields: Any) -> dict[str, Any]:
-    return {**pod, "spec": {**(pod.get("spec") or {}), **fields}}
+    """`pod` with spec fields replaced; a None value removes the field."""
+    spec = {**(pod.get("spec") or {}), **fields}
+    return {**pod, "spec": {k: v for k, v in spec.items() if v is not None or k not in fields}}
 
 
 def mig_resource_name(profile: str) -> str:
@@ -167,6 +169,7 @@ def apply_container_resources(
     adjusted = ["cpu", "memory"]
     adjusted += [k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim]
     for name in adjusted:
+        explicit_zero_request = name in req and not _nonzero(req[name])
         request = req.get(name) if _nonzero(req.get(name)) else None
         limit = lim.get(name) if _nonzero(lim.get(name)) else None
         if not assign:
@@ -187,11 +190,14 @@ def apply_container_resources(
         if request is not None and limit is not None and _q(request) > _q(limit):
             notes.append(f"{name} request {request} lowered to its limit {limit}")
             request = limit
-        if name == gpu_resource_name and request is not None and limit is not None and _q(request) != _q(limit):
-            direction = "raised" if _q(request) < _q(limit) else "lowered"
+        if name == gpu_resource_name and limit is not None and (request is None or _q(request) != _q(limit)):
+            direction = "raised" if request is None or _q(request) < _q(limit) else "lowered"
             notes.append(f"{name} request {direction} to equal its limit ({limit})")
             request = limit
-        _store(req, name, request)
+        if not assign and explicit_zero_request and request is None and name != gpu_resource_name:
+            pass  # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit
+        else:
+            _store(req, name, request)
         _store(lim, name, limit)
 
     resources = _rebuild(current, req, lim)
@@ -277,8 +283,9 @@ def apply_accelerator(pod: Pod, accelerator: Accelerator, *, config: WebhookConf
     spec = pod.get("spec") or {}
     fields: dict[str, Any] = {}
 
+    selector = dict(spec.get("nodeSelector") or {})
+    affinity = spec.get("affinity")
     if config.accelerator_placement == "nodeSelector":
-        selector = dict(spec.get("nodeSelector") or {})
         in_affinity = []
         for requirement in requirements:
             if requirement["operator"] == "In" and len(requirement["values"]) == 1:
@@ -288,17 +295,57 @@ def apply_accelerator(pod: Pod, accelerator: Accelerator, *, config: WebhookConf
             else:
                 in_affinity.append(requirement)
         requirements = in_affinity
-        if selector != (spec.get("nodeSelector") or {}):
-            fields["nodeSelector"] = selector
-
+        # An affinity requirement on a label the nodeSelector now decides could only contradict it.
+        affinity = _without_requirements_on(affinity, set(selector) - {r["key"] for r in requirements}, notes)
+    for key in {r["key"] for r in requirements}:
+        if key in selector:
+            notes.append(f"nodeSelector {key}={selector.pop(key)} removed: the accelerator's node affinity decides it")
     if requirements:
-        affinity = _with_requirements(spec.get("affinity"), requirements, notes)
-        if affinity != spec.get("affinity"):
-            fields["affinity"] = affinity
+        affinity = _with_requirements(affinity, requirements, notes)
+    if selector != (spec.get("nodeSelector") or {}):
+        fields["nodeSelector"] = selector or None
+    if affinity != spec.get("affinity"):
+        fields["affinity"] = affinity
     merged = _with_tolerations(spec.get("tolerations"), tolerations, notes)
     if merged != (spec.get("tolerations") or []):
         fields["tolerations"] = merged
     return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _without_requirements_on(
+    affinity: Mapping[str, Any] | None, keys: set[str], notes: list[str]
+) -> Mapping[str, Any] | None:
+    """`affinity` without required node selector requirements on `keys`; terms left empty are dropped."""
+    terms = (
+        ((affinity or {}).get("nodeAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution") or {}
+    ).get("nodeSelectorTerms") or []
+    if not any(e.get("key") in keys for term in terms for e in term.get("matchExpressions") or ()):
+        return affinity
+    kept_terms = []
+    for term in terms:
+        expressions = [e for e in term.get("matchExpressions") or () if e.get("key") not in keys]
+        for removed in (e for e in term.get("matchExpressions") or () if e.get("key") in keys):
+            note = f"node affinity removed: {_describe_requirement(removed)} (the nodeSelector decides it)"
+            if note not in notes:
+                notes.append(note)
+        rest = {k: v for k, v in term.items() if k != "matchExpressions"}
+        if expressions:
+            rest["matchExpressions"] = expressions
+        if rest:
+            kept_terms.append(rest)
+    out = dict(affinity or {})
+    node_affinity = dict(out.get("nodeAffinity") or {})
+    if kept_terms:
+        required = dict(node_affinity["requiredDuringSchedulingIgnoredDuringExecution"])
+        required["nodeSelectorTerms"] = kept_terms
+        node_affinity["requiredDuringSchedulingIgnoredDuringExecution"] = required
+    else:
+        node_affinity.pop("requiredDuringSchedulingIgnoredDuringExecution", None)
+    if node_affinity:
+        out["nodeAffinity"] = node_affinity
+    else:
+        out.pop("nodeAffinity", None)
+    return out or None
 
 
 def _describe_requirement(requirement: Mapping[str, Any]) -> str:
@@ -399,44 +446,67 @@ def apply_shared_memory(
         raise PodSemanticsError("mount name is not set")
     if not mount_path:
         raise PodSemanticsError("mount path is not set")
+    try:
+        index, container = find_container(pod, container_name)
+    except PodSemanticsError:
+        raise PodSemanticsError(f"Unable to find primary container {container_name!r}") from None
+    _check_shm_conflicts(pod, container, mount_name, mount_path)
     if size_limit:
         try:
             parse_quantity(size_limit)
         except ValueError as exc:
             raise PodSemanticsError(f"Unable to parse size limit: {exc}") from None
-    try:
-        index, container = find_container(pod, container_name)
-    except PodSemanticsError:
-        raise PodSemanticsError(f"Unable to find primary container {container_name!r}") from None
 
     volume = shared_memory_volume(size_limit, mount_name)
     mount = {"name": mount_name, "mountPath": mount_path}
     volumes = list(pod.get("spec", {}).get("volumes") or ())
     mounts = list(container.get("volumeMounts") or ())
-    have_volume = any(_same_volume(v, volume) for v in volumes)
+    existing = next((i for i, v in enumerate(volumes) if v.get("name") == mount_name), None)
+    have_volume = existing is not None and _same_volume(volumes[existing], volume)
     have_mount = any(m.get("name") == mount_name and m.get("mountPath") == mount_path for m in mounts)
     if have_volume and have_mount:
         return Result(dict(pod))
-    if not have_volume and any(v.get("name") == mount_name for v in volumes):
-        raise PodSemanticsError(f"A volume is already named {mount_name} in pod spec")
-    if not have_mount:
-        for existing in mounts:
-            if existing.get("name") == mount_name:
-                raise PodSemanticsError(f"A volume is already named {mount_name} in container")
-            if existing.get("mountPath") == mount_path:
-                raise PodSemanticsError(f"{mount_path} is already mounted in container")
 
     notes: list[str] = []
     updated = dict(pod)
-    if not have_volume:
+    size = f" of {volume['emptyDir']['sizeLimit']}" if size_limit else ""
+    if existing is None:
         volumes.append(volume)
-        updated = _with_spec(updated, volumes=volumes)
-        size = f" of {volume['emptyDir']['sizeLimit']}" if size_limit else ""
         notes.append(f"shared memory volume {mount_name}{size} added")
+    elif not have_volume:
+        # Our own memory volume with another size (a pod template's, or an earlier annotation's): resize it.
+        volumes[existing] = volume
+        notes.append(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}")
+    if not have_volume:
+        updated = _with_spec(updated, volumes=volumes)
     if not have_mount:
         updated = _with_container(updated, index, {**container, "volumeMounts": [*mounts, mount]})
         notes.append(f"shared memory mounted at {mount_path} in container {container_name}")
     return Result(updated, tuple(notes))
+
+
+def _check_shm_conflicts(pod: Pod, container: Mapping[str, Any], mount_name: str, mount_path: str) -> None:
+    """Flyte's conflict errors, except that our own volume and mount already in place are no conflict."""
+    volumes = pod.get("spec", {}).get("volumes") or ()
+    mounts = container.get("volumeMounts") or ()
+    ours = {"name": mount_name, "mountPath": mount_path}
+    for volume in volumes:
+        if volume.get("name") == mount_name and not _same_volume_kind(volume):
+            raise PodSemanticsError(f"A volume is already named {mount_name} in pod spec")
+    for existing in mounts:
+        if {k: existing.get(k) for k in ours} == ours:
+            continue
+        if existing.get("name") == mount_name:
+            raise PodSemanticsError(f"A volume is already named {mount_name} in container")
+        if existing.get("mountPath") == mount_path:
+            raise PodSemanticsError(f"{mount_path} is already mounted in container")
+
+
+def _same_volume_kind(volume: Mapping[str, Any]) -> bool:
+    empty_dir = volume.get("emptyDir")
+    return (
+        set(volume) == {"name", "emptyDir"} and isinstance(empty_dir, Mapping) and empty_dir.get("medium") == "Memory"
+    )
 
 
 def _same_volume(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -446,7 +516,8 @@ def _same_volume(existing: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool
     want = wanted["emptyDir"]
     if have.get("medium") != "Memory" or set(have) - {"medium", "sizeLimit"}:
         return False
-    have_size, want_size = have.get("sizeLimit"), want.get("sizeLimit")
+    have_size = have.get("sizeLimit") if _nonzero(have.get("sizeLimit")) else None
+    want_size = want.get("sizeLimit")
     if have_size is None or want_size is None:
-        return bool(have_size == want_size)
+        return have_size is None and want_size is None
     return parse_quantity(have_size) == parse_quantity(want_size)
