@@ -1133,7 +1133,7 @@ def test_annotation_resources_idempotent(
     twice = pure(apply_container_resources, once.pod, PRIMARY, **kwargs)
     assert twice.pod == once.pod
     # The notes of the second pass are not checked here: annotation values that need adjusting are adjusted
-    # again on every pass (by design: the annotation still asks for it, and the API server shows a repeated warning once).
+    # again on every pass (by design: the annotation still asks for it; the API server shows a warning once).
     # Without annotation values the second pass is silent.
     plain = {**kwargs, "requests": None, "limits": None}
     settled = pure(apply_container_resources, once.pod, PRIMARY, **plain)
