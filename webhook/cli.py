@@ -167,7 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     when_listening = None
     if args.dev:
         from webhook.operator.certs import generate_bundle, write_bundle
-        from webhook.operator.devmode import register_dev_webhook
+        from webhook.operator.devmode import register_dev_webhook, unregister_dev_webhook
 
         host = args.dev_host
         bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
@@ -195,6 +195,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     try:
         asyncio.run(serve(config, options, when_listening=when_listening))
+        if args.dev:
+            # A Fail webhook pointing at a stopped process would block every annotated pod: take it down with us.
+            unregister_dev_webhook(name=args.webhook_config_name or f"{PROG}-dev")
     except kopf.LoginError as exc:
         raise UsageError(
             f"cannot log in to the Kubernetes API ({exc}); set KUBECONFIG, or run in a pod with a ServiceAccount"
@@ -203,7 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, options: Any, cert_dir: Path) -> int:
-    from webhook.operator.selfmanaged import SelfManagedSettings, ensure_certificates, rotate_forever
+    from webhook.operator.selfmanaged import SelfManagedError, SelfManagedSettings, ensure_certificates, rotate_forever
     from webhook.operator.server import serve
 
     missing = [
@@ -218,7 +221,10 @@ async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, opt
         service_name=args.service_name,
         cert_dir=cert_dir,
     )
-    await ensure_certificates(settings)
+    try:
+        await ensure_certificates(settings)
+    except SelfManagedError as exc:
+        raise UsageError(str(exc)) from None
     stop = asyncio.Event()
     rotation = asyncio.create_task(rotate_forever(settings, stop))
     try:
@@ -351,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # the last line of defence: one clear line, the details only with --log-level debug

@@ -181,7 +181,7 @@ class WebhookConfig(BaseModel):
             preset = Preset(preset_name)
         except ValueError:
             choices = ", ".join(p.value for p in Preset)
-            raise ConfigError(f"preset: {preset_name!r} is not one of {choices}") from None
+            raise ConfigError(f"invalid configuration:\n  preset: {preset_name!r} is not one of {choices}") from None
         merged = {**PRESETS[preset], **data}
         try:
             return cls.model_validate(merged)
