@@ -140,6 +140,18 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: on Linux, get SIGKILL when the parent dies without stopping it (itself
+    SIGKILLed, e.g. by a CI timeout), so no etcd or apiserver outlives its run. SIGKILL, not SIGTERM: an apiserver
+    whose etcd is gone hangs in graceful shutdown. Linux ties this to the thread that started the child: start
+    processes from a thread that lives as long as they should (the main thread, as pytest fixtures do)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
 class Process:
     """One child process with its output in a log file; stopped by its PID (SIGTERM, then SIGKILL)."""
 
@@ -168,6 +180,7 @@ class Process:
                 cwd=REPO_ROOT,
                 # Ctrl-C in the terminal reaches only us; we stop the children in order.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         return self
 
