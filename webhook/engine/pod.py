@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 from webhook.engine.config import WebhookConfig
-from webhook.engine.quantity import canonical_quantity, parse_quantity
+from webhook.engine.quantity import InvalidQuantity, canonical_quantity, parse_quantity
 
 Pod = Mapping[str, Any]
 ResourceMap = dict[str, str]
@@ -454,8 +454,10 @@ def apply_shared_memory(
     if size_limit:
         try:
             parse_quantity(size_limit)
-        except ValueError as exc:
-            raise PodSemanticsError(f"Unable to parse size limit: {exc}") from None
+        except InvalidQuantity as exc:
+            raise PodSemanticsError(
+                f"Unable to parse size limit: {exc.go_error or exc.reason} ({size_limit!r})"
+            ) from None
 
     volume = shared_memory_volume(size_limit, mount_name)
     mount = {"name": mount_name, "mountPath": mount_path}

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from flyteidl.core import tasks_pb2
-from kubernetes.client import V1Container, V1PodSpec, V1ResourceRequirements
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
+
+if TYPE_CHECKING:
+    from kubernetes.client import V1PodSpec
 
 __all__ = [
     "PRIMARY_CONTAINER_DEFAULT_NAME",
@@ -335,6 +337,9 @@ def pod_spec_from_resources(
     37 needs strings). Whole-dict fallback: ``requests = requests or limits`` then ``limits = limits or
     requests`` (no per-key fill). A pair raises ``ValueError``; a None name fails in the client (name required).
     """
+    # Imported here: the kubernetes client takes a second to import, which every CLI call would pay.
+    from kubernetes.client import V1Container, V1PodSpec, V1ResourceRequirements
+
     request_map = _k8s_map(requests, k8s_gpu_resource_key)
     limit_map = _k8s_map(limits, k8s_gpu_resource_key)
     request_map = request_map or limit_map
