@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -185,7 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             logging.getLogger("flyte_resources_webhook").info("registered the dev webhook configuration for %s", url)
 
     elif args.cert_mode == "self-managed":
-        return asyncio.run(_run_self_managed(args, config, options, cert_dir))
+        return int(run_loop(_run_self_managed(args, config, options, cert_dir)))
     else:
         missing = [str(p) for p in (options.cert_file, options.key_file) if p and not p.exists()]
         if missing:
@@ -194,7 +194,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 "use --cert-mode self-managed in a cluster, or --dev locally)"
             )
     try:
-        asyncio.run(serve(config, options, when_listening=when_listening))
+        run_loop(serve(config, options, when_listening=when_listening))
         if args.dev:
             # A Fail webhook pointing at a stopped process would block every annotated pod: take it down with us.
             unregister_dev_webhook(name=args.webhook_config_name or f"{PROG}-dev")
@@ -203,6 +203,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"cannot log in to the Kubernetes API ({exc}); set KUBECONFIG, or run in a pod with a ServiceAccount"
         ) from None
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop, as `kopf run` does when it is installed: its C TLS transport halves the cost of a review."""
+    import uvloop
+
+    return uvloop.run(main)
 
 
 async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, options: Any, cert_dir: Path) -> int:

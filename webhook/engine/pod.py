@@ -187,12 +187,15 @@ def apply_container_resources(
         if ceiling is not None and _nonzero(ceiling):
             request = _clamp(name, "request", request, ceiling, config, notes)
             limit = _clamp(name, "limit", limit, ceiling, config, notes)
-        if request is not None and limit is not None and _q(request) > _q(limit):
-            notes.append(f"{name} request {request} lowered to its limit {limit}")
-            request = limit
-        if name == gpu_resource_name and limit is not None and (request is None or _q(request) != _q(limit)):
-            direction = "raised" if request is None or _q(request) < _q(limit) else "lowered"
-            notes.append(f"{name} request {direction} to equal its limit ({limit})")
+        if request is not None and limit is not None and request != limit:
+            if _q(request) > _q(limit):
+                notes.append(f"{name} request {request} lowered to its limit {limit}")
+                request = limit
+            elif name == gpu_resource_name and _q(request) != _q(limit):
+                notes.append(f"{name} request raised to equal its limit ({limit})")
+                request = limit
+        elif name == gpu_resource_name and limit is not None and request is None:
+            notes.append(f"{name} request raised to equal its limit ({limit})")
             request = limit
         if not assign and explicit_zero_request and request is None and name != gpu_resource_name:
             pass  # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit
@@ -222,7 +225,7 @@ def _store(side: dict[str, Any], name: str, value: str | None) -> None:
         side.pop(name, None)
         return
     old = side.get(name)
-    if old is not None and _q(old) == _q(value):
+    if old is not None and (old == value or _q(old) == _q(value)):
         return  # keep the user's spelling: an equal quantity is not a change worth a patch op
     side[name] = canonical_quantity(value)
 

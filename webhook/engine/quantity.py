@@ -21,6 +21,7 @@ does not trim either). A DecimalSI value of 10^21 or more is written with an ``e
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -130,6 +131,11 @@ def parse_quantity(value: QuantityInput, *, allow_negative: bool = False) -> Dec
     Raises ``InvalidQuantity`` (a ``ValueError``) for anything Kubernetes would reject, for ``bool`` and for
     negative values unless ``allow_negative``.
     """
+    if type(value) is str:  # the hot path of admission: a cached parse, no dispatch
+        amount = _parse_text(value).value
+        if amount < 0 and not allow_negative:
+            raise InvalidQuantity(value, "resource quantities must not be negative", go_error=None)
+        return amount
     return Quantity.parse(value, allow_negative=allow_negative).value
 
 
@@ -198,6 +204,9 @@ def _parse_any(value: object) -> Quantity:
     raise InvalidQuantity(value, f"expected a str, int or float, got {type(value).__name__}", go_error=None)
 
 
+# Admission parses the same few quantities over and over (every pod has `1Gi`s and `500m`s); both caches are
+# bounded, so odd values cannot grow them.
+@functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> Quantity:
     if text == "":
         raise InvalidQuantity(text, "empty string")
@@ -268,6 +277,7 @@ def _make_value(negative: bool, magnitude: int, exponent: int, *, cap: int | Non
 # --- formatting ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _canonicalize(amount: Decimal, fmt: QuantityFormat) -> str:
     if amount == 0:
         return "0"

@@ -7,6 +7,7 @@ form `cpu=1:2,mem=4Gi` where `a:b` is (request, limit).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -107,6 +108,17 @@ def read_annotations(annotations: Mapping[str, str], prefix: str) -> ResourceReq
     given = our_keys(annotations, prefix)
     if not given:
         return None
+    return _read_cached(tuple(sorted(given.items())), prefix)
+
+
+# The pods of a map task or a burst of executions carry the same annotations: parse each distinct set once.
+# Only successful parses are cached (an exception is not), and the result is never modified by its users.
+@functools.lru_cache(maxsize=1024)
+def _read_cached(items: tuple[tuple[str, str], ...], prefix: str) -> ResourceRequest:
+    return _read(dict(items), prefix)
+
+
+def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
     for name, value in given.items():
         if name not in INPUT_KEYS:
             valid = ", ".join(prefix + k for k in INPUT_KEYS)

@@ -7,10 +7,11 @@ managedFields and env is several KB; kopf's generic patch path deep-copies and d
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 from webhook.engine.config import WebhookConfig
 from webhook.engine.pod import (
@@ -33,7 +34,6 @@ from webhook.mutation.annotations import (
     RESOURCES,
     InvalidAnnotation,
     ResourceRequest,
-    our_keys,
     read_annotations,
 )
 
@@ -56,7 +56,16 @@ class Step:
     annotation: str
     value: str
     notes: tuple[str, ...]
-    changes: tuple[str, ...] = ()
+    container: str | None = None
+    before: Mapping[str, Any] | None = field(default=None, repr=False)
+    after: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def changes(self) -> tuple[str, ...]:
+        """`requests.cpu: 500m -> 1` lines for `explain`; warnings carry only the adjustments."""
+        if self.container is None or self.before is None or self.after is None:
+            return ()
+        return tuple(_describe_resource_changes(self.before, self.after, self.container))
 
 
 @dataclass(frozen=True)
@@ -67,10 +76,6 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     steps: tuple[Step, ...] = ()
     container: str | None = None
-
-
-def has_our_annotations(pod: Mapping[str, Any], config: WebhookConfig) -> bool:
-    return bool(our_keys((pod.get("metadata") or {}).get("annotations"), config.annotation_prefix))
 
 
 def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig) -> Plan:
@@ -102,9 +107,8 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
             result = action(current)
         except PodSemanticsError as exc:
             raise InvalidAnnotation(annotation, value, str(exc)) from None
-        changes = tuple(_describe_resource_changes(current, result.pod, target)) if target else ()
+        steps.append(Step(annotation, value, result.notes, target, current, result.pod))
         current = result.pod
-        steps.append(Step(annotation, value, result.notes, changes))
 
     resource_sources = [k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given]
     renames_gpu = gpu_name != config.gpu_resource_name
@@ -153,7 +157,6 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
 
 
 def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, Any], target: str) -> list[str]:
-    """`requests.cpu 500m -> 1` lines for `explain`; warnings carry only the adjustments, not the asked-for values."""
 
     def resources(pod: Mapping[str, Any]) -> Mapping[str, Any]:
         for container in (pod.get("spec") or {}).get("containers") or []:
@@ -220,7 +223,7 @@ def _summary(pod: Mapping[str, Any], request: ResourceRequest, target: str | Non
         summary["sharedMemory"] = {"mountPath": request.shared_memory.mount_path}
         if request.shared_memory.size_limit:
             summary["sharedMemory"]["sizeLimit"] = request.shared_memory.size_limit
-    return json.dumps(summary, separators=(",", ":"), sort_keys=True)
+    return orjson.dumps(summary, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _with_annotation(pod: Mapping[str, Any], key: str, value: str) -> dict[str, Any]:
@@ -233,32 +236,41 @@ def _with_annotation(pod: Mapping[str, Any], key: str, value: str) -> dict[str, 
 
 
 def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
+    return key.replace("~", "~0").replace("/", "~1") if "/" in key or "~" in key else key
+
+
+_MISSING = object()
 
 
 def diff(old: Any, new: Any, path: str = "") -> list[JsonPatchOp]:
     """Minimal RFC 6902 ops turning `old` into `new`; branches shared by identity are skipped without a look."""
-    if old is new:
-        return []
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        ops: list[JsonPatchOp] = []
+    ops: list[JsonPatchOp] = []
+    if old is not new:
+        _diff(old, new, path, ops)
+    return ops
+
+
+def _diff(old: Any, new: Any, path: str, ops: list[JsonPatchOp]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):  # JSON objects; a concrete class keeps the check cheap
         for key in old:
             if key not in new:
                 ops.append({"op": "remove", "path": f"{path}/{_escape(str(key))}"})
         for key, value in new.items():
+            before = old.get(key, _MISSING)
+            if before is value or (type(value) is str and before == value):
+                continue
             child = f"{path}/{_escape(str(key))}"
-            if key not in old:
+            if before is _MISSING:
                 ops.append({"op": "add", "path": child, "value": value})
-            else:
-                ops.extend(diff(old[key], value, child))
-        return ops
-    if isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
-        ops = []
+            elif isinstance(value, dict | list):
+                _diff(before, value, child, ops)
+            elif before != value or type(before) is not type(value):
+                ops.append({"op": "replace", "path": child, "value": value})
+    elif isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
         for index, (before, after) in enumerate(zip(old, new, strict=False)):
-            ops.extend(diff(before, after, f"{path}/{index}"))
+            if before is not after:
+                _diff(before, after, f"{path}/{index}", ops)
         for index in range(len(old), len(new)):
             ops.append({"op": "add", "path": f"{path}/{index}", "value": new[index]})
-        return ops
-    if old == new and type(old) is type(new):
-        return []
-    return [{"op": "replace", "path": path, "value": new}]
+    elif old != new or type(old) is not type(new):
+        ops.append({"op": "replace", "path": path, "value": new})
