@@ -53,6 +53,8 @@ demo: install control-plane ## like `make run` on the local control plane, then 
 	$(PY) -m hack.local_cluster
 
 bench: install ## throughput/latency of the admission server against kopf's no-op handler floor
+	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) from Debian"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
 	$(PY) -m hack.bench
 
 manifests: install control-plane ## render manifests/ from the chart
