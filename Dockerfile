@@ -10,8 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --upgrade pip wheel
-# README.md* : the wildcard keeps the build working while the readme is absent.
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml README.md ./
 COPY webhook ./webhook
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl \
