@@ -102,8 +102,10 @@ fetch_kubectl_helm
 build_kube_apiserver
 
 say "binaries in $BIN_DIR:"
-"$BIN_DIR/kube-apiserver" --version >&2
-"$BIN_DIR/etcd" --version | head -1 >&2
-"$BIN_DIR/kubectl" version --client 2>/dev/null | head -1 >&2
-"$BIN_DIR/helm" version --short >&2
+first_line() { local out; out=$("$@" 2>/dev/null); printf '%s\n' "${out%%$'\n'*}" >&2; }
+# Whole output first, then its first line: `| head -1` under pipefail fails whenever the tool gets SIGPIPE.
+first_line "$BIN_DIR/kube-apiserver" --version
+first_line "$BIN_DIR/etcd" --version
+first_line "$BIN_DIR/kubectl" version --client
+first_line "$BIN_DIR/helm" version --short
 echo "$BIN_DIR"
