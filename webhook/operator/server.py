@@ -10,6 +10,7 @@ other endpoint goes through kopf as usual.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,7 +25,6 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, plan_mutation
 from webhook.operator.metrics import Metrics
 from webhook.operator.review import PodReviewer
 
@@ -78,15 +78,16 @@ def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> 
     def flyte_resources(
         body: kopf.Body, patch: kopf.Patch, warnings: list[str], operation: str | None, **_: Any
     ) -> None:
-        if operation not in (None, "CREATE"):
-            return
-        try:
-            plan = plan_mutation(dict(body), reviewer.config)
-        except Denied as exc:
-            raise kopf.AdmissionError(exc.message, code=400) from None
-        warnings.extend(plan.warnings)
-        if plan.ops:
-            ops = plan.ops
+        # The same reviewer as the fast path, so denials, on-error and metrics behave alike; only the ops travel
+        # differently: as a transformation kopf applies to its copy of the pod (ops are ready, it cannot fail).
+        review = {"request": {"operation": operation or "CREATE", "object": dict(body)}}
+        response = reviewer(review)["response"]
+        warnings.extend(response.get("warnings", ()))
+        if not response["allowed"]:
+            status = response.get("status", {})
+            raise kopf.AdmissionError(status.get("message", "denied"), code=status.get("code", 400))
+        if "patch" in response:
+            ops = orjson.loads(base64.b64decode(response["patch"]))
             patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))
 
 
