@@ -29,7 +29,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEV_WEBHOOK_ENTRY_NAME = "flyte-resources.resources.flyte.org"
+DEV_WEBHOOK_ENTRY_NAME = "flyte-resources.flyte.org"  # as in the chart
 _REQUEST_TIMEOUT = 15.0
 
 
@@ -92,7 +92,7 @@ def build_dev_webhook_configuration(
                 },
                 "matchConditions": [
                     {
-                        "name": "has-resources-annotation",
+                        "name": "has-flyte-resources-annotation",
                         "expression": match_condition_expression(annotation_prefix),
                     }
                 ],
