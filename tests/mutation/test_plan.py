@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, diff, plan_mutation
+from webhook.mutation.plan import Denied, diff, plan_inputs, plan_mutation
 
 P = "resources.flyte.org/"
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -292,3 +292,64 @@ def test_plan_is_idempotent_and_yields_valid_pods(containers, annotations, extra
             assert parse_quantity(request) <= parse_quantity(limit), (name, target)
             if "gpu" in name or "mig" in name:
                 assert parse_quantity(request) == parse_quantity(limit), (name, target)
+
+
+# --- plan inputs: what a server may reuse between pods ---------------------------------------------------------
+
+unread_changes = st.fixed_dictionaries(
+    {
+        "name": st.text("abcdefghij0123456789", min_size=1, max_size=10),
+        "label": st.text("abc", max_size=3),
+        "env": st.lists(st.text("XYZ", min_size=1, max_size=3), max_size=3),
+        "image": st.sampled_from(["img:1", "img:2"]),
+        "other_annotation": st.text("ab", max_size=2),
+    }
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(containers=containers, annotations=annotation_sets, extra=existing, config=configs, change=unread_changes)
+def test_equal_plan_inputs_mean_equal_answers(containers, annotations, extra, config, change):
+    original = pod({**annotations, "primary_container_name": "c0"}, containers, **extra)
+    variant = copy.deepcopy(original)
+    variant["metadata"]["name"] = change["name"]
+    variant["metadata"]["labels"] = {"task": change["label"]}
+    variant["metadata"]["annotations"]["example.com/other"] = change["other_annotation"]
+    variant["spec"]["containers"][0]["image"] = change["image"]
+    variant["spec"]["containers"][0]["env"] = [{"name": n, "value": "1"} for n in change["env"]]
+    assert plan_inputs(variant, P) == plan_inputs(original, P)
+    try:
+        first = plan_mutation(original, config)
+    except Denied as exc:
+        with pytest.raises(Denied) as again:
+            plan_mutation(variant, config)
+        assert again.value.message == exc.message
+        return
+    second = plan_mutation(variant, config)
+    assert (second.ops, second.warnings, second.outcome) == (first.ops, first.warnings, first.outcome)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda p: p["spec"]["containers"][0].update(resources={"limits": {"cpu": "3"}}),
+        lambda p: p["spec"]["containers"][0].update(volumeMounts=[{"name": "x", "mountPath": "/x"}]),
+        lambda p: p["spec"]["containers"][0].update(name="renamed"),
+        lambda p: p["spec"].update(tolerations=[]),
+        lambda p: p["spec"].update(affinity=None),
+        lambda p: p["spec"].update(nodeSelector={"a": "b"}),
+        lambda p: p["spec"].update(volumes=[]),
+        lambda p: p["metadata"]["annotations"].update({P + "shared-memory": "true"}),
+        lambda p: p["metadata"]["annotations"].update({P + "applied": "{}"}),
+        lambda p: p["metadata"]["annotations"].update(primary_container_name="main"),
+    ],
+)
+def test_every_input_the_plan_reads_is_in_the_key(edit):
+    original = pod({P + "resources": "cpu=1"})
+    variant = copy.deepcopy(original)
+    edit(variant)
+    assert plan_inputs(variant, P) != plan_inputs(original, P)
+
+
+def test_no_key_without_our_annotations():
+    assert plan_inputs(pod({"other": "x", P + "applied": "{}"}), P) is None

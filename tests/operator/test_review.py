@@ -107,3 +107,28 @@ def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, 
     assert "Traceback" not in text and "boom" not in text
     assert "internal error while reviewing pod ns/task-<generated>" in caplog.text
     assert counts(reviewer)["error"] == 1
+
+
+def test_pods_with_the_same_plan_inputs_get_the_same_answer_from_memory(monkeypatch):
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    annotations = {P + "requests": "cpu=2", P + "limits": "cpu=1"}
+    first = reviewer(admission_review(annotations))["response"]
+    calls = []
+    real = review_module.plan_mutation
+    monkeypatch.setattr(review_module, "plan_mutation", lambda pod, config: calls.append(pod) or real(pod, config))
+    twin = admission_review(annotations)
+    twin["request"]["object"]["metadata"]["generateName"] = "other-task-"
+    twin["request"]["object"]["spec"]["containers"][0]["image"] = "y"
+    assert reviewer(twin)["response"] == first
+    assert calls == [], "a map task's second pod is answered without planning again"
+    different = admission_review({P + "requests": "cpu=2", P + "limits": "cpu=3"})
+    assert reviewer(different)["response"]["patch"] != first["patch"]
+    assert len(calls) == 1
+    assert counts(reviewer)["mutated"] == 3
+
+
+def test_memory_is_bounded():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    for n in range(PodReviewer.ANSWERS_KEPT + 50):
+        reviewer(admission_review({P + "resources": f"cpu={n + 1}m"}))
+    assert len(reviewer._answers) == PodReviewer.ANSWERS_KEPT

@@ -34,6 +34,7 @@ from webhook.mutation.annotations import (
     RESOURCES,
     InvalidAnnotation,
     ResourceRequest,
+    our_keys,
     read_annotations,
 )
 
@@ -76,6 +77,35 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     steps: tuple[Step, ...] = ()
     container: str | None = None
+
+
+# Everything `plan_mutation` reads from a pod besides our annotations; see `plan_inputs`.
+_CONTAINER_INPUTS = ("name", "resources", "volumeMounts")
+_SPEC_INPUTS = ("volumes", "affinity", "tolerations", "nodeSelector")
+
+
+def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
+    """The parts of `pod` that `plan_mutation` reads, serialized; None when no annotation of ours is present.
+
+    Two pods with equal inputs get equal ops, warnings and outcome (a map task's pods differ only in names,
+    env and args, which the plan never reads), so a server may reuse one plan's answer for the other. Present
+    and absent keys stay distinct, and dict order is kept, so equal inputs mean equal ops to the letter.
+    """
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    ours = {k: v for k, v in annotations.items() if k.startswith(prefix)}
+    if not our_keys(ours, prefix):
+        return None
+    spec = pod.get("spec") or {}
+    containers = spec.get("containers")
+    return orjson.dumps(
+        [
+            ours,
+            annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION),
+            None if containers is None else [{k: c[k] for k in _CONTAINER_INPUTS if k in c} for c in containers],
+            {k: spec[k] for k in _SPEC_INPUTS if k in spec},
+        ]
+    )
 
 
 def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig) -> Plan:
