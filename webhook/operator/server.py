@@ -75,11 +75,11 @@ def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> 
     """The kopf handler of record: its id is the URL path; kopf's own path runs it when we are not the server."""
 
     @kopf.on.mutate("v1", "pods", id=HANDLER_ID, operations={"CREATE"}, registry=registry)  # type: ignore[arg-type]
-    def flyte_resources(
+    async def flyte_resources(
         body: kopf.Body, patch: kopf.Patch, warnings: list[str], operation: str | None, **_: Any
     ) -> None:
-        # The same reviewer as the fast path, so denials, on-error and metrics behave alike; only the ops travel
-        # differently: as a transformation kopf applies to its copy of the pod (ops are ready, it cannot fail).
+        # The same reviewer as the fast path (async: on the loop, never in kopf's thread pool), so denials, on-error
+        # and metrics behave alike; the ops travel as a transformation kopf applies to its copy of the pod.
         review = {"request": {"operation": operation or "CREATE", "object": dict(body)}}
         response = reviewer(review)["response"]
         warnings.extend(response.get("warnings", ()))
