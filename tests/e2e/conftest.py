@@ -54,22 +54,6 @@ SELECTOR_LABEL = "e2e.flyte.org/webhook"
 _CLUSTER = pytest.StashKey[Cluster]()
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("flyte-resources-webhook e2e")
-    group.addoption(
-        "--existing-cluster",
-        action="store_true",
-        default=False,
-        help="run the e2e tests against $KUBECONFIG's cluster, where the chart is already installed, instead of "
-        "starting a local etcd + kube-apiserver (also: FRW_E2E_EXISTING_CLUSTER=1)",
-    )
-    group.addoption(
-        "--webhook-namespace",
-        default=WEBHOOK_NAMESPACE,
-        help="with --existing-cluster: the namespace the chart is installed in (default: %(default)s)",
-    )
-
-
 def _existing_cluster(config: pytest.Config) -> bool:
     if os.environ.get("FRW_E2E_EXISTING_CLUSTER") == "1":
         return True
