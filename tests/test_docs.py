@@ -1,0 +1,37 @@
+"""The README stays true to the code: its Python runs, and its tables name every annotation and config key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from webhook.engine.config import WebhookConfig
+from webhook.mutation.annotations import APPLIED, INPUT_KEYS
+
+README = (Path(__file__).parents[1] / "README.md").read_text()
+
+
+def first_cells(heading: str) -> set[str]:
+    """The backticked names in the first column of the tables under a README heading."""
+    section = README.split(heading, 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            names.update(re.findall(r"`([^`]+)`", line.split("|")[1]))
+    return names
+
+
+def test_python_examples_run():
+    blocks = re.findall(r"```python\n(.*?)```", README, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
+
+
+def test_annotation_table_names_every_annotation():
+    assert {*INPUT_KEYS, APPLIED} <= first_cells("## Annotations")
+
+
+def test_configuration_table_names_every_key():
+    keys = {name.replace("_", "-") for name in WebhookConfig.model_fields}
+    assert keys <= first_cells("## Configuration"), keys - first_cells("## Configuration")
