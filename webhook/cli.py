@@ -61,12 +61,8 @@ def _name(pod: dict[str, Any]) -> str:
     return f"{meta.get('namespace', 'default')}/{meta.get('name') or meta.get('generateName', '') + '*'}"
 
 
-def _config(path: str | None) -> WebhookConfig:
-    return load_config(path)
-
-
 def cmd_mutate(args: argparse.Namespace) -> int:
-    config = _config(args.config)
+    config = load_config(args.config)
     documents = _read_documents(args.filename)
     denied = False
     patches: list[dict[str, Any]] = []
@@ -120,7 +116,7 @@ def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    config = _config(args.config)
+    config = load_config(args.config)
     documents = _read_documents(args.filename)
     denied = False
     for n, (_, _, pod) in enumerate(_pods(documents, args.filename)):
@@ -144,7 +140,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from webhook.operator.server import HANDLER_ID, ServerOptions, serve
 
-    config = _config(args.config)
+    config = load_config(args.config)
     level = getattr(logging, args.log_level.upper())
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
