@@ -187,6 +187,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
 
 
 def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, Any], target: str) -> list[str]:
+    """The target container's requests/limits that differ, one `side.name: old -> new` line each."""
 
     def resources(pod: Mapping[str, Any]) -> Mapping[str, Any]:
         for container in (pod.get("spec") or {}).get("containers") or []:
