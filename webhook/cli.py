@@ -43,8 +43,19 @@ def _read_documents(source: str) -> list[Any]:
         raise UsageError(f"{source} is not valid YAML: {exc}") from None
 
 
-def _pods(documents: list[Any], source: str) -> Iterator[tuple[list[Any], int, dict[str, Any]]]:
+def _pods(documents: list[Any], source: str) -> list[tuple[list[Any], int, dict[str, Any]]]:
     """Every Pod in the documents, as (containing list, index, pod) so results can be put back in place."""
+    pods = list(_find_pods(documents, source))
+    if not pods:
+        kinds = sorted({str(d.get("kind")) for d in documents if isinstance(d, dict)}) or ["nothing"]
+        raise UsageError(
+            f"{source}: no Pod to mutate (found {', '.join(kinds)}); the webhook acts on Pods, so pass one, "
+            "e.g. `kubectl get pod NAME -o yaml`"
+        )
+    return pods
+
+
+def _find_pods(documents: list[Any], source: str) -> Iterator[tuple[list[Any], int, dict[str, Any]]]:
     for index, doc in enumerate(documents):
         if not isinstance(doc, dict):
             raise UsageError(f"{source}: document {index + 1} is not a Kubernetes object")
@@ -66,7 +77,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     documents = _read_documents(args.filename)
     denied = False
     patches: list[dict[str, Any]] = []
-    for container, index, pod in list(_pods(documents, args.filename)):
+    for container, index, pod in _pods(documents, args.filename):
         try:
             plan = plan_mutation(pod, config)
         except Denied as exc:

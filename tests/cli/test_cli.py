@@ -156,3 +156,10 @@ def test_help_for_every_command_has_examples(command):
     assert "usage: flyte-resources-webhook" in done.stdout
     if command:
         assert "examples:" in done.stdout
+
+
+def test_input_without_a_pod_says_so():
+    deployment = yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
+    done = cli("mutate", "-f", "-", stdin=deployment)
+    assert done.returncode == 2
+    assert "no Pod to mutate (found Deployment)" in done.stderr
