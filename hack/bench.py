@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.e2e.controlplane import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"
@@ -297,12 +298,6 @@ def _check_response(url: str, ca: Path, body: bytes, mode: str) -> None:
 # --- orchestration --------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -316,7 +311,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -> dict[str, float]:
-    port = _free_port()
+    port = free_port()
     log = work / f"server-{mode}.log"
     with log.open("ab") as log_file:
         server = subprocess.Popen(

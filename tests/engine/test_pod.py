@@ -408,17 +408,16 @@ def test_v81_requirement_anded_into_every_term_and_tolerations_deduplicated() ->
     assert result.notes == (f"node affinity added: {DL} In [{T4}]",)
 
 
+def gpu_pod_asking_for_v100() -> dict[str, Any]:
+    term = {"matchExpressions": [req_in(DL, "nvidia-tesla-v100")]}
+    return gpu_pod(
+        affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+    )
+
+
 def test_requirement_on_a_managed_label_is_replaced_not_anded() -> None:
     # Deliberate difference: Flyte would AND `DL In [v100]` with `DL In [t4]`, which no node satisfies.
-    pod = gpu_pod(
-        affinity={
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [req_in(DL, "nvidia-tesla-v100")]}]
-                }
-            }
-        }
-    )
+    pod = gpu_pod_asking_for_v100()
     result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(DL, T4)]]
     assert f"node affinity replaced: {DL} In [{T4}]" in result.notes
@@ -477,15 +476,7 @@ def test_node_selector_placement_replaces_a_conflicting_affinity_requirement() -
     # or by this webhook before the config moved to nodeSelector) must not end up with nodeSelector DL=t4 and
     # the old affinity requirement side by side: no node satisfies both.
     config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
-    pod = gpu_pod(
-        affinity={
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {
-                    "nodeSelectorTerms": [{"matchExpressions": [req_in(DL, "nvidia-tesla-v100")]}]
-                }
-            }
-        }
-    )
+    pod = gpu_pod_asking_for_v100()
     result = pure(apply_accelerator, pod, Accelerator(T4), config=config, gpu_resource_name=GPU)
     assert result.pod["spec"]["nodeSelector"] == {DL: T4}
     assert _allowed_device_values(result.pod) == [{T4}]

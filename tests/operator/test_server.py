@@ -21,6 +21,7 @@ from kopf._cogs.structs import references  # private, as in kopf's own admission
 from kopf._core.engines import admission, indexing
 from kopf._core.reactor import inventory
 
+from tests.e2e.controlplane import free_port
 from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
@@ -29,14 +30,6 @@ from webhook.operator.server import HANDLER_ID, ServerOptions, build_server, reg
 
 P = "resources.flyte.org/"
 ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
