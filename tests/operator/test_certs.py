@@ -330,3 +330,63 @@ def test_kopf_webhook_server_serves_a_rewritten_bundle(tmp_path: Path) -> None:
     before, after = asyncio.run(scenario())
     assert before == first.cert_pem
     assert after == second.cert_pem
+
+
+# --- caBundle union and the served certificate's health ----------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+def _ca(days_ago: int = 0, validity_days: int = 3650) -> bytes:
+    now = datetime.now(UTC) - timedelta(days=days_ago)
+    return certs.generate_ca(now=now, validity=timedelta(days=validity_days))[0]
+
+
+def test_merge_ca_bundles_keeps_order_drops_duplicates_expired_and_garbage() -> None:
+    a, b, c = _ca(), _ca(), _ca()
+    expired = _ca(days_ago=10, validity_days=1)
+    now = datetime.now(UTC)
+    merged = certs.merge_ca_bundles(a, None, b + expired, b"not pem", a + c, b"", now=now, limit=8)
+    assert certs.split_pem_certs(merged) == [a, b, c]
+    # Byte-for-byte the same certificate however it was encoded (a trailing newline more, CRLF).
+    assert certs.merge_ca_bundles(a.replace(b"\n", b"\r\n"), a, now=now, limit=8) == a
+
+
+def test_merge_ca_bundles_limit_keeps_the_first() -> None:
+    cas = [_ca() for _ in range(4)]
+    merged = certs.merge_ca_bundles(*cas, now=datetime.now(UTC), limit=3)
+    assert certs.split_pem_certs(merged) == cas[:3]
+    assert certs.merge_ca_bundles(now=datetime.now(UTC), limit=3) == b""
+
+
+def _served(tmp_path: Path, bundle: CertBundle, **kw: object) -> certs.ServedCertificate:
+    cert_file, _key, ca_file = certs.write_bundle(bundle, tmp_path)
+    return certs.ServedCertificate(cert_file=cert_file, ca_file=ca_file, **kw)  # type: ignore[arg-type]
+
+
+def test_served_certificate_fine_expired_and_not_yet_valid(tmp_path: Path, bundle: CertBundle) -> None:
+    served = _served(tmp_path, bundle)
+    assert served.problem() is None
+    assert served.expiry_timestamp() == bundle.not_after.timestamp()
+    later = bundle.not_after + timedelta(seconds=1)
+    assert "expired at" in (served.problem(later) or "")
+    earlier = certs.read_not_before(bundle.cert_pem) - DAY
+    assert "not valid before" in (served.problem(earlier) or "")
+
+
+def test_served_certificate_must_be_signed_by_the_trusted_bundle(tmp_path: Path, bundle: CertBundle) -> None:
+    other_ca = _ca()
+    served = _served(tmp_path, bundle, trusted=other_ca)
+    assert "not signed by any CA in the webhook's caBundle" in (served.problem() or "")
+    served.trusted = other_ca + bundle.ca_pem  # a union that holds ours
+    assert served.problem() is None
+    # Without a known caBundle the CA file stands in.
+    served.trusted = None
+    served.ca_file.write_bytes(other_ca)  # type: ignore[union-attr]
+    assert "not signed" in (served.problem() or "")
+
+
+def test_served_certificate_unreadable(tmp_path: Path) -> None:
+    served = certs.ServedCertificate(cert_file=tmp_path / "missing.crt")
+    assert "no readable serving certificate" in (served.problem() or "")
+    assert served.expiry_timestamp() != served.expiry_timestamp()  # NaN

@@ -263,11 +263,12 @@ class FakeCluster:
                 raise _api_error(422, "Unprocessable Entity")
             if op["op"] == "add":
                 node[leaf] = op["value"]
+        doc["metadata"]["resourceVersion"] = self._next_rv()
         self.mwcs[name] = doc
 
     def add_mwc(self, name: str, entries: list[str]) -> None:
         self.mwcs[name] = {
-            "metadata": {"name": name},
+            "metadata": {"name": name, "resourceVersion": self._next_rv()},
             "webhooks": [
                 {
                     "name": entry,
@@ -432,6 +433,7 @@ async def test_webhook_list_changed_between_get_and_patch(cluster: FakeCluster, 
 
     def reorder(fake: FakeCluster) -> None:
         fake.mwcs["frw"]["webhooks"].reverse()
+        fake.mwcs["frw"]["metadata"]["resourceVersion"] = fake._next_rv()
 
     cluster.before_write["patch mwc"] = [reorder]
     bundle = await ensure_certificates(_settings(tmp_path))
@@ -505,6 +507,78 @@ async def test_rotate_forever_survives_failures_and_stops_promptly(
         await asyncio.wait_for(loop, timeout=2)
     assert "Certificate check failed (attempt 1): not allowed to read Secret ns/frw-certs" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@run_async
+async def test_deleted_secret_new_ca_keeps_the_old_ca_trusted(cluster: FakeCluster, tmp_path: Path) -> None:
+    """Replica b recreates a deleted Secret with a new CA; replica a still serves the old CA's certificate."""
+    cluster.add_mwc("frw", ["a.resources.flyte.org", "b.resources.flyte.org"])
+    a = _settings(tmp_path / "a", served=certs.ServedCertificate(tmp_path / "a" / "tls.crt"))
+    b = _settings(tmp_path / "b")
+    old = await ensure_certificates(a)
+    await ensure_certificates(b)
+    del cluster.secrets["ns", "frw-certs"]
+
+    new = await ensure_certificates(b)
+    assert new.ca_pem != old.ca_pem
+    union = new.ca_pem + old.ca_pem  # the Secret's CA first, the leftover after it
+    assert cluster.ca_bundles("frw") == [union, union]
+    assert (tmp_path / "a" / "tls.crt").read_bytes() == old.cert_pem
+    a.served.trusted = cluster.ca_bundles("frw")[0]  # type: ignore[union-attr]
+    assert a.served.problem() is None  # type: ignore[union-attr]
+
+    # a adopts the new Secret; the bundle stays the union (nothing is narrowed), and a records it.
+    adopted = await ensure_certificates(a)
+    assert adopted == new
+    assert cluster.ca_bundles("frw") == [union, union]
+    assert a.served.trusted == union  # type: ignore[union-attr]
+
+
+@run_async
+async def test_expired_and_foreign_garbage_leave_the_bundle(cluster: FakeCluster, tmp_path: Path) -> None:
+    cluster.add_mwc("frw", ["a.resources.flyte.org", "b.resources.flyte.org"])
+    expired = certs.generate_ca(now=datetime.now(UTC) - 10 * DAY, validity=DAY)[0]
+    cluster.mwcs["frw"]["webhooks"][0]["clientConfig"]["caBundle"] = base64.b64encode(expired).decode()
+    cluster.mwcs["frw"]["webhooks"][1]["clientConfig"]["caBundle"] = base64.b64encode(b"junk").decode()
+    bundle = await ensure_certificates(_settings(tmp_path))
+    assert cluster.ca_bundles("frw") == [bundle.ca_pem, bundle.ca_pem]
+
+
+@run_async
+async def test_bundle_is_capped(cluster: FakeCluster, tmp_path: Path) -> None:
+    cluster.add_mwc("frw", ["a.resources.flyte.org"])
+    leftovers = b"".join(certs.generate_ca()[0] for _ in range(selfmanaged._MAX_TRUSTED_CAS + 2))
+    cluster.mwcs["frw"]["webhooks"][0]["clientConfig"]["caBundle"] = base64.b64encode(leftovers).decode()
+    bundle = await ensure_certificates(_settings(tmp_path))
+    (kept,) = cluster.ca_bundles("frw")
+    assert certs.split_pem_certs(kept)[0] == bundle.ca_pem
+    assert len(certs.split_pem_certs(kept)) == selfmanaged._MAX_TRUSTED_CAS
+
+
+@run_async
+async def test_patch_never_clobbers_a_bundle_changed_under_it(cluster: FakeCluster, tmp_path: Path) -> None:
+    cluster.add_mwc("frw", ["a.resources.flyte.org"])
+    theirs = certs.generate_ca()[0]
+
+    def other_replica_writes_its_bundle(fake: FakeCluster) -> None:
+        fake.mwcs["frw"]["webhooks"][0]["clientConfig"]["caBundle"] = base64.b64encode(theirs).decode()
+        fake.mwcs["frw"]["metadata"]["resourceVersion"] = fake._next_rv()
+
+    cluster.before_write["patch mwc"] = [other_replica_writes_its_bundle]
+    bundle = await ensure_certificates(_settings(tmp_path))
+    assert cluster.calls.count("patch mwc") == 2  # the first was refused by its resourceVersion test
+    assert cluster.ca_bundles("frw") == [bundle.ca_pem + theirs]
+
+
+@run_async
+async def test_missing_configuration_means_no_known_bundle(cluster: FakeCluster, tmp_path: Path) -> None:
+    served = certs.ServedCertificate(tmp_path / "tls.crt", trusted=b"stale")
+    await ensure_certificates(_settings(tmp_path, served=served))
+    assert served.trusted is None and served.problem() is None
+
+
+def test_default_check_interval_is_short(tmp_path: Path) -> None:
+    assert _settings(tmp_path).check_interval == selfmanaged.DEFAULT_CHECK_INTERVAL <= 60
 
 
 # --- dev mode ------------------------------------------------------------------------------------

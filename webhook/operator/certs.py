@@ -34,11 +34,13 @@ __all__ = [
     "KEY_FILE",
     "CertBundle",
     "CertificateError",
+    "ServedCertificate",
     "cert_sans",
     "generate_bundle",
     "generate_ca",
     "issue_serving_cert",
     "key_matches_cert",
+    "merge_ca_bundles",
     "needs_renewal",
     "read_not_after",
     "read_not_before",
@@ -304,6 +306,90 @@ def split_pem_certs(pem: bytes) -> list[bytes]:
     except ValueError as e:
         raise CertificateError(f"not a PEM certificate bundle: {e}") from None
     return [c.public_bytes(serialization.Encoding.PEM) for c in certs]
+
+
+def merge_ca_bundles(*bundles: bytes | None, now: datetime, limit: int) -> bytes:
+    """One PEM bundle of the certificates in `bundles`, in order, each once; expired ones are dropped.
+
+    A bundle that does not parse contributes nothing (the caller's own sources are validated elsewhere; a
+    foreign caBundle may hold anything). At most `limit` certificates are kept, the first ones: callers list
+    the CAs they need most first, so what falls off the end is the oldest leftover.
+    """
+    merged: list[bytes] = []
+    seen: set[bytes] = set()
+    for bundle in bundles:
+        if not bundle:
+            continue
+        try:
+            parsed = x509.load_pem_x509_certificates(bundle)
+        except ValueError:
+            continue
+        for cert in parsed:
+            der = cert.public_bytes(serialization.Encoding.DER)
+            if der in seen or cert.not_valid_after_utc <= now:
+                continue
+            seen.add(der)
+            merged.append(cert.public_bytes(serialization.Encoding.PEM))
+    return b"".join(merged[:limit])
+
+
+def _issued_by_one_of(cert: x509.Certificate, bundle: bytes) -> bool:
+    try:
+        cas = x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        return False
+    for ca in cas:
+        try:
+            cert.verify_directly_issued_by(ca)
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        return True
+    return False
+
+
+@dataclass
+class ServedCertificate:
+    """The certificate the HTTPS listener serves, read from its file on every check (the server reloads it).
+
+    `trusted` is what the apiserver trusts, when known: self-managed mode sets it from the caBundle it last
+    read from the MutatingWebhookConfiguration; otherwise `ca_file` stands in (cert-manager's cainjector
+    copies the Secret's ca.crt into caBundle). With neither, only validity in time is checked.
+    """
+
+    cert_file: Path
+    ca_file: Path | None = None
+    trusted: bytes | None = None
+
+    def _read(self) -> x509.Certificate | None:
+        try:
+            return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+        except (OSError, ValueError):
+            return None
+
+    def expiry_timestamp(self) -> float:
+        """Seconds since the epoch when the served certificate expires; NaN while it cannot be read."""
+        cert = self._read()
+        return cert.not_valid_after_utc.timestamp() if cert is not None else float("nan")
+
+    def problem(self, now: datetime | None = None) -> str | None:
+        """Why clients cannot use the served certificate now, or None."""
+        now = now or _now()
+        cert = self._read()
+        if cert is None:
+            return f"no readable serving certificate at {self.cert_file}"
+        if cert.not_valid_after_utc <= now:
+            return f"the serving certificate expired at {cert.not_valid_after_utc.isoformat()}"
+        if cert.not_valid_before_utc > now:
+            return f"the serving certificate is not valid before {cert.not_valid_before_utc.isoformat()}"
+        trusted = self.trusted
+        if trusted is None and self.ca_file is not None:
+            try:
+                trusted = self.ca_file.read_bytes()
+            except OSError:
+                trusted = None
+        if trusted is not None and not _issued_by_one_of(cert, trusted):
+            return "the serving certificate is not signed by any CA in the webhook's caBundle"
+        return None
 
 
 # --- writing files for kopf's WebhookServer ---------------------------------------------------------------

@@ -9,6 +9,15 @@ loser re-reads and adopts the winner's material. Each replica then
 2. only then writes the files kopf's WebhookServer serves, so a replica never serves a certificate the
    apiserver does not trust yet.
 
+`caBundle` is never narrowed to one CA: it becomes the union of every still-valid CA of the Secret, of this
+replica's certificate files and of the bundle already in the configuration. A replica that recreates a deleted
+(or unreadable) Secret with a new CA therefore leaves the old CA trusted, and replicas still serving a
+certificate from it keep working until they adopt the new Secret at their next check. The patch carries the
+resourceVersion it was computed from (a JSON Patch `test` op), so a bundle another replica changed meanwhile
+is re-read and merged, never overwritten. A CA leaves `caBundle` when it expires, or when the bundle would
+exceed `_MAX_TRUSTED_CAS` (the oldest leftovers go first); an administrator may also remove one by hand once no
+replica serves a certificate from it (nothing re-adds it then).
+
 Rotation keeps the CA: only the serving certificate is re-issued, so `caBundle` stays put. When the CA itself
 nears expiry a new CA is made and the old one stays in `caBundle` (Secret key `ca.previous.crt`) until it
 expires, which covers replicas still serving a certificate from the old CA.
@@ -39,6 +48,7 @@ from webhook.operator import certs
 from webhook.operator.certs import CertBundle, CertificateError
 
 __all__ = [
+    "DEFAULT_CHECK_INTERVAL",
     "PREVIOUS_CA_KEY",
     "SelfManagedError",
     "SelfManagedSettings",
@@ -68,6 +78,10 @@ _SECRET_LABELS = {
 _MAX_ATTEMPTS = 5
 _REQUEST_TIMEOUT = 15.0
 _MAX_BACKOFF = 300.0
+# The Secret's current and previous CA plus leftovers of CAs that replaced each other (a Secret deleted a few
+# times): a bound on what an ever-growing bundle would otherwise accumulate over a CA's ten-year life.
+_MAX_TRUSTED_CAS = 8
+DEFAULT_CHECK_INTERVAL = 30.0
 
 
 class SelfManagedError(RuntimeError):
@@ -83,13 +97,17 @@ class SelfManagedSettings:
     cert_dir: Path
     renew_before: timedelta = timedelta(days=30)
     validity: timedelta = timedelta(days=365)
-    check_interval: float = 3600
+    # How often the Secret and the webhook configuration are re-read: the delay before a replica adopts a
+    # Secret another replica rewrote, and before a caBundle edited by someone else is repaired.
+    check_interval: float = DEFAULT_CHECK_INTERVAL
     ca_validity: timedelta = timedelta(days=3650)
     # First recheck after start, and the base of the backoff after a failure: short, so a webhook
     # configuration applied after the pod started gets its caBundle within seconds, not an hour.
     retry_interval: float = 10.0
     # Built from in-cluster config or KUBECONFIG on first use when not given.
     api_client: k8s.ApiClient | None = field(default=None, repr=False, compare=False)
+    # When given, its `trusted` follows the caBundle last read from the webhook configuration (readiness).
+    served: certs.ServedCertificate | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.cert_dir = Path(self.cert_dir)
@@ -424,45 +442,61 @@ class _WebhookState(enum.Enum):
     FAILED = "failed"  # could not be read or patched; logged, retried
 
 
-def _sync_ca_bundle(adm: k8s.AdmissionregistrationV1Api, s: SelfManagedSettings, trust: bytes) -> _WebhookState:
+def _sync_ca_bundle(
+    adm: k8s.AdmissionregistrationV1Api, s: SelfManagedSettings, trust: bytes, local_ca: bytes | None
+) -> tuple[_WebhookState, bytes | None]:
+    """Make every webhook entry trust `trust` (the Secret's CAs) without dropping a CA that is still valid.
+
+    Returns the state and the caBundle every entry now carries (None when there is no configuration).
+    """
     name = s.webhook_config_name
     rbac = f'"get" and "patch" on mutatingwebhookconfigurations (resourceNames: [{name}])'
-    wanted = _encode(trust)
     for _attempt in range(_MAX_ATTEMPTS):
         try:
             mwc = adm.read_mutating_webhook_configuration(name, _request_timeout=_REQUEST_TIMEOUT)
         except ApiException as e:
             if e.status == 404:
-                return _WebhookState.MISSING
+                return _WebhookState.MISSING, None
             raise _api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
         except _API_ERRORS as e:
             raise _api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
 
-        ops: list[dict[str, Any]] = []
-        for i, webhook in enumerate(mwc.webhooks or []):
-            current = webhook.client_config.ca_bundle if webhook.client_config else None
-            if _decode(current) != trust:
-                # The test op pins the index to the entry inspected, in case the list changed since the GET.
-                ops.append({"op": "test", "path": f"/webhooks/{i}/name", "value": webhook.name})
-                ops.append({"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": wanted})
-        if not ops:
-            if not mwc.webhooks:
+        webhooks = mwc.webhooks or []
+        current = [_decode(w.client_config.ca_bundle if w.client_config else None) for w in webhooks]
+        wanted = certs.merge_ca_bundles(trust, local_ca, *current, now=datetime.now(UTC), limit=_MAX_TRUSTED_CAS)
+        # Conditional on everything read: when another writer changed the configuration since the GET (another
+        # replica's caBundle, a reordered list), the test op fails and the union is computed again.
+        version = mwc.metadata.resource_version if mwc.metadata else None
+        ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/resourceVersion", "value": version}]
+        ops += [
+            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": _encode(wanted)}
+            for i, bundle in enumerate(current)
+            if bundle != wanted
+        ]
+        if len(ops) == 1:
+            if not webhooks:
                 logger.warning("MutatingWebhookConfiguration %s has no webhooks to give a caBundle", name)
-            return _WebhookState.TRUSTED
+            return _WebhookState.TRUSTED, wanted
         try:
             adm.patch_mutating_webhook_configuration(
                 name, ops, _content_type="application/json-patch+json", _request_timeout=_REQUEST_TIMEOUT
             )
         except ApiException as e:
-            if e.status in (409, 422):  # the list changed between GET and PATCH (failed test op)
+            if e.status in (409, 422):  # the configuration changed between GET and PATCH (failed test op)
+                logger.info("MutatingWebhookConfiguration %s changed while we patched it; re-reading it", name)
                 continue
             if e.status == 404:
-                return _WebhookState.MISSING
+                return _WebhookState.MISSING, None
             raise _api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
         except _API_ERRORS as e:
             raise _api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
-        logger.info("Set caBundle on %d webhook(s) of MutatingWebhookConfiguration %s", len(ops) // 2, name)
-        return _WebhookState.TRUSTED
+        logger.info(
+            "Set caBundle (%d CA(s)) on %d webhook(s) of MutatingWebhookConfiguration %s",
+            len(certs.split_pem_certs(wanted)),
+            len(ops) - 1,
+            name,
+        )
+        return _WebhookState.TRUSTED, wanted
     raise SelfManagedError(f"MutatingWebhookConfiguration {name} kept changing while we patched its caBundle")
 
 
@@ -516,7 +550,7 @@ def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
     adm = _admission_api(s)
     on_disk = _read_files(s.cert_dir)
     try:
-        webhook = _sync_ca_bundle(adm, s, bundle.ca_pem)
+        webhook, trusted = _sync_ca_bundle(adm, s, bundle.ca_pem, on_disk[2] if on_disk else None)
     except SelfManagedError as e:
         if at_start or on_disk is None:
             raise
@@ -527,6 +561,9 @@ def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
             raise
         logger.error("%s", e)
         webhook = _WebhookState.FAILED
+    else:
+        if s.served is not None:
+            s.served.trusted = trusted
 
     if webhook is _WebhookState.MISSING:
         logger.warning(
