@@ -12,10 +12,11 @@ returns some inputs verbatim (``+1``, ``001``, ``1.500``, ``1E3``): that is what
 code emit for them. Compare quantities with ``quantity_equal``/``quantity_compare``, never by their strings.
 
 Deliberate differences from apimachinery (all stricter): negative values are rejected unless
-``allow_negative=True``; exponents beyond 1,000,000 in magnitude and numbers with more than 1000 digits are
-rejected; ``bool``, NaN and infinities are rejected. Surrounding whitespace is rejected (``ParseQuantity``
-does not trim either). A DecimalSI value of 10^21 or more is written with an ``e`` exponent, as apimachinery
->= 0.35 does (older versions dropped the exponent).
+``allow_negative=True``; strings longer than 64 characters are rejected before they are looked at (leading
+zeros count: ``000…01`` is as long as it looks), and so are ints and Decimals of more than 64 digits;
+exponents beyond 1,000,000 in magnitude are rejected; ``bool``, NaN and infinities are rejected. Surrounding
+whitespace is rejected (``ParseQuantity`` does not trim either). A DecimalSI value of 10^21 or more is written
+with an ``e`` exponent, as apimachinery >= 0.35 does (older versions dropped the exponent).
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from __future__ import annotations
 import enum
 import functools
 import math
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeAlias
+
+from webhook.engine.excerpt import shown
 
 __all__ = [
     "GO_ERR_FORMAT_WRONG",
     "GO_ERR_NUMERIC",
     "GO_ERR_SUFFIX",
+    "MAX_QUANTITY_LENGTH",
     "InvalidQuantity",
     "Quantity",
     "QuantityFormat",
@@ -54,7 +57,9 @@ GO_ERR_FORMAT_WRONG: Final = (
 GO_ERR_NUMERIC: Final = "unable to parse numeric part of quantity"
 GO_ERR_SUFFIX: Final = "unable to parse quantity's suffix"
 
-_MAX_DIGITS: Final = 1000
+# apimachinery's own canonical forms are at most ~30 characters; 64 leaves room for any spelling a person writes.
+MAX_QUANTITY_LENGTH: Final = 64
+_MAX_INT_BITS: Final = 213  # 10^64 < 2^213: a larger int has more than 64 digits
 _MAX_EXPONENT: Final = 1_000_000
 _BINARY_CAP: Final = 2**63 - 1
 _NANO: Final = -9
@@ -75,10 +80,9 @@ _DECIMAL_SUFFIX_OF: Final[dict[int, str]] = {exp: suffix for suffix, exp in _DEC
 _BINARY_SUFFIXES: Final[dict[str, int]] = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _BINARY_SUFFIX_OF: Final[tuple[str, ...]] = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 
-# Same language as apimachinery's scanner: sign, leading zeros, integer digits, optional "." and fraction
-# digits, then suffix letters, an optional sign and digits. An empty number ("Mi", ".") is legal (it is 0).
-_GRAMMAR: Final = re.compile(r"([+-]?)(0*)([0-9]*)(\.[0-9]*)?([eEinumkKMGTP]*[+-]?[0-9]*)")
-_EXPONENT: Final = re.compile(r"[+-]?[0-9]+")
+_DIGITS: Final = frozenset("0123456789")
+_SIGNS: Final = frozenset("+-")
+_SUFFIX_LETTERS: Final = frozenset("eEinumkKMGTP")
 _SUFFIX_HELP: Final = "suffix must be one of n, u, m, k, M, G, T, P, E, Ki, Mi, Gi, Ti, Pi, Ei or e<exponent>"
 
 
@@ -102,7 +106,7 @@ class InvalidQuantity(ValueError):
         self.value = value
         self.reason = reason
         self.go_error = go_error
-        super().__init__(f"{value!r} is not a valid Kubernetes quantity: {reason}")
+        super().__init__(f"{shown(value)} is not a valid Kubernetes quantity: {reason}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +193,11 @@ def _parse_any(value: object) -> Quantity:
     if isinstance(value, str):
         return _parse_text(value)
     if isinstance(value, int):
-        return _parse_text(str(value))
+        # str() of a huge int is slow (and raises above 4300 digits): its size decides first.
+        text = str(value) if value.bit_length() <= _MAX_INT_BITS else ""
+        if not text or len(text) > MAX_QUANTITY_LENGTH:
+            raise InvalidQuantity(value, f"longer than {MAX_QUANTITY_LENGTH} characters", go_error=None)
+        return _parse_text(text)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise InvalidQuantity(value, "not a finite number", go_error=None)
@@ -199,25 +207,35 @@ def _parse_any(value: object) -> Quantity:
             raise InvalidQuantity(value, "not a finite number", go_error=None)
         sign, digits, exponent = value.as_tuple()
         assert isinstance(exponent, int)
+        if len(digits) > MAX_QUANTITY_LENGTH:
+            raise InvalidQuantity(value, f"more than {MAX_QUANTITY_LENGTH} digits", go_error=None)
+        if abs(exponent) > _MAX_EXPONENT:
+            raise InvalidQuantity(value, f"exponent {exponent} is out of range", go_error=None)
         magnitude = int("".join(map(str, digits)) or "0")
         return Quantity(_make_value(sign == 1, magnitude, exponent), QuantityFormat.DECIMAL_SI)
     raise InvalidQuantity(value, f"expected a str, int or float, got {type(value).__name__}", go_error=None)
 
 
-# Admission parses the same few quantities over and over (every pod has `1Gi`s and `500m`s); both caches are
-# bounded, so odd values cannot grow them.
-@functools.lru_cache(maxsize=4096)
 def _parse_text(text: str) -> Quantity:
+    # The length is refused first: nothing below ever sees more than 64 characters.
+    if len(text) > MAX_QUANTITY_LENGTH:
+        raise InvalidQuantity(text, f"longer than {MAX_QUANTITY_LENGTH} characters", go_error=None)
+    return _parse_short(text)
+
+
+# Admission parses the same few quantities over and over (every pod has `1Gi`s and `500m`s). Both caches are
+# bounded in bytes, not only in entries: a key is at most 64 characters (`_parse_text` refuses longer ones
+# before the cache sees them) and a value is a Decimal of at most 64 digits plus that string, so 4096 entries
+# stay well under 4 MiB whatever the input.
+@functools.lru_cache(maxsize=4096)
+def _parse_short(text: str) -> Quantity:
     if text == "":
         raise InvalidQuantity(text, "empty string")
-    match = _GRAMMAR.fullmatch(text)
-    if match is None:
+    parts = _split(text)
+    if parts is None:
         raise InvalidQuantity(text, f"expected <number><suffix>, {_SUFFIX_HELP}")
-    sign, zeros, integer, fraction, suffix = match.groups()
+    sign, zeros, integer, denom, suffix = parts
     num = integer or "0"
-    denom = (fraction or ".")[1:]
-    if len(num) + len(denom) > _MAX_DIGITS:
-        raise InvalidQuantity(text, f"more than {_MAX_DIGITS} digits", go_error=None)
     fmt, exponent = _interpret_suffix(text, suffix)
     has_digits = bool(zeros or integer or denom)
 
@@ -248,12 +266,53 @@ def _parse_text(text: str) -> Quantity:
     return Quantity(amount, fmt, verbatim)
 
 
+def _split(text: str) -> tuple[str, str, str, str, str] | None:
+    """Sign, leading zeros, integer digits, fraction digits and suffix of `text`; None when it has another shape.
+
+    apimachinery's scanner, one pass with no backtracking: each character is looked at once, in order. The
+    suffix is letters, an optional sign and digits (validated by `_interpret_suffix`). An empty number (`Mi`,
+    `.`) is legal (it is 0), as in apimachinery.
+    """
+    end = len(text)
+    pos = 1 if end and text[0] in _SIGNS else 0
+    sign = text[:pos]
+    start = pos
+    while pos < end and text[pos] == "0":
+        pos += 1
+    zeros = text[start:pos]
+    start = pos
+    while pos < end and text[pos] in _DIGITS:
+        pos += 1
+    integer = text[start:pos]
+    denom = ""
+    if pos < end and text[pos] == ".":
+        pos += 1
+        start = pos
+        while pos < end and text[pos] in _DIGITS:
+            pos += 1
+        denom = text[start:pos]
+    start = pos
+    while pos < end and text[pos] in _SUFFIX_LETTERS:
+        pos += 1
+    if pos < end and text[pos] in _SIGNS:
+        pos += 1
+    while pos < end and text[pos] in _DIGITS:
+        pos += 1
+    return (sign, zeros, integer, denom, text[start:]) if pos == end else None
+
+
+def _is_exponent(text: str) -> bool:
+    """An optional sign and at least one ASCII digit (`str.isdigit` would take other scripts' digits too)."""
+    digits = text[1:] if text[:1] in _SIGNS else text
+    return bool(digits) and all(c in _DIGITS for c in digits)
+
+
 def _interpret_suffix(text: str, suffix: str) -> tuple[QuantityFormat, int]:
     if suffix in _DECIMAL_SUFFIXES:
         return QuantityFormat.DECIMAL_SI, _DECIMAL_SUFFIXES[suffix]
     if suffix in _BINARY_SUFFIXES:
         return QuantityFormat.BINARY_SI, _BINARY_SUFFIXES[suffix]
-    if len(suffix) > 1 and suffix[0] in "eE" and _EXPONENT.fullmatch(suffix[1:]):
+    if len(suffix) > 1 and suffix[0] in "eE" and _is_exponent(suffix[1:]):
         exponent = int(suffix[1:])
         if abs(exponent) > _MAX_EXPONENT:
             raise InvalidQuantity(text, f"exponent {exponent} is out of range", go_error=GO_ERR_SUFFIX)

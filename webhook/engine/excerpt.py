@@ -1,0 +1,50 @@
+"""How user values appear in messages: short ones whole, long ones as their start and their size.
+
+A pod reaches a mutating webhook before the API server validates it, so an annotation or a field may be
+megabytes long or nested thousands deep. Every message that shows such a value goes through `shown`, and every
+message a user or a log line receives through `bounded`, so no value is echoed whole and no message outgrows
+about 1 KiB.
+"""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Final
+
+SHOWN_CHARS: Final = 64
+MESSAGE_BYTES: Final = 1024
+
+# Non-string values are shown with bounded depth and length; reprlib never recurses past `maxlevel`.
+_REPR: Final = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = SHOWN_CHARS
+_REPR.maxother = SHOWN_CHARS
+_REPR.maxlong = SHOWN_CHARS
+_INT_BITS_SHOWN: Final = 1024  # repr() of a larger int is slow (and above ~14,000 bits raises ValueError)
+
+
+def utf8_size(text: str) -> int:
+    """The UTF-8 size of `text`, without encoding it when every character is known to fit in one byte."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def shown(value: object, keep: int = SHOWN_CHARS) -> str:
+    """`repr(value)` when short; else the repr of its first `keep` characters and its size: `'000'…(3001 bytes)`."""
+    if isinstance(value, str):
+        if len(value) <= keep:
+            return repr(value)
+        return f"{value[:keep]!r}…({utf8_size(value)} bytes)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _INT_BITS_SHOWN:
+        return f"<an integer of {value.bit_length()} bits>"
+    return _REPR.repr(value)
+
+
+def bounded(message: str, limit: int = MESSAGE_BYTES) -> str:
+    """`message` cut to at most about `limit` UTF-8 bytes, saying how long it was."""
+    if len(message) * 4 <= limit:
+        return message
+    size = utf8_size(message)
+    if size <= limit:
+        return message
+    cut = message.encode("utf-8", "surrogatepass")[: limit - 32].decode("utf-8", "ignore")
+    return f"{cut}…({size} bytes in all)"
