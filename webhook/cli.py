@@ -234,6 +234,7 @@ async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, opt
         webhook_config_name=args.webhook_config_name,
         service_name=args.service_name,
         cert_dir=cert_dir,
+        check_interval=args.cert_check_interval,
     )
     try:
         await ensure_certificates(settings)
@@ -315,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cert-secret", help="self-managed: Secret holding the certificates")
     run.add_argument("--webhook-config-name", help="self-managed / --dev: MutatingWebhookConfiguration name")
     run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
+    run.add_argument(
+        "--cert-check-interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="self-managed: seconds between re-reads of the Secret and the webhook configuration's caBundle "
+        "(default: %(default)s)",
+    )
     run.add_argument(
         "--namespace",
         default=os.environ.get("POD_NAMESPACE"),

@@ -27,7 +27,14 @@ RELEASE = "flyte-resources-webhook"
 NAMESPACE = "flyte-resources-webhook"
 WEBHOOK_NAME = "flyte-resources.flyte.org"
 CERT_DIR = "/etc/flyte-resources-webhook/certs"
-CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration", "Namespace"}
+CLUSTER_SCOPED = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -316,11 +323,49 @@ def test_mutating_webhook_configuration_knobs() -> None:
 
 
 def test_match_conditions_can_be_turned_off() -> None:
-    (hook,) = find(render(webhook__matchConditions__enabled=False), "MutatingWebhookConfiguration")["webhooks"]
+    docs = render(webhook__matchConditions__enabled=False, webhook__failurePolicy="Ignore")
+    (hook,) = find(docs, "MutatingWebhookConfiguration")["webhooks"]
     assert "matchConditions" not in hook
     assert "enabled" in render_error(
-        webhook__matchConditions={"enabled": False, "extra": [{"name": "x", "expression": "true"}]}
+        webhook__matchConditions={"enabled": False, "extra": [{"name": "x", "expression": "true"}]},
+        webhook__failurePolicy="Ignore",
     )
+
+
+UNSCOPED = "would send every pod of every namespace to the webhook"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {},
+        {"webhook__excludeNamespaces": ["flyte"]},  # exclusions do not narrow enough: every other namespace
+        {"webhook__objectSelector": {"matchLabels": {}}},
+        {"webhook__namespaceSelector": {"matchExpressions": []}},
+    ],
+    ids=["no-selector", "only-exclusions", "empty-object-selector", "empty-namespace-selector"],
+)
+def test_no_match_conditions_with_fail_and_no_selector_is_refused(values: dict[str, Any]) -> None:
+    stderr = render_error(webhook__matchConditions__enabled=False, webhook__failurePolicy="Fail", **values)
+    assert UNSCOPED in stderr and "failurePolicy=Ignore" in stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"webhook__failurePolicy": "Ignore"},
+        {"webhook__objectSelector": {"matchLabels": {"resources.flyte.org/enabled": "true"}}},
+        {"webhook__objectSelector": {"matchExpressions": [{"key": "flyte", "operator": "Exists"}]}},
+        {"webhook__namespaceSelector": {"matchLabels": {"flyte": "true"}}},
+        {"webhook__namespaceSelector": {"matchExpressions": [{"key": "flyte", "operator": "Exists"}]}},
+    ],
+    ids=["ignore", "object-labels", "object-expressions", "namespace-labels", "namespace-expressions"],
+)
+def test_no_match_conditions_with_a_narrower_scope_renders(values: dict[str, Any]) -> None:
+    (hook,) = find(render(webhook__matchConditions__enabled=False, **values), "MutatingWebhookConfiguration")[
+        "webhooks"
+    ]
+    assert "matchConditions" not in hook
 
 
 # ---------------------------------------------------------------------------------------- certificates
@@ -349,6 +394,7 @@ def test_self_managed_mode() -> None:
     assert flag(args, "--webhook-config-name") == RELEASE
     assert flag(args, "--service-name") == RELEASE
     assert flag(args, "--namespace") == NAMESPACE
+    assert flag(args, "--cert-check-interval") == "30"
     assert not [d for d in docs if d["apiVersion"].startswith("cert-manager.io/")]
     assert not [d for d in docs if d["kind"] == "Secret"], "the webhook creates its Secret, not the chart"
 
@@ -359,7 +405,8 @@ def test_self_managed_mode() -> None:
             "apiGroups": [""],
             "resources": ["secrets"],
             "resourceNames": [f"{RELEASE}-tls"],
-            "verbs": ["get", "update", "patch"],
+            # What webhook/operator/selfmanaged.py calls: read, replace (PUT), create. Never patch.
+            "verbs": ["get", "update"],
         },
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
     ]
@@ -369,7 +416,8 @@ def test_self_managed_mode() -> None:
             "apiGroups": ["admissionregistration.k8s.io"],
             "resources": ["mutatingwebhookconfigurations"],
             "resourceNames": [RELEASE],
-            "verbs": ["get", "update", "patch"],
+            # read and JSON-patch caBundle; never PUT the whole object.
+            "verbs": ["get", "patch"],
         }
     ]
     for binding in (find(docs, "RoleBinding", RELEASE), find(docs, "ClusterRoleBinding", RELEASE)):
@@ -490,13 +538,127 @@ def test_networkpolicy_and_servicemonitor() -> None:
     docs = render(CHART / "ci" / "networkpolicy-servicemonitor-values.yaml")
     policy = find(docs, "NetworkPolicy")
     webhook_rule, metrics_rule = policy["spec"]["ingress"]
-    assert webhook_rule["ports"] == [{"port": 9443, "protocol": "TCP"}] and "from" not in webhook_rule
+    assert webhook_rule["ports"] == [{"port": 9443, "protocol": "TCP"}]
+    assert webhook_rule["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}, {"ipBlock": {"cidr": "10.0.0.11/32"}}]
     assert metrics_rule["ports"] == [{"port": 8080, "protocol": "TCP"}] and metrics_rule["from"]
     monitor = find(docs, "ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
     assert not {"NetworkPolicy", "ServiceMonitor"} & set(kinds(render()))
+
+
+def test_networkpolicy_defaults_restrict() -> None:
+    """Enabled with only the required CIDR: nothing reaches the metrics port but the node, and egress is limited
+    to the API server and DNS. No rule without `from`/`to` (which would allow every peer)."""
+    spec = find(
+        render(networkPolicy__enabled=True, networkPolicy__controlPlaneCIDRs=["192.0.2.0/28"]), "NetworkPolicy"
+    )["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    (webhook_rule,) = spec["ingress"]
+    assert webhook_rule == {
+        "ports": [{"port": 9443, "protocol": "TCP"}],
+        "from": [{"ipBlock": {"cidr": "192.0.2.0/28"}}],
+    }
+    api, dns = spec["egress"]
+    assert api == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "192.0.2.0/28"}}],
+    }
+    assert [p["port"] for p in dns["ports"]] == [53, 53]
+    assert dns["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    for rule in spec["ingress"]:
+        assert rule.get("from")
+    for rule in spec["egress"]:
+        assert rule.get("to")
+
+
+def test_networkpolicy_needs_the_control_plane_cidrs() -> None:
+    stderr = render_error(networkPolicy__enabled=True)
+    assert "networkPolicy.controlPlaneCIDRs" in stderr and "endpointslices" in stderr
+    assert "controlPlaneCIDRs" in render_error(networkPolicy__enabled=True, networkPolicy__controlPlaneCIDRs=["x"])
+
+
+def test_networkpolicy_extra_peers() -> None:
+    spec = find(
+        render(
+            networkPolicy__enabled=True,
+            networkPolicy__controlPlaneCIDRs=["192.0.2.0/28"],
+            networkPolicy__webhookFrom=[{"namespaceSelector": {"matchLabels": {"apiserver": "true"}}}],
+            networkPolicy__dnsTo=[],
+            networkPolicy__extraEgress=[{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}],
+            networkPolicy__apiServerPorts=[8443],
+        ),
+        "NetworkPolicy",
+    )["spec"]
+    assert spec["ingress"][0]["from"][1] == {"namespaceSelector": {"matchLabels": {"apiserver": "true"}}}
+    api, extra = spec["egress"]
+    assert api["ports"] == [{"port": 8443, "protocol": "TCP"}]
+    assert extra == {"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}
+
+
+# --------------------------------------------------------------------------- the webhook's own edit policy
+
+
+def test_webhook_edit_policy_binds_the_service_account_to_its_configuration() -> None:
+    docs = render()
+    policy = find(docs, "ValidatingAdmissionPolicy", RELEASE)
+    spec = policy["spec"]
+    assert policy["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["mutatingwebhookconfigurations"] and rule["resourceNames"] == [RELEASE]
+    assert rule["operations"] == ["UPDATE"]
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"] == f"request.userInfo.username == 'system:serviceaccount:{NAMESPACE}:{RELEASE}'"
+    # Every MutatingWebhook field but caBundle is compared (the API server runs the CEL: tests/e2e).
+    fields = re.findall(r"o\.(?:clientConfig\.)?\?(\w+) == w\.", spec["validations"][1]["expression"])
+    assert set(fields) == {
+        "url",
+        "service",
+        "rules",
+        "failurePolicy",
+        "matchPolicy",
+        "namespaceSelector",
+        "objectSelector",
+        "sideEffects",
+        "timeoutSeconds",
+        "admissionReviewVersions",
+        "reinvocationPolicy",
+        "matchConditions",
+    }
+    assert not [v for v in spec["validations"] if "caBundle" in v["expression"]]
+    binding = find(docs, "ValidatingAdmissionPolicyBinding", RELEASE)
+    assert binding["spec"] == {"policyName": RELEASE, "validationActions": ["Deny"]}
+
+    named = render(serviceAccount__name="frw-sa", fullnameOverride="frw")
+    expression = find(named, "ValidatingAdmissionPolicy")["spec"]["matchConditions"][0]["expression"]
+    assert expression.endswith(f":{NAMESPACE}:frw-sa'")
+    assert find(named, "ValidatingAdmissionPolicy")["spec"]["matchConstraints"]["resourceRules"][0][
+        "resourceNames"
+    ] == ["frw"]
+
+
+def test_webhook_edit_policy_can_be_turned_off_and_is_absent_with_cert_manager() -> None:
+    off = render(certificates__selfManaged__webhookEditPolicy__enabled=False)
+    cert_manager = render(certificates__mode="cert-manager")
+    for docs in (off, cert_manager):
+        assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & set(kinds(docs))
+
+
+def test_cert_check_interval_value_matches_the_cli_default() -> None:
+    from webhook.operator.selfmanaged import DEFAULT_CHECK_INTERVAL
+
+    assert values_yaml()["certificates"]["selfManaged"]["checkIntervalSeconds"] == DEFAULT_CHECK_INTERVAL
+    assert build_parser().parse_args(["run"]).cert_check_interval == DEFAULT_CHECK_INTERVAL
+    args = container(render(certificates__selfManaged__checkIntervalSeconds=45))["args"]
+    assert build_parser().parse_args(args).cert_check_interval == 45
+    assert "checkIntervalSeconds" in render_error(certificates__selfManaged__checkIntervalSeconds=3600 * 2)
 
 
 def test_helm_test_pod() -> None:
