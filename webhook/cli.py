@@ -220,6 +220,7 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
 
 
 async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, options: Any, cert_dir: Path) -> int:
+    from webhook.operator.certs import ServedCertificate
     from webhook.operator.selfmanaged import SelfManagedError, SelfManagedSettings, ensure_certificates, rotate_forever
     from webhook.operator.server import serve
 
@@ -235,7 +236,9 @@ async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, opt
         service_name=args.service_name,
         cert_dir=cert_dir,
         check_interval=args.cert_check_interval,
+        served=ServedCertificate(cert_file=cert_dir / "tls.crt", ca_file=cert_dir / "ca.crt"),
     )
+    options.served = settings.served
     try:
         await ensure_certificates(settings)
     except SelfManagedError as exc:

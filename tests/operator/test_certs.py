@@ -390,3 +390,52 @@ def test_served_certificate_unreadable(tmp_path: Path) -> None:
     served = certs.ServedCertificate(cert_file=tmp_path / "missing.crt")
     assert "no readable serving certificate" in (served.problem() or "")
     assert served.expiry_timestamp() != served.expiry_timestamp()  # NaN
+
+
+def test_readyz_and_expiry_gauge_follow_the_served_certificate(tmp_path: Path, bundle: CertBundle) -> None:
+    """The probe server: ready while the served certificate is valid and trusted, unready when it is not."""
+    import asyncio
+    import types
+
+    import aiohttp
+
+    from hack.cluster.processes import free_port
+    from webhook.operator.metrics import Metrics
+    from webhook.operator.server import ServerOptions, start_probes
+
+    port = free_port()
+    served = _served(tmp_path, bundle)
+    options = ServerOptions(probe_addr="127.0.0.1", probe_port=port, served=served)
+    listener = types.SimpleNamespace(listening=asyncio.Event())
+
+    async def get(path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as reply:
+            return reply.status, await reply.text()
+
+    async def scenario() -> None:
+        runner = await start_probes(options, listener, Metrics())  # type: ignore[arg-type]
+        try:
+            assert (await get("/readyz"))[0] == 503  # listener not up yet
+            listener.listening.set()
+            assert await get("/readyz") == (200, "ok")
+            _, metrics = await get("/metrics")
+            line = next(m for m in metrics.splitlines() if m.startswith("flyte_resources_webhook_certificate_expiry"))
+            assert float(line.split()[-1]) == bundle.not_after.timestamp()
+
+            served.trusted = _ca()  # the caBundle lost our CA
+            status, text = await get("/readyz")
+            assert status == 503 and "not signed by any CA in the webhook's caBundle" in text
+            served.trusted = None
+
+            past = datetime.now(UTC) - 10 * DAY
+            ca_pem, ca_key = certs.generate_ca(now=past)
+            cert_pem, key_pem = certs.issue_serving_cert(
+                ca_cert_pem=ca_pem, ca_key_pem=ca_key, dns_names=["x"], validity=DAY, now=past
+            )
+            certs.write_bundle(CertBundle(ca_pem, cert_pem, key_pem, certs.read_not_after(cert_pem)), tmp_path)
+            status, text = await get("/readyz")
+            assert status == 503 and "expired at" in text
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())

@@ -34,3 +34,8 @@ class Metrics:
             "flyte_resources_webhook_build_info", "Build information.", ["version"], registry=self.registry
         )
         self.build_info.labels(__version__).set(1)
+        self.certificate_expiry = Gauge(
+            "flyte_resources_webhook_certificate_expiry_timestamp_seconds",
+            "When the served TLS certificate expires, in seconds since the epoch (NaN while it cannot be read).",
+            registry=self.registry,
+        )

@@ -25,6 +25,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.engine.config import WebhookConfig
+from webhook.operator.certs import ServedCertificate
 from webhook.operator.metrics import Metrics
 from webhook.operator.review import PodReviewer
 
@@ -101,6 +102,9 @@ class ServerOptions:
     key_file: Path | None = None
     ca_file: Path | None = None
     file_check_interval: float = 60.0
+    # What /readyz and the expiry gauge inspect; self-managed mode passes one that follows the caBundle it read.
+    # Default: cert_file, trusted through ca_file.
+    served: ServedCertificate | None = None
 
 
 def build_server(options: ServerOptions, reviewer: PodReviewer) -> AdmissionServer:
@@ -116,13 +120,24 @@ def build_server(options: ServerOptions, reviewer: PodReviewer) -> AdmissionServ
 
 
 async def start_probes(options: ServerOptions, server: AdmissionServer, metrics: Metrics) -> aiohttp.web.AppRunner:
+    served = options.served
+    if served is None and options.cert_file is not None:
+        served = ServedCertificate(cert_file=options.cert_file, ca_file=options.ca_file)
+    if served is not None:
+        metrics.certificate_expiry.set_function(served.expiry_timestamp)
+
     async def healthz(_: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.Response(text="ok")
 
     async def readyz(_: aiohttp.web.Request) -> aiohttp.web.Response:
-        if server.listening.is_set():
-            return aiohttp.web.Response(text="ok")
-        return aiohttp.web.Response(status=503, text="admission listener not started yet")
+        if not server.listening.is_set():
+            return aiohttp.web.Response(status=503, text="admission listener not started yet")
+        # An expired or untrusted certificate fails every call the apiserver makes: out of the Service's
+        # endpoints until the certificate check repairs it, so the apiserver calls a replica that works.
+        problem = served.problem() if served is not None else None
+        if problem is not None:
+            return aiohttp.web.Response(status=503, text=problem)
+        return aiohttp.web.Response(text="ok")
 
     async def metrics_view(_: aiohttp.web.Request) -> aiohttp.web.Response:
         body = generate_latest(metrics.registry)
