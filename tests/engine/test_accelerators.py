@@ -123,7 +123,10 @@ def test_equality_hash_repr() -> None:
         ("amd-mi300x", "amd-mi300x", None, False),
         ("amd-mi300x:cpx", "amd-mi300x", "cpx", False),
         ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-SXM4-80GB", None, False),
-        ("a100", "a100", None, False),  # constant names are case-sensitive; this is a device string
+        ("a100", "nvidia-tesla-a100", None, False),  # not a constant: a device name, found as Flyte's table does
+        ("nvidia-tesla-h100", "nvidia-h100", None, False),  # the Flyte 2 SDK's H100 is flytekit's H100
+        ("B200", "nvidia-b200", None, False),  # a Flyte 2 type name
+        ("tpu-v6e-slice:2x4", "tpu-v6e-slice", "2x4", False),
     ],
 )
 def test_lookup(text: str, device: str, partition: str | None, unpartitioned: bool) -> None:

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from webhook.engine.accelerators import Accelerator
 from webhook.engine.config import WebhookConfig
 from webhook.engine.pod import (
     SHM_MOUNT_NAME,
     SHM_MOUNT_PATH,
-    Accelerator,
     PlatformLimitExceeded,
     PodSemanticsError,
     Result,
@@ -36,6 +36,7 @@ PRIMARY = "primary"
 GPU = "nvidia.com/gpu"
 DL = "k8s.amazonaws.com/accelerator"
 PL = "k8s.amazonaws.com/gpu-partition-size"
+TPU = "google.com/tpu"
 
 DEFAULT = WebhookConfig.from_mapping({})
 # §8 "admin" platform: flyteadmin's task_resources defaults, all four keys present (zeros = unset / no bound).
@@ -886,7 +887,7 @@ def test_mig_mixed_annotation_gpu_goes_to_the_slice() -> None:
     [
         (DEFAULT, Accelerator(A100, "1g.5gb"), GPU),  # single: the slice is advertised as nvidia.com/gpu
         (WebhookConfig.from_mapping({"mig-strategy": "mixed"}), Accelerator(A100, "1g.5gb"), "nvidia.com/mig-1g.5gb"),
-        (WebhookConfig.from_mapping({"mig-strategy": "mixed"}), Accelerator("tpu-v5-lite-podslice", "2x4"), GPU),
+        (WebhookConfig.from_mapping({"mig-strategy": "mixed"}), Accelerator("tpu-v5-lite-podslice", "2x4"), TPU),
         (WebhookConfig.from_mapping({"mig-strategy": "mixed"}), Accelerator(A100), GPU),
         (WebhookConfig.from_mapping({"mig-strategy": "mixed"}), None, GPU),
         (
@@ -1152,7 +1153,7 @@ def test_accelerator_device_stays_schedulable(
     pod: dict[str, Any], config: WebhookConfig, accelerator: Accelerator
 ) -> None:
     """Whatever the pod already asked for, every node selector term admits the accelerator's device value."""
-    assume(accelerator.device and config.gpu_device_node_label == DL)
+    assume(accelerator.device and config.device_class_config(accelerator.device_class).device_node_label == DL)
     gpu = effective_gpu_resource_name(config, accelerator)
     resolved = _resolve_all(pod, config, gpu, None, {"gpu": "1"}).pod
     result = apply_accelerator(resolved, accelerator, config=config, gpu_resource_name=gpu)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.engine.pod import Accelerator
+from webhook.engine.accelerators import Accelerator
 from webhook.mutation.annotations import InvalidAnnotation, read_annotations
 
 P = "resources.flyte.org/"

@@ -1,13 +1,17 @@
-"""Accelerators, with the names and IDL encoding of ``flytekit.extras.accelerators`` (flytekit 1.16.31).
+"""Accelerators: the one model the flytekit API, the annotations and the pod semantics share.
 
+The names and IDL encoding are those of ``flytekit.extras.accelerators`` (flytekit 1.16.31):
 ``GPUAccelerator(device)`` is any device; ``MultiInstanceGPUAccelerator`` subclasses carry a class-level
 ``device`` and can be partitioned (MIG profile such as ``1g.5gb``, or a TPU slice topology such as ``2x4``):
 ``A100.partition_1g_5gb``, ``A100.partitioned("3g.20gb")``, ``A100.unpartitioned``. ``to_flyte_idl()`` gives
-the ``flyteidl.core.tasks_pb2.GPUAccelerator`` flytekit would send.
+the ``flyteidl.core.tasks_pb2.GPUAccelerator`` flytekit would send; the protobuf is only an encoding, read back
+by ``accelerator_from_idl``.
 
-Beyond flytekit: every accelerator exposes ``device``, ``partition_size`` (``str | None``) and
-``is_unpartitioned`` (``bool``; the name ``unpartitioned`` is flytekit's copy-making property), and
-``lookup_accelerator`` / ``accelerator_from_idl`` build accelerators from annotation text and IDL messages.
+Beyond flytekit: every accelerator exposes ``device``, ``partition_size`` (``str | None``),
+``is_unpartitioned`` (``bool``; the name ``unpartitioned`` is flytekit's copy-making property), ``device_class``
+(flyteidl2's, given or found in the catalog: a TPU device is ``GOOGLE_TPU``) and ``mig_profile``.
+``Accelerator(device, partition_size=..., unpartitioned=..., device_class=...)`` builds any of them, and
+``lookup_accelerator`` reads annotation text (flytekit names, Flyte 2 type names, device strings).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from typing import Final, Self
 
 from flyteidl.core import tasks_pb2
+
+from webhook.engine.catalog import CATALOG, DeviceClass, by_name, find_device
 
 __all__ = [
     "A10G",
@@ -39,6 +45,7 @@ __all__ = [
     "V5P",
     "V6E",
     "V100",
+    "Accelerator",
     "BaseAccelerator",
     "GPUAccelerator",
     "MultiInstanceGPUAccelerator",
@@ -70,8 +77,26 @@ class BaseAccelerator(abc.ABC):
         """Whether a whole, unpartitioned device was requested."""
         return False
 
+    _device_class: DeviceClass | None = None
+
+    @property
+    def device_class(self) -> DeviceClass:
+        """The device class: as given, else the catalog's for this device, else NVIDIA_GPU (the IDL default)."""
+        if self._device_class is not None:
+            return self._device_class
+        entry = find_device(getattr(self, "device", "") or "")
+        return entry.device_class if entry is not None else DeviceClass.NVIDIA_GPU
+
+    @property
+    def mig_profile(self) -> str | None:
+        """The MIG profile (``1g.5gb``) when the partition is a GPU slice, not a TPU topology."""
+        size = self.partition_size
+        if size and self.device_class is DeviceClass.NVIDIA_GPU and _MIG_PROFILE.fullmatch(size):
+            return size
+        return None
+
     def _key(self) -> tuple[object, ...]:
-        return (getattr(self, "device", None), self.partition_size, self.is_unpartitioned)
+        return (getattr(self, "device", None), self.partition_size, self.is_unpartitioned, self.device_class)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, BaseAccelerator):
@@ -84,6 +109,7 @@ class BaseAccelerator(abc.ABC):
     def __repr__(self) -> str:
         extra = f", partition_size={self.partition_size!r}" if self.partition_size is not None else ""
         extra += ", unpartitioned=True" if self.is_unpartitioned else ""
+        extra += f", device_class={self._device_class.value!r}" if self._device_class is not None else ""
         return f"{type(self).__name__}(device={getattr(self, 'device', None)!r}{extra})"
 
 
@@ -140,11 +166,25 @@ class MultiInstanceGPUAccelerator(BaseAccelerator):
         return message
 
 
-class _AnyDevice(MultiInstanceGPUAccelerator):
-    """A partitioned device flytekit has no constant for (from annotations or IDL)."""
+class Accelerator(MultiInstanceGPUAccelerator):
+    """Any accelerator, built from its parts: what annotations, Flyte 2 devices and IDL messages become.
 
-    def __init__(self, device: str = "") -> None:
+    ``Accelerator("nvidia-tesla-a100", partition_size="1g.5gb")`` equals ``A100.partition_1g_5gb``;
+    ``device_class`` defaults to the catalog's class for the device.
+    """
+
+    def __init__(
+        self,
+        device: str = "",
+        partition_size: str | None = None,
+        *,
+        unpartitioned: bool = False,
+        device_class: DeviceClass | None = None,
+    ) -> None:
         self._device = device
+        self._partition_size = partition_size
+        self._unpartitioned = unpartitioned
+        self._device_class = device_class
 
     @property
     def device(self) -> str:
@@ -296,7 +336,18 @@ def known_accelerators() -> dict[str, BaseAccelerator]:
 _LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 # Looks like a flytekit constant path (upper-case name, optional attributes), not a device string.
 _CONSTANT_LIKE: Final = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*")
-_DEVICES: Final[dict[str, BaseAccelerator]] = {constant.device: constant for constant in _CONSTANTS.values()}
+_MIG_PROFILE: Final = re.compile(r"[0-9]{1,2}g\.[0-9]{1,4}gb")
+
+
+def _known(device: str) -> BaseAccelerator | None:
+    """The accelerator a catalog device stands for, under any of its spellings (``nvidia-tesla-h100`` is
+    flytekit's ``H100``); its flytekit constant where there is one."""
+    entry = find_device(device)
+    if entry is None:
+        return None
+    if entry.flytekit is not None:
+        return _CONSTANTS[entry.flytekit]
+    return Accelerator(entry.device, device_class=entry.device_class)
 
 
 def lookup_accelerator(text: str) -> BaseAccelerator:
@@ -328,21 +379,28 @@ def lookup_accelerator(text: str) -> BaseAccelerator:
             f"accelerator: {text!r} has an invalid partition {partition!r} "
             "(expected a label value such as '1g.5gb' or '2x4')"
         )
-    known = _DEVICES.get(device)
+    known = _known(device)
     if not colon:
         return known if known is not None else GPUAccelerator(device)
-    if isinstance(known, MultiInstanceGPUAccelerator):
+    return _with_partition(known, device, partition)
+
+
+def _with_partition(known: BaseAccelerator | None, device: str, partition: str) -> BaseAccelerator:
+    if isinstance(known, MultiInstanceGPUAccelerator) and type(known) is not Accelerator:
         return type(known).partitioned(partition)
-    custom = _AnyDevice(device)
-    custom._partition_size = partition
-    return custom
+    if known is not None:
+        return Accelerator(known.device, partition_size=partition, device_class=known.device_class)
+    return Accelerator(device, partition_size=partition)
 
 
 def _lookup_constant(text: str) -> BaseAccelerator:
     name, *attrs = text.split(".")
     constant = _CONSTANTS.get(name)
+    entry = by_name(name) if constant is None else None
+    if entry is not None and not attrs:
+        return Accelerator(entry.device, device_class=entry.device_class)  # a Flyte 2 type name: B200, MI300X
     if constant is None:
-        close = difflib.get_close_matches(name, _CONSTANTS, n=3, cutoff=0.5)
+        close = difflib.get_close_matches(name, _all_names(), n=3, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}")
     if not attrs:
@@ -368,7 +426,11 @@ def _lookup_constant(text: str) -> BaseAccelerator:
 
 
 def _names_hint() -> str:
-    return ", ".join(_CONSTANTS)
+    return ", ".join(_CONSTANTS) + " or a Flyte 2 type (B200, Trn1, MI300X, ...)"
+
+
+def _all_names() -> list[str]:
+    return [*_CONSTANTS, *(entry.name for entry in CATALOG if entry.name not in _CONSTANTS)]
 
 
 def accelerator_from_idl(message: tasks_pb2.GPUAccelerator) -> BaseAccelerator:
@@ -379,12 +441,11 @@ def accelerator_from_idl(message: tasks_pb2.GPUAccelerator) -> BaseAccelerator:
     ``MultiInstanceGPUAccelerator`` carrying that device. An explicit ``unpartitioned: false`` reads as unset.
     """
     which = message.WhichOneof("partition_size_value")
-    known = _DEVICES.get(message.device)
+    known = _known(message.device)
     if which is None or (which == "unpartitioned" and not message.unpartitioned):
         return known if known is not None else GPUAccelerator(message.device)
-    result = type(known)() if isinstance(known, MultiInstanceGPUAccelerator) else _AnyDevice(message.device)
     if which == "partition_size":
-        result._partition_size = message.partition_size
-    else:
-        result._unpartitioned = True
-    return result
+        return _with_partition(known, message.device, message.partition_size)
+    if isinstance(known, MultiInstanceGPUAccelerator):
+        return known.unpartitioned
+    return Accelerator(message.device, unpartitioned=True)

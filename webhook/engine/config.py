@@ -9,8 +9,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from webhook.engine.catalog import DEVICE_CLASS_DEFAULTS, DeviceClass, find_device
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 
 _KEBAB = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -57,6 +58,20 @@ class NodeSelectorRequirement(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+class DeviceClassConfig(BaseModel):
+    """One entry of Flyte 2's `accelerator-device-classes`: what a device class's accelerators are counted as
+    and which node labels place them. Unset fields fall back to the class's built-in value, then to the global
+    `gpu-*` keys, as in flyteplugins' `getAcceleratorConfig`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, alias_generator=_kebab)
+
+    resource_name: str | None = None
+    device_node_label: str | None = None
+    partition_size_node_label: str | None = None
+    unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = None
+    unpartitioned_toleration: Toleration | None = None
+
+
 class Preset(StrEnum):
     eks = "eks"
     gke = "gke"
@@ -66,13 +81,21 @@ class Preset(StrEnum):
 
 
 # What each preset changes from Flyte's defaults (which are the EKS / cluster-autoscaler labels).
-# Device values follow flytekit's device strings; `accelerator-devices` maps them to the label values a
-# cluster really uses where those differ (Karpenter's short names, GPU feature discovery's product names).
+# Device values follow the catalog's device strings (Flyte's table); `accelerator-devices` maps them to the
+# label values a cluster really uses where those differ (GKE's memory-suffixed names, Karpenter's short names,
+# GPU feature discovery's product names). A key is any spelling of a catalog device, so flytekit's
+# `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100` reach the same value. TPUs need no preset: every
+# preset places them by Flyte 2's `GOOGLE_TPU` class labels, which are GKE's (`gke-tpu-accelerator`,
+# `gke-tpu-topology`).
 PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.eks: {},
     Preset.gke: {
         "gpu-device-node-label": "cloud.google.com/gke-accelerator",
         "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
+        "accelerator-devices": {
+            "nvidia-h100": "nvidia-h100-80gb",
+            "nvidia-h200": "nvidia-h200-141gb",
+        },
     },
     Preset.karpenter: {
         "gpu-device-node-label": "karpenter.k8s.aws/instance-gpu-name",
@@ -132,6 +155,7 @@ class WebhookConfig(BaseModel):
     gpu_unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = None
     gpu_unpartitioned_toleration: Toleration | None = None
     accelerator_devices: dict[str, str] = Field(default_factory=dict)
+    accelerator_device_classes: dict[DeviceClass, DeviceClassConfig] = Field(default_factory=dict)
     mig_strategy: Literal["single", "mixed"] = "single"
     accelerator_placement: Literal["affinity", "nodeSelector"] = "affinity"
     default_cpus: str = "1000m"
@@ -172,6 +196,22 @@ class WebhookConfig(BaseModel):
             out[str(name)] = canonical_quantity(quantity)
         return out
 
+    @field_validator("accelerator_device_classes", mode="before")
+    @classmethod
+    def _class_names(cls, value: Any) -> Any:
+        # Either spelling of a class, any case (Flyte upper-cases the keys too: viper lower-cases YAML keys).
+        if not isinstance(value, dict):
+            return value
+        return {DeviceClass.parse(str(name)): entry for name, entry in value.items()}
+
+    # `accelerator-devices` keyed by catalog device string, so that every spelling of a device finds its value.
+    _device_labels: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any, /) -> None:
+        for key, value in self.accelerator_devices.items():
+            entry = find_device(key)
+            self._device_labels[entry.device if entry is not None else key] = value
+
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None = None) -> WebhookConfig:
         """Validate user keys on top of the chosen preset; raises `ConfigError` naming the key and value."""
@@ -189,8 +229,27 @@ class WebhookConfig(BaseModel):
             raise ConfigError(_describe(exc, merged)) from None
 
     def device_label_value(self, device: str) -> str:
-        """The node label value for a flytekit device string on this cluster."""
-        return self.accelerator_devices.get(device, device)
+        """The node label value for a device on this cluster: `accelerator-devices` for the device under any
+        of its spellings, else the catalog's device string (Flyte's normalisation table), else `device`."""
+        entry = find_device(device)
+        canonical = entry.device if entry is not None else device
+        return self._device_labels.get(canonical, self._device_labels.get(device, canonical))
+
+    def device_class_config(self, device_class: DeviceClass) -> DeviceClassConfig:
+        """The resolved settings of a device class: the user's entry, else the class's built-in value (Flyte 2's
+        defaults), else the global `gpu-*` keys."""
+        given = self.accelerator_device_classes.get(device_class) or DeviceClassConfig()
+        built_in = DEVICE_CLASS_DEFAULTS[device_class]
+        return DeviceClassConfig(
+            resource_name=given.resource_name or built_in.resource_name or self.gpu_resource_name,
+            device_node_label=given.device_node_label or built_in.device_node_label or self.gpu_device_node_label,
+            partition_size_node_label=given.partition_size_node_label
+            or built_in.partition_size_node_label
+            or self.gpu_partition_size_node_label,
+            unpartitioned_node_selector_requirement=given.unpartitioned_node_selector_requirement
+            or self.gpu_unpartitioned_node_selector_requirement,
+            unpartitioned_toleration=given.unpartitioned_toleration or self.gpu_unpartitioned_toleration,
+        )
 
 
 class ConfigError(ValueError):

@@ -13,12 +13,12 @@ mount identical to the one we would add count as already applied.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.config import WebhookConfig
 from webhook.engine.quantity import InvalidQuantity, canonical_quantity, parse_quantity
 
@@ -28,7 +28,6 @@ ResourceMap = dict[str, str]
 SHM_MOUNT_NAME = "flyte-shared-memory"
 SHM_MOUNT_PATH = "/dev/shm"
 GENERIC_GPU = "gpu"
-_MIG_PROFILE = re.compile(r"^\d+g\.\d+gb$")
 
 
 class PodSemanticsError(ValueError):
@@ -37,22 +36,6 @@ class PodSemanticsError(ValueError):
 
 class PlatformLimitExceeded(PodSemanticsError):
     """A value above a configured platform limit while `on-limit-exceeded: reject`."""
-
-
-@dataclass(frozen=True)
-class Accelerator:
-    """What node selection needs from a flytekit accelerator / IDL `GPUAccelerator`."""
-
-    device: str = ""
-    partition_size: str | None = None
-    unpartitioned: bool = False
-
-    @property
-    def mig_profile(self) -> str | None:
-        """The MIG profile (`1g.5gb`) when the partition is a GPU slice, not a TPU topology."""
-        if self.partition_size and _MIG_PROFILE.match(self.partition_size):
-            return self.partition_size
-        return None
 
 
 @dataclass(frozen=True)
@@ -91,10 +74,17 @@ def mig_resource_name(profile: str) -> str:
 
 
 def effective_gpu_resource_name(
-    config: WebhookConfig, accelerator: Accelerator | None, override: str | None = None
+    config: WebhookConfig, accelerator: BaseAccelerator | None, override: str | None = None
 ) -> str:
-    """The resource name GPUs are counted under for this pod (MIG `mixed` turns a slice into its own resource)."""
-    base = override or config.gpu_resource_name
+    """The resource name the pod's accelerators are counted under: the override, else the accelerator's device
+    class (`google.com/tpu` for a TPU, `aws.amazon.com/neuron`, ...; NVIDIA's is `gpu-resource-name`), as
+    Flyte 2 renames the generic GPU per class; MIG `mixed` turns a slice into its own resource."""
+    if override:
+        base = override
+    elif accelerator is not None:
+        base = config.device_class_config(accelerator.device_class).resource_name or config.gpu_resource_name
+    else:
+        base = config.gpu_resource_name
     if (
         accelerator is not None
         and config.mig_strategy == "mixed"
@@ -252,13 +242,16 @@ def _gpu_limited(pod: Pod, gpu_resource_name: str) -> bool:
 
 
 def accelerator_constraints(
-    accelerator: Accelerator, config: WebhookConfig
+    accelerator: BaseAccelerator, config: WebhookConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Flyte's `ApplyGPUNodeSelectors`: node selector requirements and tolerations, device first."""
+    """Flyte's `ApplyGPUNodeSelectors`: node selector requirements and tolerations, device first, with the
+    labels of the accelerator's device class (a TPU: `gke-tpu-accelerator` and `gke-tpu-topology`) and the
+    device name normalised to this cluster's label value."""
     requirements: list[dict[str, Any]] = []
     tolerations: list[dict[str, Any]] = []
-    device_label = config.gpu_device_node_label
-    partition_label = config.gpu_partition_size_node_label
+    settings = config.device_class_config(accelerator.device_class)
+    device_label = settings.device_node_label or config.gpu_device_node_label
+    partition_label = settings.partition_size_node_label or config.gpu_partition_size_node_label
     if accelerator.device:
         value = config.device_label_value(accelerator.device)
         requirements.append({"key": device_label, "operator": "In", "values": [value]})
@@ -268,15 +261,17 @@ def accelerator_constraints(
         size = accelerator.partition_size
         requirements.append({"key": partition_label, "operator": "In", "values": [size]})
         tolerations.append({"key": partition_label, "operator": "Equal", "value": size, "effect": "NoSchedule"})
-    elif accelerator.unpartitioned:
-        override = config.gpu_unpartitioned_node_selector_requirement
+    elif accelerator.is_unpartitioned:
+        override = settings.unpartitioned_node_selector_requirement
         requirements.append(override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"})
-        if config.gpu_unpartitioned_toleration is not None:
-            tolerations.append(config.gpu_unpartitioned_toleration.to_pod())
+        if settings.unpartitioned_toleration is not None:
+            tolerations.append(settings.unpartitioned_toleration.to_pod())
     return requirements, tolerations
 
 
-def apply_accelerator(pod: Pod, accelerator: Accelerator, *, config: WebhookConfig, gpu_resource_name: str) -> Result:
+def apply_accelerator(
+    pod: Pod, accelerator: BaseAccelerator, *, config: WebhookConfig, gpu_resource_name: str
+) -> Result:
     """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
     if not _gpu_limited(pod, gpu_resource_name):
         what = accelerator.device or accelerator.partition_size or "accelerator"

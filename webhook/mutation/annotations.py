@@ -18,8 +18,8 @@ from flyteidl.core import tasks_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from webhook.engine.accelerators import lookup_accelerator
-from webhook.engine.pod import SHM_MOUNT_NAME, SHM_MOUNT_PATH, Accelerator
+from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
+from webhook.engine.pod import SHM_MOUNT_NAME, SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 from webhook.engine.resources import Resources
 
@@ -78,7 +78,7 @@ class ResourceRequest:
     given: Mapping[str, str]
     requests: Mapping[str, str] = field(default_factory=dict)
     limits: Mapping[str, str] = field(default_factory=dict)
-    accelerator: Accelerator | None = None
+    accelerator: BaseAccelerator | None = None
     accelerator_from: str | None = None
     shared_memory: SharedMemory | None = None
     shared_memory_from: str | None = None
@@ -265,21 +265,11 @@ def _reason(exc: BaseException) -> str:
     )
 
 
-def _parse_accelerator(annotation: str, text: str) -> Accelerator:
+def _parse_accelerator(annotation: str, text: str) -> BaseAccelerator:
     try:
-        found = lookup_accelerator(text.strip())
+        return lookup_accelerator(text.strip())
     except (ValueError, AttributeError) as exc:
         raise InvalidAnnotation(annotation, text, _reason(exc)) from None
-    return _from_idl(found.to_flyte_idl())
-
-
-def _from_idl(message: tasks_pb2.GPUAccelerator) -> Accelerator:
-    which = message.WhichOneof("partition_size_value")
-    return Accelerator(
-        device=message.device,
-        partition_size=message.partition_size if which == "partition_size" else None,
-        unpartitioned=which == "unpartitioned" and message.unpartitioned,
-    )
 
 
 def _parse_shared_memory(annotation: str, text: str) -> SharedMemory | None:
@@ -297,13 +287,13 @@ def _parse_shared_memory(annotation: str, text: str) -> SharedMemory | None:
     return SharedMemory(size_limit=canonical_quantity(value))
 
 
-def _parse_extended(annotation: str, text: str) -> tuple[Accelerator | None, SharedMemory | None]:
+def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None, SharedMemory | None]:
     message = tasks_pb2.ExtendedResources()
     try:
         json_format.Parse(text, message)
     except (json_format.ParseError, DecodeError) as exc:
         raise InvalidAnnotation(annotation, text, f"not flyteidl ExtendedResources JSON: {exc}") from None
-    accelerator = _from_idl(message.gpu_accelerator) if message.HasField("gpu_accelerator") else None
+    accelerator = accelerator_from_idl(message.gpu_accelerator) if message.HasField("gpu_accelerator") else None
     shared = None
     if message.HasField("shared_memory"):
         shm = message.shared_memory

@@ -245,7 +245,7 @@ def _summary(pod: Mapping[str, Any], request: ResourceRequest, target: str | Non
             for k, v in (
                 ("device", accelerator.device),
                 ("partitionSize", accelerator.partition_size),
-                ("unpartitioned", accelerator.unpartitioned or None),
+                ("unpartitioned", accelerator.is_unpartitioned or None),
             )
             if v
         }
