@@ -28,6 +28,11 @@ def utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
+def excerpt(text: str, keep: int = SHOWN_CHARS) -> str:
+    """`text` when short; else its first `keep` characters and its size: `000…(3001 bytes)`."""
+    return text if len(text) <= keep else f"{text[:keep]}…({utf8_size(text)} bytes)"
+
+
 def shown(value: object, keep: int = SHOWN_CHARS) -> str:
     """`repr(value)` when short; else the repr of its first `keep` characters and its size: `'000'…(3001 bytes)`."""
     if isinstance(value, str):

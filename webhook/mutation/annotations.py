@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
+from webhook.engine.excerpt import bounded, excerpt, shown, utf8_size
 from webhook.engine.pod import SHM_MOUNT_NAME, SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 from webhook.engine.resources import Resources
@@ -51,16 +53,28 @@ _RESOURCE_NAME = re.compile(
 )
 _CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
+#: The largest annotation value read, in UTF-8 bytes: a Flyte task's longest real value (a `resources` JSON with
+#: every field as a pair) is ~150 bytes. Larger values are refused before any parsing.
+MAX_VALUE_BYTES = 4096
+#: JSON values (`resources`, `extended-resources`) nest 2 deep; deeper ones are refused before they are parsed.
+MAX_JSON_DEPTH = 8
+_NAME_SHOWN = 320  # a Kubernetes annotation key is at most 253 + 1 + 63 characters
+
 
 class InvalidAnnotation(ValueError):
-    """One annotation the webhook cannot apply; the message names it, its value, and what is wrong."""
+    """One annotation the webhook cannot apply; the message names it, its value, and what is wrong.
 
-    def __init__(self, annotation: str, value: str, reason: str) -> None:
+    The message is at most ~1 KiB: the name and the value are shown abbreviated when long (`excerpt.shown`),
+    and the value not at all with `show_value=False` (a value refused for its size or type).
+    """
+
+    def __init__(self, annotation: str, value: str, reason: str, *, show_value: bool = True) -> None:
         self.annotation = annotation
         self.value = value
         self.reason = reason
-        shown = value if len(value) <= 200 else value[:200] + "..."
-        super().__init__(f"annotation {annotation}={shown!r}: {reason}")
+        name = excerpt(annotation, _NAME_SHOWN)
+        where = f"annotation {name}={shown(value)}" if show_value else f"annotation {name}"
+        super().__init__(bounded(f"{where}: {reason}"))
 
 
 @dataclass(frozen=True)
@@ -103,16 +117,37 @@ def our_keys(annotations: Mapping[str, str] | None, prefix: str) -> dict[str, st
     return found
 
 
-def read_annotations(annotations: Mapping[str, str], prefix: str) -> ResourceRequest | None:
-    """Parse our annotations; None when the pod carries none of them."""
-    given = our_keys(annotations, prefix)
+def read_annotations(annotations: Mapping[str, object], prefix: str) -> ResourceRequest | None:
+    """Parse our annotations; None when the pod carries none of them.
+
+    Every value is checked to be a string of at most `MAX_VALUE_BYTES` before anything parses it.
+    """
+    given = our_keys(annotations, prefix)  # type: ignore[arg-type]  # the values are checked just below
     if not given:
         return None
+    size = 0
+    for name, value in given.items():
+        if not isinstance(value, str):
+            reason = f"the value must be a string, not {type(value).__name__}"
+            raise InvalidAnnotation(prefix + name, "", reason, show_value=False)
+        length = utf8_size(value)
+        if length > MAX_VALUE_BYTES:
+            reason = f"the value is {length} bytes; at most {MAX_VALUE_BYTES} bytes are read"
+            raise InvalidAnnotation(prefix + name, value, reason, show_value=False)
+        size += length
+    if size > _CACHED_BYTES:
+        return _read(dict(given), prefix)
     return _read_cached(tuple(sorted(given.items())), prefix)
 
 
 # The pods of a map task or a burst of executions carry the same annotations: parse each distinct set once.
 # Only successful parses are cached (an exception is not), and the result is never modified by its users.
+# The cache is bounded in bytes: only sets of values totalling at most `_CACHED_BYTES` are kept (every real
+# set is far smaller), and an entry holds those values plus a result made of canonical quantities (each at most
+# 64 characters) and short names, so 1024 entries stay under ~1024 × (4 KiB + ~2 KiB) ≈ 6 MiB.
+_CACHED_BYTES = MAX_VALUE_BYTES
+
+
 @functools.lru_cache(maxsize=1024)
 def _read_cached(items: tuple[tuple[str, str], ...], prefix: str) -> ResourceRequest:
     return _read(dict(items), prefix)
@@ -219,10 +254,13 @@ def _parse_resources(annotation: str, text: str, *, pairs: bool = False) -> dict
 
 
 def _json_object(annotation: str, text: str) -> dict[str, Any]:
+    _check_json_depth(annotation, text)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidAnnotation(annotation, text, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InvalidAnnotation(annotation, text, f"invalid JSON: {_reason(exc)}") from None
     if not isinstance(data, dict):
         raise InvalidAnnotation(annotation, text, 'expected a JSON object like {"cpu": "1"}')
     return {k: v for k, v in data.items() if v is not None}
@@ -252,6 +290,70 @@ def _compact(annotation: str, text: str, pairs: bool) -> dict[str, Any]:
         else:
             data[name] = value
     return data
+
+
+def _check_json_depth(annotation: str, text: str) -> None:
+    """Refuse JSON nested deeper than `MAX_JSON_DEPTH`, in one pass that never recurses.
+
+    `json.loads` (and protobuf's parser, built on it) recurse once per level, so a value like `[[[[…` raises
+    RecursionError at ~1000 levels. Brackets inside strings do not count; what is not JSON is left to the parser.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise InvalidAnnotation(annotation, text, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+_LABEL_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
+
+
+def _is_label_value(text: str) -> bool:
+    """A Kubernetes label value: at most 63 ASCII letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
+
+    Written out rather than as `\\w`/`\\d` patterns, which also match other scripts' letters and digits.
+    """
+    return (
+        0 < len(text) <= 63
+        and text[0] not in "-_."
+        and text[-1] not in "-_."
+        and all(char in _LABEL_VALUE_CHARS for char in text)
+    )
+
+
+def _check_gpu_accelerator(annotation: str, text: str, accelerator: tasks_pb2.GPUAccelerator) -> None:
+    """The device and partition become node label values (affinity, tolerations): refuse any other shape."""
+    if accelerator.device and not _is_label_value(accelerator.device):
+        raise InvalidAnnotation(
+            annotation,
+            text,
+            f"gpuAccelerator.device {shown(accelerator.device)} is not a label value "
+            "(ASCII letters, digits, '-', '_', '.', at most 63 characters)",
+        )
+    if accelerator.WhichOneof("partition_size_value") == "partition_size" and not _is_label_value(
+        accelerator.partition_size
+    ):
+        raise InvalidAnnotation(
+            annotation,
+            text,
+            f"gpuAccelerator.partitionSize {shown(accelerator.partition_size)} is not a label value "
+            "such as '1g.5gb' or '2x4'",
+        )
 
 
 def _reason(exc: BaseException) -> str:
@@ -289,10 +391,13 @@ def _parse_shared_memory(annotation: str, text: str) -> SharedMemory | None:
 
 def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None, SharedMemory | None]:
     message = tasks_pb2.ExtendedResources()
+    _check_json_depth(annotation, text)
     try:
         json_format.Parse(text, message)
     except (json_format.ParseError, DecodeError) as exc:
         raise InvalidAnnotation(annotation, text, f"not flyteidl ExtendedResources JSON: {exc}") from None
+    if message.HasField("gpu_accelerator"):
+        _check_gpu_accelerator(annotation, text, message.gpu_accelerator)
     accelerator = accelerator_from_idl(message.gpu_accelerator) if message.HasField("gpu_accelerator") else None
     shared = None
     if message.HasField("shared_memory"):

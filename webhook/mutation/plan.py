@@ -7,6 +7,7 @@ managedFields and env is several KB; kopf's generic patch path deep-copies and d
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from webhook.engine.config import WebhookConfig
+from webhook.engine.excerpt import bounded
 from webhook.engine.pod import (
     PodSemanticsError,
     Result,
@@ -23,6 +25,7 @@ from webhook.engine.pod import (
     apply_shared_memory,
     effective_gpu_resource_name,
 )
+from webhook.engine.quantity import InvalidQuantity
 from webhook.mutation.annotations import (
     ACCELERATOR,
     APPLIED,
@@ -37,15 +40,17 @@ from webhook.mutation.annotations import (
     our_keys,
     read_annotations,
 )
+from webhook.mutation.pod_shape import MalformedPod, shape_problem
 
 Outcome = Literal["untouched", "mutated", "unchanged", "ignored"]
 JsonPatchOp = dict[str, Any]
 
 
 class Denied(Exception):
-    """The pod must be refused; `message` is what the user sees (annotation, value, reason)."""
+    """The pod must be refused; `message` is what the user sees (annotation, value, reason), at most ~1 KiB."""
 
     def __init__(self, message: str) -> None:
+        message = bounded(message)
         super().__init__(message)
         self.message = message
 
@@ -85,40 +90,73 @@ _SPEC_INPUTS = ("volumes", "affinity", "tolerations", "nodeSelector")
 
 
 def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
-    """The parts of `pod` that `plan_mutation` reads, serialized; None when no annotation of ours is present.
+    """A 32-byte digest of the parts of `pod` that `plan_mutation` reads; None when no annotation of ours is present.
 
     Two pods with equal inputs get equal ops, warnings and outcome (a map task's pods differ only in names,
     env and args, which the plan never reads), so a server may reuse one plan's answer for the other. Present
-    and absent keys stay distinct, and dict order is kept, so equal inputs mean equal ops to the letter.
+    and absent keys stay distinct, and dict order is kept, so equal inputs mean equal ops to the letter. A pod
+    whose inputs are malformed is keyed by its problem, which alone decides its answer. The key is a digest
+    (BLAKE2b) so that it stays 32 bytes however large the pod.
     """
-    metadata = pod.get("metadata") or {}
-    annotations = metadata.get("annotations") or {}
-    ours = {k: v for k, v in annotations.items() if k.startswith(prefix)}
+    found = _read_inputs(pod, prefix)
+    if found is None:
+        return None
+    digest = hashlib.blake2b(digest_size=32)
+    if isinstance(found, str):
+        digest.update(b"problem\0" + found.encode("utf-8", "surrogatepass"))
+    else:
+        digest.update(b"inputs\0")
+        digest.update(found[1])
+    return digest.digest()
+
+
+def _read_inputs(pod: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], bytes] | str | None:
+    """Our annotations and the serialized plan inputs; what is wrong with them; or None when none is ours.
+
+    The one place that reads a pod's fields before the plan: `plan_inputs` and `plan_mutation` agree on it,
+    so a malformed pod gets the same answer from both. Metadata or annotations that are not objects hold no
+    annotation of ours.
+    """
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if not isinstance(annotations, Mapping):
+        return None
+    ours = {k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(prefix)}
     if not our_keys(ours, prefix):
         return None
+    primary = annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION)
+    problem = shape_problem(pod, primary)
+    if problem is not None:
+        return problem
     spec = pod.get("spec") or {}
     containers = spec.get("containers")
-    return orjson.dumps(
-        [
-            ours,
-            annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION),
-            None if containers is None else [{k: c[k] for k in _CONTAINER_INPUTS if k in c} for c in containers],
-            {k: spec[k] for k in _SPEC_INPUTS if k in spec},
-        ]
-    )
+    try:
+        serialized = orjson.dumps(
+            [
+                ours,
+                primary,
+                None if containers is None else [{k: c[k] for k in _CONTAINER_INPUTS if k in c} for c in containers],
+                {k: spec[k] for k in _SPEC_INPUTS if k in spec},
+            ]
+        )
+    except orjson.JSONEncodeError as exc:  # integers beyond 64 bits, lone surrogates, nesting past 255 levels
+        return f"the pod's fields the webhook reads are not plain JSON ({exc})"
+    return ours, serialized
 
 
 def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig) -> Plan:
     """Decide the patch for one pod. Raises `Denied` for bad input unless `on-invalid: ignore`."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
     try:
-        request = read_annotations(annotations, config.annotation_prefix)
+        found = _read_inputs(pod, config.annotation_prefix)
+        if isinstance(found, str):
+            raise MalformedPod(found)
+        request = None if found is None else read_annotations(found[0], config.annotation_prefix)
         if request is None:
             return Plan("untouched", pod)
         return _plan(pod, request, config)
-    except InvalidAnnotation as exc:
+    except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":
-            return Plan("ignored", pod, warnings=[f"{exc}; pod admitted unchanged (on-invalid: ignore)"])
+            return Plan("ignored", pod, warnings=[bounded(f"{exc}; pod admitted unchanged (on-invalid: ignore)")])
         raise Denied(str(exc)) from None
 
 
@@ -135,7 +173,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
         value = "; ".join(request.given.get(name, "") for name in names)
         try:
             result = action(current)
-        except PodSemanticsError as exc:
+        except (PodSemanticsError, InvalidQuantity) as exc:
             raise InvalidAnnotation(annotation, value, str(exc)) from None
         steps.append(Step(annotation, value, result.notes, target, current, result.pod))
         current = result.pod
@@ -180,7 +218,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
     summary = _summary(current, request, target, gpu_name)
     current = _with_annotation(current, prefix + APPLIED, summary)
     ops = diff(pod, current)
-    warnings = [f"{step.annotation}: {note}" for step in steps for note in step.notes]
+    warnings = [bounded(f"{step.annotation}: {note}") for step in steps for note in step.notes]
     only_summary = all(op["path"].startswith("/metadata/annotations") for op in ops)
     outcome: Outcome = "unchanged" if not ops or only_summary else "mutated"
     return Plan(outcome, current, ops, warnings, tuple(steps), target)

@@ -1,0 +1,97 @@
+"""Worst-case CPU of planning one pod whose annotations are at the value cap with pathological content.
+
+`python -m hack.worst_case` prints, per case, the CPU seconds `plan_mutation` took and what it answered
+(planned, denied, or the exception that escaped). `worst_case_seconds()` returns the largest figure, for
+`make fuzz`/`make bench` to report. The target is milliseconds: each case is what a hostile user can put in
+one pod (long digit runs for a backtracking quantity grammar, JSON nested past the parser's recursion limit,
+values over the cap, names that would be echoed into messages).
+
+`--scale N` multiplies the lengths (e.g. `--scale 0.5`) to time an old build whose grammar backtracks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+from webhook.engine.config import WebhookConfig
+from webhook.mutation.plan import Denied, plan_mutation
+
+P = "resources.flyte.org/"
+CAP = 4096
+
+
+def cases(scale: float = 1.0) -> dict[str, dict[str, Any]]:
+    """Annotation sets (name -> value) of at most `CAP * scale` characters per value."""
+    n = int(CAP * scale) - 16
+    deep = "[" * n
+    found: dict[str, dict[str, Any]] = {
+        "zeros then a letter (quantity)": {P + "resources": "cpu=" + "0" * n + "x"},
+        "zeros then a digit (quantity)": {P + "resources": "cpu=" + "0" * n + "1"},
+        "digits, dot, digits, letter": {P + "requests": "mem=" + "1" * (n // 2) + "." + "1" * (n // 2) + "Q"},
+        "many short items": {P + "resources": ",".join(["cpu=1"] * (n // 6))},
+        "JSON nested deep": {P + "resources": "{" + '"cpu":' * 1 + deep},
+        "JSON list nested deep": {P + "resources": '{"cpu": ' + deep + "}"},
+        "extended-resources nested deep": {P + "extended-resources": '{"gpuAccelerator": ' + "{" * n},
+        "accelerator name": {P + "accelerator": "A" * n},
+        "shared memory zeros": {P + "shared-memory": "0" * n + "1Gi"},
+        "every annotation at once": {
+            P + "resources": "cpu=" + "0" * n + "x",
+            P + "accelerator": "A" * n,
+            P + "shared-memory": "0" * n + "1",
+            P + "container": "c" * n,
+            P + "gpu-resource-key": "a" * n,
+        },
+    }
+    if scale >= 1:  # over the cap: refused before parsing (an old build would take hours here)
+        found["900 kB zeros"] = {P + "resources": "cpu=" + "0" * 900_000 + "1"}
+    return found
+
+
+def _pod(annotations: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "annotations": annotations},
+        "spec": {"containers": [{"name": "main", "image": "x"}]},
+    }
+
+
+def _timed(call: Callable[[], object]) -> tuple[float, str]:
+    start = time.process_time()
+    try:
+        call()
+        answer = "planned"
+    except Denied as exc:
+        answer = f"denied ({len(exc.message)} chars)"
+    except Exception as exc:  # what escaped is the finding
+        answer = f"ESCAPED {type(exc).__name__}"
+    return time.process_time() - start, answer
+
+
+def measure(scale: float = 1.0) -> list[tuple[str, float, str]]:
+    config = WebhookConfig.from_mapping({})
+    results = []
+    for name, values in cases(scale).items():
+        pod = _pod(values)
+        seconds, answer = _timed(lambda pod=pod: plan_mutation(pod, config))  # type: ignore[misc]
+        results.append((name, seconds, answer))
+    return results
+
+
+def worst_case_seconds(scale: float = 1.0) -> float:
+    return max(seconds for _, seconds, _ in measure(scale))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    args = parser.parse_args()
+    results = measure(args.scale)
+    for name, seconds, answer in results:
+        print(f"{seconds * 1000:10.2f} ms  {name}: {answer}")
+    print(f"{max(s for _, s, _ in results) * 1000:10.2f} ms  worst case")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""Hostile input: every value bounded before parsing, every bad shape a short denial, nothing cached by size.
+
+Each test here failed on the webhook before values were bounded (a 3000-deep JSON raised RecursionError, a
+non-string annotation AttributeError, a 900 kB value was accepted, cached and copied into the patch). Speed is
+checked by `hack/worst_case.py`, not here.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from webhook.engine.config import WebhookConfig
+from webhook.mutation import annotations as annotations_module
+from webhook.mutation.annotations import MAX_JSON_DEPTH, MAX_VALUE_BYTES, InvalidAnnotation, read_annotations
+from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
+
+P = "resources.flyte.org/"
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+CONFIG = WebhookConfig.from_mapping({})
+IGNORE = WebhookConfig.from_mapping({"on-invalid": "ignore"})
+MESSAGE_LIMIT = 1100  # ~1 KiB, with room for the size note
+
+
+def pod(annotations: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "annotations": dict(annotations or {})},
+        "spec": {"containers": [{"name": "main", "image": "x"}], **spec},
+    }
+
+
+def denial(annotations: dict[str, Any] | None = None, **spec: Any) -> str:
+    with pytest.raises(Denied) as caught:
+        plan_mutation(pod(annotations, **spec), CONFIG)
+    message = caught.value.message
+    assert len(message.encode()) <= MESSAGE_LIMIT
+    return message
+
+
+# --- the value cap ---------------------------------------------------------------------------------------------
+
+
+def test_a_900_kB_value_is_denied_without_echo_and_not_cached():
+    value = "cpu=" + "0" * 900_000 + "1"
+    before = annotations_module._read_cached.cache_info()
+    message = denial({P + "resources": value})
+    assert f"{P}resources" in message
+    assert f"at most {MAX_VALUE_BYTES} bytes" in message
+    assert "000000000" not in message, "the value is not echoed"
+    after = annotations_module._read_cached.cache_info()
+    assert (after.currsize, after.misses) == (before.currsize, before.misses)
+
+
+def test_a_value_at_the_cap_is_read():
+    value = "cpu=1" + " " * (MAX_VALUE_BYTES - 5)
+    assert read_annotations({P + "resources": value}, P).requests == {"cpu": "1"}
+
+
+def test_the_cap_counts_utf8_bytes():
+    with pytest.raises(InvalidAnnotation, match="bytes"):
+        read_annotations({P + "accelerator": "é" * (MAX_VALUE_BYTES // 2 + 1)}, P)
+
+
+def test_large_sets_of_values_are_not_cached():
+    # Each value is under the cap but together they are above the cache's per-entry budget.
+    given = {P + "resources": "cpu=2" + " " * 3000, P + "shared-memory": "true" + " " * 3000}
+    before = annotations_module._read_cached.cache_info()
+    request = read_annotations(given, P)
+    assert request is not None and request.requests == {"cpu": "2"}
+    after = annotations_module._read_cached.cache_info()
+    assert after.currsize == before.currsize and after.misses == before.misses
+
+
+def test_small_sets_of_values_are_cached():
+    given = {P + "resources": "cpu=3,mem=1Gi"}
+    read_annotations(given, P)
+    before = annotations_module._read_cached.cache_info()
+    read_annotations(given, P)
+    assert annotations_module._read_cached.cache_info().hits == before.hits + 1
+
+
+def test_long_leading_zeros_are_refused_not_copied():
+    # Under the cap but over the quantity length limit: nothing of it reaches the patch or the summary.
+    message = denial({P + "resources": "cpu=" + "0" * 3000 + "1"})
+    assert "longer than 64 characters" in message
+    # Within the limit, apimachinery's canonical form (which keeps `001` as written) is what is copied.
+    plan = plan_mutation(pod({P + "resources": "cpu=" + "0" * 60 + "1"}), CONFIG)
+    assert plan.pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "0" * 60 + "1"
+
+
+# --- JSON nesting ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value"),
+    [
+        ("resources", "{" * 3000),
+        ("resources", '{"cpu": ' + "[" * 2000 + "]" * 2000 + "}"),
+        ("requests", '{"cpu": ' + "[" * 3000),
+        ("extended-resources", '{"gpuAccelerator": ' + '{"a": ' * 600),
+        ("resources", '{"a": [[[[[[[[["1"]]]]]]]]]}'),  # just over the limit
+    ],
+)
+def test_deep_json_is_denied_before_parsing(annotation, value):
+    message = denial({P + annotation: value})
+    assert f"nested deeper than {MAX_JSON_DEPTH} levels" in message
+    assert message.startswith(f"annotation {P}{annotation}=")
+
+
+def test_brackets_inside_strings_do_not_count():
+    message = denial({P + "resources": '{"cpu": "' + "[" * 20 + '\\"' + "{" * 20 + '"}'})
+    assert "nested deeper" not in message
+    assert "not a valid Kubernetes quantity" in message
+
+
+def test_integers_too_long_for_python_are_denied():
+    message = denial({P + "resources": '{"cpu": ' + "1" * 4090 + "}"})
+    assert f"{P}resources" in message
+
+
+# --- types and shapes ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [5, 1.5, True, None, ["cpu=1"], {"cpu": "1"}, [[[[]]]]])
+def test_non_string_annotation_values_are_denied(value):
+    message = denial({P + "resources": value})
+    assert f"annotation {P}resources: the value must be a string" in message
+
+
+def test_non_string_values_of_other_annotations_are_not_ours():
+    plan = plan_mutation(pod({"example.com/x": {"deep": [1]}, P + "resources": "cpu=1"}), CONFIG)
+    assert plan.outcome == "mutated"
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"containers": "main"}, "spec.containers: expected a list, got a string"),
+        ({"containers": ["main"]}, "spec.containers[0]: expected an object, got a string"),
+        ({"containers": [{"name": ["main"]}]}, "spec.containers[0].name: expected a string"),
+        ({"containers": [{"name": "main", "resources": "big"}]}, "spec.containers[0].resources: expected an object"),
+        ({"containers": [{"name": "main", "resources": {"limits": []}}]}, "resources.limits: expected an object"),
+        ({"containers": [{"name": "main", "resources": {"limits": {"cpu": "abc"}}}]}, "limits.cpu: 'abc' is not"),
+        ({"containers": [{"name": "main", "resources": {"limits": {"cpu": {}}}}]}, "expected a quantity"),
+        ({"containers": [{"name": "main", "volumeMounts": {}}]}, "spec.containers[0].volumeMounts: expected a list"),
+        ({"volumes": [{"name": "v", "emptyDir": "x"}]}, "spec.volumes[0].emptyDir: expected an object"),
+        ({"volumes": [{"name": "v", "emptyDir": {"sizeLimit": "0" * 100}}]}, "longer than 64 characters"),
+        ({"tolerations": {}}, "spec.tolerations: expected a list"),
+        ({"nodeSelector": ["a"]}, "spec.nodeSelector: expected an object"),
+        ({"nodeSelector": {"a": 1}}, "spec.nodeSelector.a: expected a string"),
+        ({"affinity": "x"}, "spec.affinity: expected an object"),
+        (
+            {"affinity": {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [1]}}}},
+            "nodeSelectorTerms[0]: expected an object",
+        ),
+        (
+            {
+                "affinity": {
+                    "nodeAffinity": {
+                        REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [{"key": {}, "operator": "In"}]}]}
+                    }
+                }
+            },
+            "matchExpressions[0].key: expected a string",
+        ),
+    ],
+)
+def test_malformed_pod_fields_are_denied_naming_the_field(spec, field):
+    message = denial({P + "resources": "cpu=1"}, **spec)
+    assert field in message
+
+
+def test_spec_that_is_not_an_object_is_denied():
+    broken = {"metadata": {"annotations": {P + "resources": "cpu=1"}}, "spec": "x"}
+    with pytest.raises(Denied, match="spec: expected an object"):
+        plan_mutation(broken, CONFIG)
+
+
+@pytest.mark.parametrize("metadata", ["x", [], 5, {"annotations": "x"}, {"annotations": [P + "resources"]}])
+def test_metadata_without_an_annotation_object_is_not_ours(metadata):
+    broken = {"metadata": metadata, "spec": {"containers": [{"name": "main"}]}}
+    assert plan_mutation(broken, CONFIG).outcome == "untouched"
+    assert plan_inputs(broken, P) is None
+
+
+def test_values_orjson_cannot_write_are_denied():
+    message = denial({P + "resources": "cpu=1"}, nodeSelector={"a": "\ud800"})
+    assert "not plain JSON" in message
+    assert "not plain JSON" in denial({P + "resources": "cpu=1"}, tolerations=[{"tolerationSeconds": 2**70}])
+
+
+def test_a_malformed_pod_under_on_invalid_ignore_is_admitted_unchanged():
+    broken = pod({P + "resources": "cpu=1"}, containers="main")
+    plan = plan_mutation(broken, IGNORE)
+    assert plan.outcome == "ignored" and plan.ops == []
+    assert "spec.containers: expected a list" in plan.warnings[0]
+
+
+def test_malformed_pods_are_keyed_by_their_problem():
+    one = pod({P + "resources": "cpu=1"}, containers="main")
+    other = pod({P + "resources": "cpu=2"}, containers="main")
+    well_formed = pod({P + "resources": "cpu=1"})
+    assert plan_inputs(one, P) is not None
+    assert plan_inputs(one, P) == plan_inputs(other, P)  # the same denial, whatever else the pod holds
+    assert plan_inputs(one, P) != plan_inputs(well_formed, P)
+    assert len(plan_inputs(well_formed, P)) == 32
+
+
+# --- values shown in messages ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["A" * 4000, "a" * 4000, "nvidia-" + "x" * 4000, "A100." + "p" * 4000])
+def test_a_long_accelerator_name_gives_a_short_message(name):
+    message = denial({P + "accelerator": name})
+    assert f"{P}accelerator" in message
+    assert "bytes)" in message
+
+
+def test_a_long_unknown_annotation_name_gives_a_short_message():
+    message = denial({P + "x" * 500_000: "1"})
+    assert "unknown annotation" in message
+
+
+def test_long_container_names_give_a_short_message():
+    containers = [{"name": f"c{i}" + "x" * 1000} for i in range(50)]
+    message = denial({P + "resources": "cpu=1"}, containers=containers)
+    assert "containers" in message
+
+
+# --- ASCII only ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extended", "field"),
+    [
+        ('{"gpuAccelerator": {"device": "nvidia-tesla-a100", "partitionSize": "\uff11g.5gb"}}', "partitionSize"),
+        ('{"gpuAccelerator": {"device": "nvidia-tesla-\uff41100"}}', "device"),
+        ('{"gpuAccelerator": {"device": "a b"}}', "device"),
+        ('{"gpuAccelerator": {"device": "' + "a" * 64 + '"}}', "device"),
+        ('{"gpuAccelerator": {"device": "-a"}}', "device"),
+        ('{"gpuAccelerator": {"device": "nvidia-tesla-a100", "partitionSize": "1g.5gb."}}', "partitionSize"),
+    ],
+)
+def test_extended_resources_device_and_partition_are_label_values(extended, field):
+    message = denial({P + "extended-resources": extended})
+    assert f"gpuAccelerator.{field}" in message
+
+
+def test_extended_resources_valid_device_and_partition_are_read():
+    request = read_annotations(
+        {P + "extended-resources": '{"gpuAccelerator": {"device": "nvidia-tesla-a100", "partitionSize": "1g.5gb"}}'},
+        P,
+    )
+    assert request.accelerator.device == "nvidia-tesla-a100"
+    assert request.accelerator.partition_size == "1g.5gb"
+
+
+@pytest.mark.parametrize("value", ["cpu=\uff11", "mem=1\uff27i", "cpu=\u0661", "cpu=1e\u0663"])
+def test_other_scripts_digits_are_not_quantities(value):
+    assert "not a valid Kubernetes quantity" in denial({P + "resources": value})
+
+
+# --- the property --------------------------------------------------------------------------------------------------
+
+_NAMES = ["resources", "requests", "limits", "accelerator", "shared-memory", "extended-resources", "container"]
+_PIECES = st.sampled_from(
+    ["cpu=", "mem=", "gpu=", "0", "1", ".", "e", "E", "-", "+", "Ki", "x", ":", ",", "{", "}", "[", "]", '"', "\\",
+     '"cpu"', '"gpuAccelerator"', '"device"', '"sharedMemory"', "\uff11", "\ud800", " ", "true", "null"]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.text(max_size=50),
+    st.lists(_PIECES, max_size=40).map("".join),
+    st.builds(lambda piece, n, tail: piece * n + tail, _PIECES, st.integers(0, 6000), st.text(max_size=5)),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(values=st.dictionaries(st.sampled_from(_NAMES), _VALUES, min_size=1, max_size=3), ignore=st.booleans())
+def test_any_text_annotation_gives_a_plan_or_a_denial(values, ignore):
+    original = pod({P + name: value for name, value in values.items()})
+    before = copy.deepcopy(original)
+    try:
+        plan = plan_mutation(original, IGNORE if ignore else CONFIG)
+    except Denied as exc:
+        assert len(exc.message.encode("utf-8", "surrogatepass")) <= MESSAGE_LIMIT
+    else:
+        assert all(len(w.encode("utf-8", "surrogatepass")) <= MESSAGE_LIMIT for w in plan.warnings)
+        assert all(len(str(op.get("value"))) < 2 * MAX_VALUE_BYTES for op in plan.ops)
+    assert original == before
+    assert plan_inputs(original, P) is not None
