@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, plan_mutation
+from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
 
 P = "resources.flyte.org/"
 CAP = 4096
@@ -34,8 +34,13 @@ def cases(scale: float = 1.0) -> dict[str, dict[str, Any]]:
         "many short items": {P + "resources": ",".join(["cpu=1"] * (n // 6))},
         "JSON nested deep": {P + "resources": "{" + '"cpu":' * 1 + deep},
         "JSON list nested deep": {P + "resources": '{"cpu": ' + deep + "}"},
-        "extended-resources nested deep": {P + "extended-resources": '{"gpuAccelerator": ' + "{" * n},
+        "extended-resources nested deep": {P + "extended-resources": '{"gpuAccelerator": ' + "{" * (n - 20)},
+        "distinct unknown JSON keys": {P + "resources": "{" + ",".join(f'"k{i}": 1' for i in range(n // 12)) + "}"},
+        "distinct unknown names": {P + "resources": ",".join(f"k{i}=1" for i in range(n // 7))},
+        "brackets at the depth limit": {P + "resources": '{"cpu": [' + "[[[[[[]]]]]]," * (n // 13) + "[]]}"},
+        "quoted brackets": {P + "resources": '{"cpu": "' + "[{" * (n // 2 - 8) + '"}'},
         "accelerator name": {P + "accelerator": "A" * n},
+        "accelerator device string": {P + "accelerator": "a" * 63 + ":" + "b" * (n - 64)},
         "shared memory zeros": {P + "shared-memory": "0" * n + "1Gi"},
         "every annotation at once": {
             P + "resources": "cpu=" + "0" * n + "x",
@@ -54,6 +59,19 @@ def _pod(annotations: dict[str, Any]) -> dict[str, Any]:
     return {
         "metadata": {"name": "p", "annotations": annotations},
         "spec": {"containers": [{"name": "main", "image": "x"}]},
+    }
+
+
+def large_pod(size: int = 3 * 1024 * 1024) -> dict[str, Any]:
+    """A pod of about `size` bytes of JSON that the plan must read whole: tolerations, a GPU and an accelerator."""
+    toleration = {"key": "example.com/k", "operator": "Equal", "value": "v" * 40, "effect": "NoSchedule"}
+    count = size // 110
+    return {
+        "metadata": {"name": "p", "annotations": {P + "resources": "cpu=1,gpu=1", P + "accelerator": "A100"}},
+        "spec": {
+            "containers": [{"name": "main", "image": "x"}],
+            "tolerations": [{**toleration, "key": f"example.com/k{i}"} for i in range(count)],
+        },
     }
 
 
@@ -76,6 +94,9 @@ def measure(scale: float = 1.0) -> list[tuple[str, float, str]]:
         pod = _pod(values)
         seconds, answer = _timed(lambda pod=pod: plan_mutation(pod, config))  # type: ignore[misc]
         results.append((name, seconds, answer))
+    big = large_pod(int(3 * 1024 * 1024 * min(scale, 1)))
+    seconds, answer = _timed(lambda: (plan_inputs(big, P), plan_mutation(big, config)))
+    results.append(("3 MiB pod (plan_inputs + plan_mutation)", seconds, answer))
     return results
 
 

@@ -198,7 +198,7 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
     gpu_key = given.get(GPU_RESOURCE_KEY)
     if gpu_key is not None:
         gpu_key = gpu_key.strip()
-        if not _RESOURCE_NAME.match(gpu_key) or len(gpu_key) > 253:
+        if len(gpu_key) > 253 or not _RESOURCE_NAME.match(gpu_key):
             raise InvalidAnnotation(
                 prefix + GPU_RESOURCE_KEY,
                 given[GPU_RESOURCE_KEY],
@@ -207,7 +207,7 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
     container = given.get(CONTAINER)
     if container is not None:
         container = container.strip()
-        if not _CONTAINER_NAME.match(container) or len(container) > 63:
+        if len(container) > 63 or not _CONTAINER_NAME.match(container):
             raise InvalidAnnotation(prefix + CONTAINER, given[CONTAINER], "not a valid container name")
 
     return ResourceRequest(

@@ -8,6 +8,7 @@ managedFields and env is several KB; kopf's generic patch path deep-copies and d
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -95,13 +96,13 @@ def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
     Two pods with equal inputs get equal ops, warnings and outcome (a map task's pods differ only in names,
     env and args, which the plan never reads), so a server may reuse one plan's answer for the other. Present
     and absent keys stay distinct, and dict order is kept, so equal inputs mean equal ops to the letter. A pod
-    whose inputs are malformed is keyed by its problem, which alone decides its answer. The key is a digest
-    (BLAKE2b) so that it stays 32 bytes however large the pod.
+    whose inputs are malformed is keyed by its problem, which alone decides its answer. The key is a SHA-256
+    digest so that it stays 32 bytes however large the pod.
     """
     found = _read_inputs(pod, prefix)
     if found is None:
         return None
-    digest = hashlib.blake2b(digest_size=32)
+    digest = hashlib.sha256()  # hardware-accelerated on most CPUs: ~2 ms for 3 MiB, where BLAKE2b takes ~6
     if isinstance(found, str):
         digest.update(b"problem\0" + found.encode("utf-8", "surrogatepass"))
     else:
@@ -166,6 +167,11 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
     steps: list[Step] = []
     current: Mapping[str, Any] = pod
     target: str | None = None
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if request.container or FLYTE_PRIMARY_CONTAINER_ANNOTATION in annotations:
+        # Flyte fails every task whose primary container is missing, whatever the task asks for; so do we, also
+        # when only the accelerator (which needs no container) is asked for.
+        _target_container(pod, request)
 
     def run(names: list[str], action: Callable[[Mapping[str, Any]], Result]) -> None:
         nonlocal current
@@ -336,7 +342,9 @@ def _diff(old: Any, new: Any, path: str, ops: list[JsonPatchOp]) -> None:
             elif before != value or type(before) is not type(value):
                 ops.append({"op": "replace", "path": child, "value": value})
     elif isinstance(old, list) and isinstance(new, list) and len(new) >= len(old):
-        for index, (before, after) in enumerate(zip(old, new, strict=False)):
+        # Items appended to a long list (tolerations) leave the old ones shared: check that at C speed first.
+        shared = all(map(operator.is_, old, new))
+        for index, (before, after) in enumerate(() if shared else zip(old, new, strict=False)):
             if before is not after:
                 _diff(before, after, f"{path}/{index}", ops)
         for index in range(len(old), len(new)):
