@@ -142,6 +142,8 @@ def test_non_string_values_of_other_annotations_are_not_ours():
         ({"containers": "main"}, "spec.containers: expected a list, got a string"),
         ({"containers": ["main"]}, "spec.containers[0]: expected an object, got a string"),
         ({"containers": [{"name": ["main"]}]}, "spec.containers[0].name: expected a string"),
+        ({"containers": [{"name": "m" * 64}]}, "spec.containers[0].name: 'mmm"),  # copied into the summary
+        ({"containers": [{"name": "Main"}]}, "is not a container name"),
         ({"containers": [{"name": "main", "resources": "big"}]}, "spec.containers[0].resources: expected an object"),
         ({"containers": [{"name": "main", "resources": {"limits": []}}]}, "resources.limits: expected an object"),
         ({"containers": [{"name": "main", "resources": {"limits": {"cpu": "abc"}}}]}, "limits.cpu: 'abc' is not"),

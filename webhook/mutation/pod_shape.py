@@ -10,10 +10,11 @@ thousands of tolerations).
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from typing import Any
 
-from webhook.engine.excerpt import bounded, excerpt
+from webhook.engine.excerpt import bounded, excerpt, shown
 from webhook.engine.quantity import InvalidQuantity, parse_quantity
 
 
@@ -92,11 +93,21 @@ def _container(container: Mapping[str, Any], path: str) -> str | None:
     name = container.get("name")
     if name is not None and not isinstance(name, str):
         return _wrong(f"{path}.name", name, "a string")
+    if name is not None and not _is_dns_label(name):
+        # The name is copied into the `applied` summary: only a real container name may be.
+        return f"pod field {path}.name: {shown(name)} is not a container name (a DNS label of at most 63 characters)"
     resources, problem = _object(container, "resources", path)
     for side in ("requests", "limits"):
         if problem is None:
             problem = _quantities(resources, side, f"{path}.resources")
     return problem or _each(container, "volumeMounts", path, None)
+
+
+_DNS_LABEL_CHARS = frozenset(string.ascii_lowercase + string.digits + "-")
+
+
+def _is_dns_label(text: str) -> bool:
+    return 0 < len(text) <= 63 and text[0] != "-" and text[-1] != "-" and set(text) <= _DNS_LABEL_CHARS
 
 
 def _quantities(parent: Mapping[str, Any], key: str, path: str) -> str | None:
