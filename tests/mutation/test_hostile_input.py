@@ -294,3 +294,16 @@ def test_any_text_annotation_gives_a_plan_or_a_denial(values, ignore):
         assert all(len(str(op.get("value"))) < 2 * MAX_VALUE_BYTES for op in plan.ops)
     assert original == before
     assert plan_inputs(original, P) is not None
+
+
+def test_the_readme_states_the_bounds():
+    from pathlib import Path
+
+    from webhook.engine.excerpt import SHOWN_CHARS
+    from webhook.engine.quantity import MAX_QUANTITY_LENGTH
+
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
+    assert f"above {MAX_VALUE_BYTES // 1024} KiB (UTF-8) is refused unread" in readme
+    assert f"a quantity longer than {MAX_QUANTITY_LENGTH} characters" in readme
+    assert f"nested deeper than {MAX_JSON_DEPTH} levels" in readme
+    assert f"their first {SHOWN_CHARS} characters" in readme
