@@ -9,10 +9,15 @@ where they are missing there, the objects of those kinds are left out of the dry
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import secrets
 import subprocess
+import time
 import warnings
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +25,7 @@ import pytest
 import yaml
 
 from hack import manifests
+from webhook.operator import certs
 
 from .controlplane import Cluster
 
@@ -278,3 +284,197 @@ def test_helm_install_upgrade_uninstall(cluster: Cluster) -> None:
     assert uninstalled.returncode == 0, uninstalled.stderr
     gone = cluster.kubectl("get", "mutatingwebhookconfiguration", f"{release}-flyte-resources-webhook")
     assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+
+# ------------------------------------------------------------------ the ServiceAccount's rights, as that account
+
+LEAST_PRIVILEGE_KINDS = {
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+SECRETS_RULE = {
+    "apiGroups": [""],
+    "apiVersions": ["v1"],
+    "operations": ["CREATE", "UPDATE"],
+    "resources": ["secrets"],
+    "scope": "*",
+}
+
+
+# Denied by the policy's metadata clause; a dry run is admitted like the real thing and changes nothing.
+PROBE_EDIT = [{"op": "add", "path": "/metadata/labels/e2e.flyte.org~1probe", "value": "x"}]
+
+
+def _wait_for_edit_policy(cluster: Cluster, name: str, user: str) -> None:
+    """The policy takes effect once the API server's informer has it; until then every edit passes unchecked."""
+
+    def in_effect() -> bool:
+        result = cluster.kubectl(
+            "patch",
+            "mutatingwebhookconfiguration",
+            name,
+            "--type=json",
+            "-p",
+            json.dumps(PROBE_EDIT),
+            f"--as={user}",
+            "--dry-run=server",
+        )
+        return result.returncode != 0
+
+    _eventually(in_effect, "the edit policy to take effect")
+
+
+def _eventually(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def installed_rbac_and_policy(cluster: Cluster) -> Iterator[dict[str, str]]:
+    """The chart's RBAC, webhook configuration (inert) and edit policy applied for a release of its own."""
+    release = f"frw-sa-{secrets.token_hex(3)}"
+    namespace = release
+    cluster.ensure_namespace(namespace)
+    values_file = cluster.run_dir / f"values-{release}.yaml"
+    values_file.write_text(yaml.safe_dump(INERT_VALUES))
+    docs = [
+        d
+        for d in docs_of(render(cluster, namespace=namespace, values_file=values_file, release=release))
+        if d["kind"] in LEAST_PRIVILEGE_KINDS and "helm.sh/hook" not in (d["metadata"].get("annotations") or {})
+    ]
+    assert {d["kind"] for d in docs} == LEAST_PRIVILEGE_KINDS
+    for doc in docs:
+        cluster.apply(doc)
+    fullname = f"{release}-flyte-resources-webhook"
+    try:
+        yield {
+            "name": fullname,
+            "namespace": namespace,
+            "user": f"system:serviceaccount:{namespace}:{fullname}",
+        }
+    finally:
+        cluster.kubectl(
+            "delete",
+            "-f",
+            "-",
+            "--ignore-not-found",
+            "--wait=false",
+            input=json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "List",
+                    "items": docs,
+                }
+            ),
+        )
+
+
+def test_service_account_may_change_only_ca_bundle(cluster: Cluster, installed_rbac_and_policy: dict[str, str]) -> None:
+    """A stolen token cannot widen the webhook (the finding: rules patched to receive every Secret)."""
+    name, user = installed_rbac_and_policy["name"], installed_rbac_and_policy["user"]
+
+    def patch(ops: list[dict[str, Any]], *, as_user: str | None = user, dry_run: bool = False) -> Any:
+        return cluster.kubectl(
+            "patch",
+            "mutatingwebhookconfiguration",
+            name,
+            "--type=json",
+            "-p",
+            json.dumps(ops),
+            *([f"--as={as_user}"] if as_user else []),
+            *(["--dry-run=server"] if dry_run else []),
+        )
+
+    widen = [{"op": "add", "path": "/webhooks/0/rules/-", "value": SECRETS_RULE}]
+    _wait_for_edit_policy(cluster, name, user)
+
+    refused = {
+        "rules": widen,
+        "namespaceSelector": [{"op": "replace", "path": "/webhooks/0/namespaceSelector", "value": {}}],
+        "objectSelector": [{"op": "remove", "path": "/webhooks/0/objectSelector"}],
+        "matchConditions": [{"op": "remove", "path": "/webhooks/0/matchConditions"}],
+        "failurePolicy": [{"op": "replace", "path": "/webhooks/0/failurePolicy", "value": "Fail"}],
+        "service": [{"op": "replace", "path": "/webhooks/0/clientConfig/service/name", "value": "evil"}],
+        "url": [
+            {"op": "remove", "path": "/webhooks/0/clientConfig/service"},
+            {"op": "add", "path": "/webhooks/0/clientConfig/url", "value": "https://evil.example.com/x"},
+        ],
+        "extra webhook": [
+            {"op": "copy", "from": "/webhooks/0", "path": "/webhooks/-"},
+            {"op": "replace", "path": "/webhooks/1/name", "value": "second.flyte.org"},
+        ],
+        "labels": [{"op": "add", "path": "/metadata/labels/evil", "value": "yes"}],
+    }
+    for what, ops in refused.items():
+        result = patch(ops)
+        assert result.returncode != 0, f"the ServiceAccount changed {what}"
+        assert "may change only caBundle" in result.stderr, f"{what}: {result.stderr}"
+    mwc = json.loads(cluster.kubectl("get", "mutatingwebhookconfiguration", name, "-o", "json").stdout)
+    assert mwc["webhooks"][0]["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+
+    ca = base64.b64encode(certs.generate_ca()[0]).decode()
+    allowed = patch([{"op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": ca}])
+    assert allowed.returncode == 0, allowed.stderr
+    # The policy binds the ServiceAccount only: a cluster admin still edits the configuration.
+    assert patch(widen, as_user=None, dry_run=True).returncode == 0
+
+    # RBAC: no verb beyond the ones the code uses.
+    replace = cluster.kubectl("replace", "-f", "-", f"--as={user}", input=json.dumps(mwc))
+    assert replace.returncode != 0 and "forbidden" in replace.stderr.lower(), replace.stderr
+    other = cluster.kubectl("get", "mutatingwebhookconfiguration", RELEASE, f"--as={user}")
+    assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+
+
+def test_self_managed_code_works_with_exactly_the_charts_rights(
+    cluster: Cluster, installed_rbac_and_policy: dict[str, str], tmp_path: Path
+) -> None:
+    """The real certificate code, as the ServiceAccount, under the chart's RBAC and edit policy: creates the
+    Secret, sets caBundle (a JSON patch with a resourceVersion test op), renews, and adopts a recreated Secret."""
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    from webhook.operator.selfmanaged import SelfManagedSettings, ensure_certificates
+
+    name, namespace, user = (installed_rbac_and_policy[k] for k in ("name", "namespace", "user"))
+    as_sa = k8s_config.new_client_from_config(config_file=str(cluster.kubeconfig), persist_config=False)
+    as_sa.set_default_header("Impersonate-User", user)
+    admin = k8s.CoreV1Api(cluster.api_client())
+    _wait_for_edit_policy(cluster, name, user)
+
+    def settings(directory: str, **kw: Any) -> SelfManagedSettings:
+        return SelfManagedSettings(
+            secret_name=f"{name}-tls",
+            namespace=namespace,
+            webhook_config_name=name,
+            service_name=name,
+            cert_dir=tmp_path / directory,
+            api_client=as_sa,
+            **kw,
+        )
+
+    first = asyncio.run(ensure_certificates(settings("a", validity=timedelta(days=3), renew_before=timedelta(days=1))))
+    renewed = asyncio.run(ensure_certificates(settings("b")))  # 30 days ahead: renews via update
+    assert renewed.ca_pem == first.ca_pem and renewed.cert_pem != first.cert_pem
+    admin.delete_namespaced_secret(f"{name}-tls", namespace)
+    recreated = asyncio.run(ensure_certificates(settings("b")))
+    assert recreated.ca_pem != first.ca_pem
+    mwc = k8s.AdmissionregistrationV1Api(cluster.api_client()).read_mutating_webhook_configuration(name)
+    bundle = base64.b64decode(mwc.webhooks[0].client_config.ca_bundle)
+    assert certs.split_pem_certs(bundle) == [recreated.ca_pem, first.ca_pem]
+    as_sa.close()

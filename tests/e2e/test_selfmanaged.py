@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.operator import certs, devmode
+from webhook.operator import certs, devmode, selfmanaged
 from webhook.operator.selfmanaged import (
     SelfManagedSettings,
     ensure_certificates,
@@ -212,7 +212,86 @@ def test_ca_bundle_is_restored_when_it_drifts(
         _content_type="application/json-patch+json",
     )
     asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
-    assert _ca_bundles(admission, mwc) == [bundle.ca_pem, bundle.ca_pem]
+    # Our CA is back on every entry; the other CA, still valid, stays trusted (the bundle is a union).
+    assert _ca_bundles(admission, mwc) == [bundle.ca_pem + stranger] * 2
+
+
+def _trusted_by_every_entry(admission: k8s.AdmissionregistrationV1Api, name: str, cert_file: Path) -> bool:
+    return all(
+        certs.ServedCertificate(cert_file=cert_file, trusted=bundle).problem() is None
+        for bundle in _ca_bundles(admission, name)
+    )
+
+
+def test_deleted_secret_keeps_a_second_replica_trusted(
+    api_client: Any, core_v1: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    """Replica b recreates a deleted Secret with a new CA while replica a still serves its certificate from the
+    old CA: a stays trusted until its own loop adopts the new Secret, and then serves the new CA's certificate."""
+    a = _settings(api_client, namespace, mwc, tmp_path / "a", check_interval=0.2, retry_interval=0.1)
+    b = _settings(api_client, namespace, mwc, tmp_path / "b")
+
+    async def scenario() -> None:
+        old = await ensure_certificates(a)
+        await ensure_certificates(b)
+        await asyncio.to_thread(core_v1.delete_namespaced_secret, "frw-certs", namespace)
+
+        new = await ensure_certificates(b)
+        assert new.ca_pem != old.ca_pem
+        assert (a.cert_dir / "tls.crt").read_bytes() == old.cert_pem  # a has not looked yet
+        assert _ca_bundles(admission, mwc) == [new.ca_pem + old.ca_pem] * 2
+        assert _trusted_by_every_entry(admission, mwc, a.cert_dir / "tls.crt")
+        assert _trusted_by_every_entry(admission, mwc, b.cert_dir / "tls.crt")
+
+        stop = asyncio.Event()
+        loop = asyncio.create_task(rotate_forever(a, stop))
+        try:
+            await _eventually(
+                lambda: (a.cert_dir / "tls.crt").read_bytes() == new.cert_pem, "replica a to adopt the new Secret"
+            )
+        finally:
+            stop.set()
+            await asyncio.wait_for(loop, timeout=10)
+        assert _trusted_by_every_entry(admission, mwc, a.cert_dir / "tls.crt")
+        assert _ca_bundles(admission, mwc) == [new.ca_pem + old.ca_pem] * 2
+
+    asyncio.run(scenario())
+
+
+def test_patch_refuses_to_clobber_a_bundle_changed_under_it(
+    api_client: Any,
+    admission: k8s.AdmissionregistrationV1Api,
+    namespace: str,
+    mwc: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer sets caBundle between our GET and PATCH: the real API server refuses our patch (its
+    resourceVersion test fails), we re-read, and the result keeps both CAs."""
+    theirs = certs.generate_ca()[0]
+    patches: list[int] = []
+
+    class RacingAdmission(k8s.AdmissionregistrationV1Api):  # type: ignore[misc]
+        def patch_mutating_webhook_configuration(self, name: str, body: Any, **kw: Any) -> Any:
+            patches.append(len(patches))
+            if len(patches) == 1:
+                admission.patch_mutating_webhook_configuration(
+                    name,
+                    [
+                        {
+                            "op": "add",
+                            "path": "/webhooks/0/clientConfig/caBundle",
+                            "value": base64.b64encode(theirs).decode(),
+                        }
+                    ],
+                    _content_type="application/json-patch+json",
+                )
+            return super().patch_mutating_webhook_configuration(name, body, **kw)
+
+    monkeypatch.setattr(selfmanaged, "_admission_api", lambda s: RacingAdmission(s.api_client))
+    bundle = asyncio.run(ensure_certificates(_settings(api_client, namespace, mwc, tmp_path)))
+    assert len(patches) == 2, "the first patch should have been refused"
+    assert _ca_bundles(admission, mwc) == [bundle.ca_pem + theirs] * 2
 
 
 def test_loop_patches_a_late_webhook_configuration_and_follows_other_replicas(
