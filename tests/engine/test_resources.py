@@ -20,10 +20,10 @@ from webhook.engine import (
     pod_spec_from_resources,
 )
 from webhook.engine.accelerators import A100, L4, T4, GPUAccelerator
+from webhook.engine.pod import idl_resources_to_k8s
 from webhook.engine.resources import (
     PRIMARY_CONTAINER_DEFAULT_NAME,
     MissingField,
-    idl_resources_to_k8s,
     resources_to_k8s,
 )
 

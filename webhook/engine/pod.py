@@ -1,14 +1,30 @@
-"""Flyte's pod semantics (flyteplugins v1.16.8, `flytek8s`) as pure functions over a pod dict.
+"""Flyte's backend semantics: what flyteplugins (`flytek8s`, v1.16.8 and the v2 `main` device classes) does to
+a pod, as pure functions over a pod dict.
+
+This is the backend side of the engine; it takes the accelerator model (`webhook.engine.accelerators`) and
+plain Kubernetes resource maps, never the SDK forms (flytekit's `Resources`, Flyte 2's `Device`).
 
 Each `apply_*` function takes a pod as the API server sends it (a plain dict) and returns a new pod plus short
 notes describing every adjustment. The input is never modified: changed branches are copied, the rest shared.
 Applying a function to its own output changes nothing, so a re-invoked webhook adds no duplicates (Flyte v1
 itself duplicates requirements and tolerations when applied twice).
 
-Deliberate differences from Flyte v1, each for a pod Kubernetes accepts and schedules as the user meant:
-zero quantities are dropped rather than written as "0"; GPU requests always equal limits; a requirement on a
-label this function manages replaces the old one instead of AND-ing an impossible pair; a `/dev/shm` volume and
-mount identical to the one we would add count as already applied.
+Deliberate differences from Flyte, each for a pod Kubernetes accepts and schedules as the user meant:
+
+* zero quantities are dropped rather than written as "0"; a zero in an override means "not overridden", as in
+  Flyte (which drops zero override entries);
+* GPU requests always equal limits;
+* a requirement on a label this function manages replaces the old one instead of AND-ing an impossible pair;
+* a `/dev/shm` volume and mount identical to the one we would add count as already applied, and our memory
+  volume of another size is resized (Flyte refuses any volume of that name);
+* only the target container, and only the aspects the annotations name, are touched (Flyte resolves every
+  container when it builds the pod);
+* a single value in the `resources` annotation sets request and limit (flytekit sends a request only, which
+  Flyte copies to a missing limit but not over one the pod template set);
+* the device class comes from the catalog when the IDL has none (a flytekit TPU is a `GOOGLE_TPU`), device names
+  are normalised under all their spellings (flytekit's `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100`
+  reach one label value), and `NVIDIA_GPU` counts under `gpu-resource-name` (Flyte 2 lets the class's
+  `nvidia.com/gpu` win).
 """
 
 from __future__ import annotations
@@ -18,16 +34,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from flyteidl.core import tasks_pb2
+
 from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.config import WebhookConfig
-from webhook.engine.quantity import InvalidQuantity, canonical_quantity, parse_quantity
+from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
+from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
 
 Pod = Mapping[str, Any]
 ResourceMap = dict[str, str]
 
-SHM_MOUNT_NAME = "flyte-shared-memory"
-SHM_MOUNT_PATH = "/dev/shm"
-GENERIC_GPU = "gpu"
+SHM_MOUNT_NAME = SHARED_MEMORY_MOUNT_NAME  # short names used throughout this module
+SHM_MOUNT_PATH = SHARED_MEMORY_MOUNT_PATH
+_FLYTE_PARSE_ERROR = "Failed to parse resource as a valid quantity."
 
 
 class PodSemanticsError(ValueError):
@@ -95,6 +114,35 @@ def effective_gpu_resource_name(
     return base
 
 
+# --- the IDL -------------------------------------------------------------------------------------------------
+
+
+def idl_resources_to_k8s(
+    resources: tasks_pb2.Resources, gpu_key: str = "nvidia.com/gpu"
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Flyte's ``ToK8sResourceList`` applied to requests and to limits.
+
+    Every entry is parsed (``"Failed to parse resource as a valid quantity.: <reason>"`` otherwise, also for
+    STORAGE/UNKNOWN entries and, stricter than Flyte, for negative values); zero quantities are dropped;
+    CPU/MEMORY/GPU/EPHEMERAL_STORAGE map to cpu/memory/``gpu_key``/ephemeral-storage (Flyte v1 always uses
+    ``nvidia.com/gpu``); STORAGE and UNKNOWN are ignored; a later duplicate wins; values are canonical.
+    """
+    return _to_k8s_list(resources.requests, gpu_key), _to_k8s_list(resources.limits, gpu_key)
+
+
+def _to_k8s_list(entries: Any, gpu_key: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for entry in entries:
+        try:
+            quantity = Quantity.parse(entry.value)
+        except InvalidQuantity as exc:
+            raise ValueError(f"{_FLYTE_PARSE_ERROR}: {exc.go_error or exc}") from None
+        name = IDL_TO_K8S.get(entry.name)
+        if name is not None and quantity.value != 0:
+            result[gpu_key if name == GENERIC_GPU else name] = str(quantity)
+    return result
+
+
 # --- resources ------------------------------------------------------------------------------------------------
 
 
@@ -145,6 +193,11 @@ def apply_container_resources(
     lim = _rename_gpu(current.get("limits") or {}, gpu_resource_name, "limit", notes)
     for side, given, target in (("request", requests, req), ("limit", limits, lim)):
         for key, value in _rename_gpu(given or {}, gpu_resource_name, side, []).items():
+            if not _nonzero(value):
+                # Flyte drops zero quantities from override resources (ToK8sResourceList), so a zero
+                # means "not overridden": the container keeps its own value.
+                notes.append(f"{key} {side} 0 ignored: a zero override leaves the container's value")
+                continue
             target[key] = value
 
     platform_requests = {

@@ -7,8 +7,9 @@ must be a non-negative Kubernetes quantity (no ``"abc"``, ``""``, ``-1``, ``"123
 be whole; those raise ``InvalidResource`` (a ``ValueError``) naming the field and the value, e.g.
 ``Resources.cpu: 'abc' is not a valid Kubernetes quantity: ...``.
 
-Additions for the webhook: ``Resources.from_mapping`` (annotation dicts), ``resources_to_k8s`` and
-``idl_resources_to_k8s`` (Flyte's ``ToK8sResourceList``).
+Additions for the webhook: ``Resources.from_mapping`` (annotation dicts) and ``resources_to_k8s``. This is the
+SDK side of the engine; what Flyte's backend does with the IDL (``ToK8sResourceList`` and the pod rules) is in
+``webhook.engine.pod``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from flyteidl.core import tasks_pb2
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from webhook.engine.accelerators import BaseAccelerator
-from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
+from webhook.engine.names import (
+    FIELD_TO_K8S,
+    PRIMARY_CONTAINER_DEFAULT_NAME,
+    RESOURCE_FIELDS,
+    SHARED_MEMORY_MOUNT_NAME,
+    SHARED_MEMORY_MOUNT_PATH,
+)
+from webhook.engine.quantity import InvalidQuantity, canonical_quantity, parse_quantity
 
 if TYPE_CHECKING:
     from kubernetes.client import V1PodSpec
@@ -36,20 +44,15 @@ __all__ = [
     "Resources",
     "construct_extended_resources",
     "convert_resources_to_resource_model",
-    "idl_resources_to_k8s",
     "pod_spec_from_resources",
     "resources_to_k8s",
 ]
-
-SHARED_MEMORY_MOUNT_NAME: Final = "flyte-shared-memory"
-SHARED_MEMORY_MOUNT_PATH: Final = "/dev/shm"
-PRIMARY_CONTAINER_DEFAULT_NAME: Final = "primary"
 
 Scalar: TypeAlias = str | int | float
 CpuValue: TypeAlias = str | int | float | list[Scalar] | tuple[Scalar, ...]
 OtherValue: TypeAlias = str | int | list[str | int] | tuple[str | int, ...]
 
-_FIELDS: Final = ("cpu", "mem", "gpu", "ephemeral_storage")
+_FIELDS: Final = RESOURCE_FIELDS
 _ALLOWED: Final[dict[str, tuple[type, ...]]] = {
     "cpu": (str, int, float),
     "mem": (str, int),
@@ -77,7 +80,6 @@ _IDL_NAMES: Final = (
     ("gpu", tasks_pb2.Resources.GPU),
     ("ephemeral_storage", tasks_pb2.Resources.EPHEMERAL_STORAGE),
 )
-_FLYTE_PARSE_ERROR: Final = "Failed to parse resource as a valid quantity."
 
 
 class InvalidResource(ValueError):
@@ -314,10 +316,14 @@ def construct_extended_resources(
     return tasks_pb2.ExtendedResources(**parts) if parts else None
 
 
+def _k8s_names(gpu_key: str) -> dict[str, str]:
+    return {**FIELD_TO_K8S, "gpu": gpu_key}
+
+
 def _k8s_map(resources: Resources | None, gpu_key: str) -> dict[str, str] | None:
     if resources is None:
         return None
-    names = {"cpu": "cpu", "mem": "memory", "gpu": gpu_key, "ephemeral_storage": "ephemeral-storage"}
+    names = _k8s_names(gpu_key)
     return {
         names[field]: str(_singular(getattr(resources, field)))
         for field in _FIELDS
@@ -361,41 +367,9 @@ def resources_to_k8s(spec: Resources, gpu_key: str = "gpu") -> dict[str, str]:
     """A Resources of single values as a Kubernetes resource list with canonical quantities:
     ``Resources(cpu=0.5, mem="1Gi")`` -> ``{"cpu": "500m", "memory": "1Gi"}``. Pairs raise ``ValueError``."""
     result: dict[str, str] = {}
-    names = {"cpu": "cpu", "mem": "memory", "gpu": gpu_key, "ephemeral_storage": "ephemeral-storage"}
+    names = _k8s_names(gpu_key)
     for field in _FIELDS:
         value = getattr(spec, field)
         if value is not None:
             result[names[field]] = canonical_quantity(_singular(value))  # type: ignore[arg-type]
-    return result
-
-
-def idl_resources_to_k8s(
-    resources: tasks_pb2.Resources, gpu_key: str = "nvidia.com/gpu"
-) -> tuple[dict[str, str], dict[str, str]]:
-    """Flyte's ``ToK8sResourceList`` applied to requests and to limits.
-
-    Every entry is parsed (``"Failed to parse resource as a valid quantity.: <reason>"`` otherwise, also for
-    STORAGE/UNKNOWN entries and, stricter than Flyte, for negative values); zero quantities are dropped;
-    CPU/MEMORY/GPU/EPHEMERAL_STORAGE map to cpu/memory/``gpu_key``/ephemeral-storage (Flyte always uses
-    ``nvidia.com/gpu``); STORAGE and UNKNOWN are ignored; a later duplicate wins; values are canonical.
-    """
-    return _to_k8s_list(resources.requests, gpu_key), _to_k8s_list(resources.limits, gpu_key)
-
-
-def _to_k8s_list(entries: Any, gpu_key: str) -> dict[str, str]:
-    names = {
-        tasks_pb2.Resources.CPU: "cpu",
-        tasks_pb2.Resources.MEMORY: "memory",
-        tasks_pb2.Resources.GPU: gpu_key,
-        tasks_pb2.Resources.EPHEMERAL_STORAGE: "ephemeral-storage",
-    }
-    result: dict[str, str] = {}
-    for entry in entries:
-        try:
-            quantity = Quantity.parse(entry.value)
-        except InvalidQuantity as exc:
-            raise ValueError(f"{_FLYTE_PARSE_ERROR}: {exc.go_error or exc}") from None
-        name = names.get(entry.name)
-        if name is not None and quantity.value != 0:
-            result[name] = str(quantity)
     return result

@@ -21,7 +21,9 @@ from google.protobuf.message import DecodeError
 
 from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
 from webhook.engine.excerpt import bounded, excerpt, shown, utf8_size
-from webhook.engine.pod import SHM_MOUNT_NAME, SHM_MOUNT_PATH
+from webhook.engine.names import FIELD_TO_K8S
+from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
+from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 from webhook.engine.resources import Resources
 
@@ -47,7 +49,7 @@ INPUT_KEYS = (
 )
 FLYTE_PRIMARY_CONTAINER_ANNOTATION = "primary_container_name"
 
-_K8S_NAMES = {"cpu": "cpu", "mem": "memory", "gpu": "gpu", "ephemeral_storage": "ephemeral-storage"}
+_K8S_NAMES = FIELD_TO_K8S
 _RESOURCE_NAME = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
