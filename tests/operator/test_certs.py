@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -439,3 +439,37 @@ def test_readyz_and_expiry_gauge_follow_the_served_certificate(tmp_path: Path, b
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def test_served_chain_through_an_intermediate_is_trusted_by_its_root(tmp_path: Path) -> None:
+    """cert-manager with an external issuer: tls.crt holds leaf + intermediate, ca.crt only the root."""
+    root_pem, root_key = certs.generate_ca(common_name="root")
+    root = _load(root_pem)
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    inter = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "intermediate")]))
+        .issuer_name(root.subject)
+        .public_key(inter_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - DAY)
+        .not_valid_after(now + 30 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(serialization.load_pem_private_key(root_key, None), hashes.SHA256())  # type: ignore[arg-type]
+    )
+    inter_pem = inter.public_bytes(serialization.Encoding.PEM)
+    inter_key_pem = inter_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    leaf_pem, _ = certs.issue_serving_cert(ca_cert_pem=inter_pem, ca_key_pem=inter_key_pem, dns_names=["svc"])
+    (tmp_path / "tls.crt").write_bytes(leaf_pem + inter_pem)
+    served = certs.ServedCertificate(cert_file=tmp_path / "tls.crt", trusted=root_pem)
+    assert served.problem() is None
+    served.trusted = inter_pem  # trusting the intermediate itself is enough too
+    assert served.problem() is None
+    served.trusted = _ca()
+    assert "not signed" in (served.problem() or "")
+    (tmp_path / "tls.crt").write_bytes(leaf_pem)  # the intermediate not served: the root alone cannot vouch
+    served.trusted = root_pem
+    assert "not signed" in (served.problem() or "")

@@ -333,17 +333,30 @@ def merge_ca_bundles(*bundles: bytes | None, now: datetime, limit: int) -> bytes
     return b"".join(merged[:limit])
 
 
-def _issued_by_one_of(cert: x509.Certificate, bundle: bytes) -> bool:
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
-        cas = x509.load_pem_x509_certificates(bundle)
+        cert.verify_directly_issued_by(issuer)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def _chains_to(chain: list[x509.Certificate], bundle: bytes) -> bool:
+    """True when the leaf (`chain[0]`), through the intermediates served after it, is issued by a CA in
+    `bundle` (or one of the served certificates is itself in `bundle`)."""
+    try:
+        trusted = x509.load_pem_x509_certificates(bundle)
     except ValueError:
         return False
-    for ca in cas:
-        try:
-            cert.verify_directly_issued_by(ca)
-        except (InvalidSignature, ValueError, TypeError):
-            continue
-        return True
+    current, rest = chain[0], chain[1:]
+    for _ in range(len(chain)):
+        if current in trusted or any(_issued_by(current, ca) for ca in trusted):
+            return True
+        parent = next((c for c in rest if _issued_by(current, c)), None)
+        if parent is None:
+            return False
+        rest.remove(parent)
+        current = parent
     return False
 
 
@@ -360,23 +373,25 @@ class ServedCertificate:
     ca_file: Path | None = None
     trusted: bytes | None = None
 
-    def _read(self) -> x509.Certificate | None:
+    def _read(self) -> list[x509.Certificate]:
+        """The served chain, leaf first; empty when the file cannot be read."""
         try:
-            return x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+            return x509.load_pem_x509_certificates(self.cert_file.read_bytes())
         except (OSError, ValueError):
-            return None
+            return []
 
     def expiry_timestamp(self) -> float:
         """Seconds since the epoch when the served certificate expires; NaN while it cannot be read."""
-        cert = self._read()
-        return cert.not_valid_after_utc.timestamp() if cert is not None else float("nan")
+        chain = self._read()
+        return chain[0].not_valid_after_utc.timestamp() if chain else float("nan")
 
     def problem(self, now: datetime | None = None) -> str | None:
         """Why clients cannot use the served certificate now, or None."""
         now = now or _now()
-        cert = self._read()
-        if cert is None:
+        chain = self._read()
+        if not chain:
             return f"no readable serving certificate at {self.cert_file}"
+        cert = chain[0]
         if cert.not_valid_after_utc <= now:
             return f"the serving certificate expired at {cert.not_valid_after_utc.isoformat()}"
         if cert.not_valid_before_utc > now:
@@ -387,7 +402,7 @@ class ServedCertificate:
                 trusted = self.ca_file.read_bytes()
             except OSError:
                 trusted = None
-        if trusted is not None and not _issued_by_one_of(cert, trusted):
+        if trusted is not None and not _chains_to(chain, trusted):
             return "the serving certificate is not signed by any CA in the webhook's caBundle"
         return None
 
