@@ -577,6 +577,29 @@ async def test_missing_configuration_means_no_known_bundle(cluster: FakeCluster,
     assert served.trusted is None and served.problem() is None
 
 
+@run_async
+async def test_readiness_sees_a_lost_ca_the_replica_cannot_restore(cluster: FakeCluster, tmp_path: Path) -> None:
+    """Someone replaced caBundle and our patch is forbidden: the served certificate is reported untrusted."""
+    cluster.add_mwc("frw", ["a.resources.flyte.org", "b.resources.flyte.org"])
+    served = certs.ServedCertificate(tmp_path / "tls.crt")
+    settings = _settings(tmp_path, served=served)
+    bundle = await ensure_certificates(settings)
+    assert served.trusted == bundle.ca_pem and served.problem() is None
+
+    stranger = certs.generate_ca()[0]
+    # One entry still trusts us, the other does not: a call may go to either.
+    cluster.mwcs["frw"]["webhooks"][1]["clientConfig"]["caBundle"] = base64.b64encode(stranger).decode()
+    cluster.forbid.add("patch mwc")
+    outcome = await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+    assert outcome.webhook is selfmanaged._WebhookState.FAILED
+    assert served.trusted == b""
+    assert "not signed by any CA in the webhook's caBundle" in (served.problem() or "")
+
+    cluster.forbid.clear()
+    await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+    assert served.problem() is None and served.trusted == bundle.ca_pem + stranger
+
+
 def test_default_check_interval_is_short(tmp_path: Path) -> None:
     assert _settings(tmp_path).check_interval == selfmanaged.DEFAULT_CHECK_INTERVAL <= 60
 

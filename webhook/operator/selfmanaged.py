@@ -463,6 +463,10 @@ def _sync_ca_bundle(
 
         webhooks = mwc.webhooks or []
         current = [_decode(w.client_config.ca_bundle if w.client_config else None) for w in webhooks]
+        if s.served is not None:
+            # What the apiserver trusts right now, in case the patch below fails: readiness must not rely on a
+            # bundle we only meant to write.
+            s.served.trusted = _trusted_by_all(current)
         wanted = certs.merge_ca_bundles(trust, local_ca, *current, now=datetime.now(UTC), limit=_MAX_TRUSTED_CAS)
         # Conditional on everything read: when another writer changed the configuration since the GET (another
         # replica's caBundle, a reordered list), the test op fails and the union is computed again.
@@ -498,6 +502,18 @@ def _sync_ca_bundle(
         )
         return _WebhookState.TRUSTED, wanted
     raise SelfManagedError(f"MutatingWebhookConfiguration {name} kept changing while we patched its caBundle")
+
+
+def _trusted_by_all(bundles: list[bytes]) -> bytes | None:
+    """The CAs every webhook entry trusts (a call may go to any entry); None when there are no entries."""
+    if not bundles:
+        return None
+    try:
+        per_entry = [certs.split_pem_certs(b) if b else [] for b in bundles]
+    except CertificateError:
+        return b""
+    common = [c for c in per_entry[0] if all(c in other for other in per_entry[1:])]
+    return b"".join(common)
 
 
 def _read_files(cert_dir: Path) -> tuple[bytes, bytes, bytes] | None:
