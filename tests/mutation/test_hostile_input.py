@@ -307,3 +307,64 @@ def test_the_readme_states_the_bounds():
     assert f"a quantity longer than {MAX_QUANTITY_LENGTH} characters" in readme
     assert f"nested deeper than {MAX_JSON_DEPTH} levels" in readme
     assert f"their first {SHOWN_CHARS} characters" in readme
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+def _or_junk(valid: Any) -> st.SearchStrategy[Any]:
+    """`valid` two times in three, so that most pods reach the engine with one or two odd fields."""
+    return st.one_of(st.just(valid), st.just(valid), _JSON)
+
+
+_EXPRESSION = {"key": "example.com/zone", "operator": "In", "values": ["a"]}
+_SPECS = st.fixed_dictionaries(
+    {
+        "containers": _or_junk(None).flatmap(
+            lambda junk: (
+                st.just(junk)
+                if junk is not None
+                else st.lists(
+                    st.fixed_dictionaries(
+                        {
+                            "name": _or_junk("main"),
+                            "resources": _or_junk({"limits": {"cpu": "1", "nvidia.com/gpu": "1"}}),
+                            "volumeMounts": _or_junk([{"name": "flyte-shared-memory", "mountPath": "/dev/shm"}]),
+                        }
+                    ),
+                    min_size=1,
+                    max_size=2,
+                )
+            )
+        ),
+        "volumes": _or_junk([{"name": "flyte-shared-memory", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]),
+        "tolerations": _or_junk([{"key": "k", "operator": "Exists"}]),
+        "nodeSelector": _or_junk({"a": "b"}),
+        "affinity": _or_junk(
+            {"nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [_EXPRESSION]}]}}}
+        ),
+    }
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=_SPECS, primary=_or_junk("main"))
+def test_any_pod_shape_gives_a_plan_or_a_denial(spec, primary):
+    annotations = {
+        P + "resources": "cpu=1,gpu=1",
+        P + "accelerator": "A100.partition_1g_5gb",
+        P + "shared-memory": "1Gi",
+        "primary_container_name": primary,
+    }
+    original = {"metadata": {"annotations": annotations}, "spec": spec}
+    before = copy.deepcopy(original)
+    try:
+        plan_mutation(original, CONFIG)
+    except Denied as exc:
+        assert len(exc.message.encode("utf-8", "surrogatepass")) <= MESSAGE_LIMIT
+    assert original == before
+    assert plan_inputs(original, P) is not None
