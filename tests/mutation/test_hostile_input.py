@@ -117,7 +117,7 @@ def test_brackets_inside_strings_do_not_count():
     assert "not a valid Kubernetes quantity" in message
 
 
-def test_integers_too_long_for_python_are_denied():
+def test_long_json_integers_are_denied():
     message = denial({P + "resources": '{"cpu": ' + "1" * 4090 + "}"})
     assert f"{P}resources" in message
 

@@ -261,8 +261,6 @@ def _json_object(annotation: str, text: str) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidAnnotation(annotation, text, f"invalid JSON: {exc.msg} at position {exc.pos}") from None
-    except ValueError as exc:  # e.g. an integer of more digits than Python converts
-        raise InvalidAnnotation(annotation, text, f"invalid JSON: {_reason(exc)}") from None
     if not isinstance(data, dict):
         raise InvalidAnnotation(annotation, text, 'expected a JSON object like {"cpu": "1"}')
     return {k: v for k, v in data.items() if v is not None}
