@@ -148,6 +148,7 @@ def test_non_string_values_of_other_annotations_are_not_ours():
         ({"containers": [{"name": "main", "resources": {"limits": []}}]}, "resources.limits: expected an object"),
         ({"containers": [{"name": "main", "resources": {"limits": {"cpu": "abc"}}}]}, "limits.cpu: 'abc' is not"),
         ({"containers": [{"name": "main", "resources": {"limits": {"cpu": {}}}}]}, "expected a quantity"),
+        ({"containers": [{"name": "main", "resources": {"requests": {"x" * 400: "1"}}}]}, "not a resource name"),
         ({"containers": [{"name": "main", "volumeMounts": {}}]}, "spec.containers[0].volumeMounts: expected a list"),
         ({"volumes": [{"name": "v", "emptyDir": "x"}]}, "spec.volumes[0].emptyDir: expected an object"),
         ({"volumes": [{"name": "v", "emptyDir": {"sizeLimit": "0" * 100}}]}, "longer than 64 characters"),

@@ -110,11 +110,17 @@ def _is_dns_label(text: str) -> bool:
     return 0 < len(text) <= 63 and text[0] != "-" and text[-1] != "-" and set(text) <= _DNS_LABEL_CHARS
 
 
+_MAX_RESOURCE_NAME = 253 + 1 + 63  # a qualified name: DNS subdomain prefix, "/", name
+
+
 def _quantities(parent: Mapping[str, Any], key: str, path: str) -> str | None:
     values, problem = _object(parent, key, path)
     if problem is None:
         for name, value in values.items():
-            problem = _quantity(value, f"{path}.{key}.{excerpt(str(name))}")
+            if len(name) > _MAX_RESOURCE_NAME:  # the names are copied into the `applied` summary
+                problem = f"pod field {path}.{key}: {shown(name)} is not a resource name (too long)"
+            else:
+                problem = _quantity(value, f"{path}.{key}.{name}")
             if problem:
                 break
     return problem
