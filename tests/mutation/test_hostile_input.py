@@ -221,6 +221,7 @@ def test_a_long_accelerator_name_gives_a_short_message(name):
     message = denial({P + "accelerator": name})
     assert f"{P}accelerator" in message
     assert "bytes)" in message
+    assert name[:100] not in message, "the name is shown abbreviated, also where the reason quotes it"
 
 
 def test_a_long_unknown_annotation_name_gives_a_short_message():

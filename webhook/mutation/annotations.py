@@ -20,7 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
-from webhook.engine.excerpt import bounded, excerpt, shown, utf8_size
+from webhook.engine.excerpt import SHOWN_CHARS, bounded, excerpt, shown, utf8_size
 from webhook.engine.names import FIELD_TO_K8S
 from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
@@ -73,6 +73,9 @@ class InvalidAnnotation(ValueError):
     def __init__(self, annotation: str, value: str, reason: str, *, show_value: bool = True) -> None:
         self.annotation = annotation
         self.value = value
+        if len(value) > SHOWN_CHARS:  # the engine's reasons quote what they were given: abbreviate it there too
+            for whole in {value, value.strip()}:
+                reason = reason.replace(repr(whole), shown(whole)).replace(whole, excerpt(whole))
         self.reason = reason
         name = excerpt(annotation, _NAME_SHOWN)
         where = f"annotation {name}={shown(value)}" if show_value else f"annotation {name}"
