@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import secrets
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -372,3 +380,213 @@ def test_dev_webhook_registration_is_accepted_and_replaced(
     with pytest.raises(ApiException) as gone:
         admission.read_mutating_webhook_configuration(name)
     assert gone.value.status == 404
+
+
+# --- two real `run --cert-mode self-managed` processes, as a ServiceAccount with the chart's rights -------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status, reply.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+class Replica:
+    """One `flyte-resources-webhook run --cert-mode self-managed` process on loopback ports."""
+
+    def __init__(self, name: str, run_dir: Path, kubeconfig: Path, args: list[str]) -> None:
+        self.name = name
+        self.cert_dir = run_dir / name
+        self.port, self.probe_port = _free_port(), _free_port()
+        self.log = run_dir / f"{name}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "webhook.cli",
+            "run",
+            "--addr=127.0.0.1",
+            f"--port={self.port}",
+            "--probe-addr=127.0.0.1",
+            f"--probe-port={self.probe_port}",
+            f"--cert-dir={self.cert_dir}",
+            "--log-format=plain",
+            *args,
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FRW_")}
+        env.update(KUBECONFIG=str(kubeconfig), PYTHONUNBUFFERED="1")
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def readyz(self) -> tuple[int, str]:
+        if self.process.poll() is not None:
+            pytest.fail(f"{self.name} exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
+        return _get(f"http://127.0.0.1:{self.probe_port}/readyz")
+
+    def expiry_gauge(self) -> float:
+        _, text = _get(f"http://127.0.0.1:{self.probe_port}/metrics")
+        line = next(x for x in text.splitlines() if x.startswith("flyte_resources_webhook_certificate_expiry"))
+        return float(line.split()[-1])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def _service_account_kubeconfig(cluster: Any, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig with a TokenRequest token of the ServiceAccount: what the pod's mounted token is."""
+    created = cluster.kubectl("create", "serviceaccount", account, "-n", namespace)
+    assert created.returncode == 0, created.stderr
+    token = cluster.kubectl("create", "token", account, "-n", namespace, "--duration=1h")
+    assert token.returncode == 0, token.stderr
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": u["name"], "user": {"token": token.stdout.strip()}} for u in config["users"]]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _chart_like_rbac(namespace: str, account: str, mwc: str, mwc_verbs: list[str]) -> list[dict[str, Any]]:
+    subject = [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+    name = f"{namespace}-frw"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "frw", "namespace": namespace},
+            "rules": [
+                {
+                    "apiGroups": [""],
+                    "resources": ["secrets"],
+                    "resourceNames": ["frw-certs"],
+                    "verbs": ["get", "update"],
+                },
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "frw", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "frw"},
+            "subjects": subject,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": name},
+            "rules": [
+                {
+                    "apiGroups": ["admissionregistration.k8s.io"],
+                    "resources": ["mutatingwebhookconfigurations"],
+                    "resourceNames": [mwc],
+                    "verbs": mwc_verbs,
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "subjects": subject,
+        },
+    ]
+
+
+def test_two_processes_stay_ready_across_a_deleted_secret_and_readyz_follows_trust(
+    cluster: Any, core_v1: Any, admission: k8s.AdmissionregistrationV1Api, namespace: str, mwc: str, tmp_path: Path
+) -> None:
+    rbac = _chart_like_rbac(namespace, "frw", mwc, ["get", "patch"])
+    for obj in rbac:
+        cluster.apply(obj)
+    kubeconfig = _service_account_kubeconfig(cluster, namespace, "frw", tmp_path / "sa.kubeconfig")
+    account = f"--as=system:serviceaccount:{namespace}:frw"
+    for verb, what in (("get", "secret/frw-certs"), ("patch", f"mutatingwebhookconfiguration/{mwc}")):
+        _wait(
+            lambda verb=verb, what=what: (
+                cluster.kubectl("auth", "can-i", verb, what, "-n", namespace, account).returncode == 0
+            ),
+            f"RBAC to allow {verb} {what}",
+        )
+    args = [
+        "--cert-mode=self-managed",
+        "--cert-secret=frw-certs",
+        f"--webhook-config-name={mwc}",
+        "--service-name=frw",
+        f"--namespace={namespace}",
+        "--cert-check-interval=1",
+    ]
+    replicas = [Replica(name, tmp_path, kubeconfig, args) for name in ("replica-a", "replica-b")]
+    try:
+        _wait(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready")
+        first = _secret_data(_secret(core_v1, namespace))
+        assert all(r.expiry_gauge() == certs.read_not_after(first["tls.crt"]).timestamp() for r in replicas)
+
+        # The Secret is deleted: a replica recreates it with a new CA; no replica is ever unready or untrusted.
+        core_v1.delete_namespaced_secret("frw-certs", namespace)
+        deadline = time.monotonic() + 30
+        while True:
+            for r in replicas:
+                status, text = r.readyz()
+                assert status == 200, f"{r.name} unready while the Secret was recreated: {text}"
+                assert _trusted_by_every_entry(admission, mwc, r.cert_dir / "tls.crt"), f"{r.name} untrusted"
+            try:
+                now = _secret_data(_secret(core_v1, namespace))
+            except ApiException:
+                now = {}
+            if now and all((r.cert_dir / "tls.crt").read_bytes() == now["tls.crt"] for r in replicas):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail("the replicas did not converge on a recreated Secret")
+            time.sleep(0.2)
+        assert now["ca.crt"] != first["ca.crt"]
+        assert _ca_bundles(admission, mwc) == [now["ca.crt"] + first["ca.crt"]] * 2
+
+        # Without the right to repair it, a caBundle that lost our CA makes both replicas unready; restored, ready.
+        cluster.apply(_chart_like_rbac(namespace, "frw", mwc, ["get"])[2])
+        stranger = base64.b64encode(certs.generate_ca()[0]).decode()
+        ours = base64.b64encode(now["ca.crt"]).decode()
+        for value in (stranger, ours):
+            admission.patch_mutating_webhook_configuration(
+                mwc,
+                [{"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": value} for i in range(2)],
+                _content_type="application/json-patch+json",
+            )
+            if value == stranger:
+                _wait(lambda: all(r.readyz()[0] == 503 for r in replicas), "both replicas unready")
+                assert all("not signed by any CA" in r.readyz()[1] for r in replicas)
+            else:
+                _wait(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready again")
+    finally:
+        for r in replicas:
+            r.stop()
+        cluster.kubectl(
+            "delete",
+            "-f",
+            "-",
+            "--ignore-not-found",
+            "--wait=false",
+            input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rbac}),
+        )
+
+
+def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
