@@ -55,3 +55,9 @@ def test_sizes_are_utf8_and_accept_lone_surrogates():
     assert utf8_size("é") == 2
     assert utf8_size("\ud800") == 3
     assert "bytes" in bounded("\ud800" * 2000)
+
+
+def test_messages_are_always_utf8():
+    assert bounded("a\ud800b") == "a\\ud800b"
+    assert bounded("é") == "é"
+    assert bounded("\udfff" * 1000).encode()

@@ -45,7 +45,13 @@ def shown(value: object, keep: int = SHOWN_CHARS) -> str:
 
 
 def bounded(message: str, limit: int = MESSAGE_BYTES) -> str:
-    """`message` cut to at most about `limit` UTF-8 bytes, saying how long it was."""
+    """`message` cut to at most about `limit` UTF-8 bytes, saying how long it was, and encodable as UTF-8.
+
+    A lone surrogate (`"\\ud800"`, which JSON can carry but UTF-8 cannot) is written as its escape, so the
+    message can always be serialized into a reply or a log line.
+    """
+    if not message.isascii():
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")
     if len(message) * 4 <= limit:
         return message
     size = utf8_size(message)
