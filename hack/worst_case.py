@@ -75,16 +75,20 @@ def large_pod(size: int = 3 * 1024 * 1024) -> dict[str, Any]:
     }
 
 
-def _timed(call: Callable[[], object]) -> tuple[float, str]:
-    start = time.process_time()
-    try:
-        call()
-        answer = "planned"
-    except Denied as exc:
-        answer = f"denied ({len(exc.message)} chars)"
-    except Exception as exc:  # what escaped is the finding
-        answer = f"ESCAPED {type(exc).__name__}"
-    return time.process_time() - start, answer
+def _timed(call: Callable[[], object], runs: int = 3) -> tuple[float, str]:
+    """The least CPU time of `runs` calls (the first pays for cold caches; a webhook is warm) and the answer."""
+    best, answer = float("inf"), ""
+    for _ in range(runs):
+        start = time.process_time()
+        try:
+            call()
+            answer = "planned"
+        except Denied as exc:
+            answer = f"denied ({len(exc.message)} chars)"
+        except Exception as exc:  # what escaped is the finding
+            answer = f"ESCAPED {type(exc).__name__}"
+        best = min(best, time.process_time() - start)
+    return best, answer
 
 
 def measure(scale: float = 1.0) -> list[tuple[str, float, str]]:

@@ -19,13 +19,14 @@ from flyteidl.core import tasks_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
+from webhook.engine.accelerators import Accelerator, BaseAccelerator, accelerator_from_idl, lookup_accelerator
 from webhook.engine.excerpt import SHOWN_CHARS, bounded, excerpt, shown, utf8_size
-from webhook.engine.names import FIELD_TO_K8S
+from webhook.engine.names import FIELD_TO_K8S, FLYTE2_SHARED_MEMORY_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 from webhook.engine.resources import Resources
+from webhook.mutation.flyte2 import Flyte2Extras, pop_device_class, split_flyte2_fields
 
 RESOURCES = "resources"
 REQUESTS = "requests"
@@ -173,14 +174,16 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
 
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
+    extras = Flyte2Extras()
     if RESOURCES in given:
-        for name, (request, limit) in _parse_resources(prefix + RESOURCES, given[RESOURCES], pairs=True).items():
+        parsed, extras = _parse_resources(prefix + RESOURCES, given[RESOURCES], pairs=True)
+        for name, (request, limit) in parsed.items():
             requests[name] = request
             limits[name] = limit
     if REQUESTS in given:
-        requests = {k: v for k, (v, _) in _parse_resources(prefix + REQUESTS, given[REQUESTS]).items()}
+        requests = {k: v for k, (v, _) in _parse_resources(prefix + REQUESTS, given[REQUESTS])[0].items()}
     if LIMITS in given:
-        limits = {k: v for k, (v, _) in _parse_resources(prefix + LIMITS, given[LIMITS]).items()}
+        limits = {k: v for k, (v, _) in _parse_resources(prefix + LIMITS, given[LIMITS])[0].items()}
 
     accelerator, accelerator_from, shared_memory, shared_memory_from = None, None, None, None
     if EXTENDED_RESOURCES in given:
@@ -190,7 +193,13 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
             accelerator_from = None
         if shared_memory is None:
             shared_memory_from = None
-    # Like a node-level override in Flyte, a specific annotation replaces that part of extended-resources.
+    # Flyte 2's `gpu` device and `shm` in `resources` replace those parts of extended-resources; like a
+    # node-level override in Flyte, a specific annotation below replaces that part of either.
+    if extras.accelerator is not None:
+        accelerator, accelerator_from = extras.accelerator, RESOURCES
+    if extras.shm is not None:
+        shared_memory = SharedMemory(size_limit=extras.shm or None, mount_name=FLYTE2_SHARED_MEMORY_MOUNT_NAME)
+        shared_memory_from = RESOURCES
     if ACCELERATOR in given:
         accelerator, accelerator_from = (
             _parse_accelerator(prefix + ACCELERATOR, given[ACCELERATOR]),
@@ -229,8 +238,11 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
     )
 
 
-def _parse_resources(annotation: str, text: str, *, pairs: bool = False) -> dict[str, tuple[str, str]]:
-    """Kubernetes name → (request, limit) canonical quantities; a single value stands for both."""
+def _parse_resources(
+    annotation: str, text: str, *, pairs: bool = False
+) -> tuple[dict[str, tuple[str, str]], Flyte2Extras]:
+    """Kubernetes name → (request, limit) canonical quantities, a single value standing for both; and what
+    Flyte 2 fields (`gpu` device, `shm`) ask beyond them."""
     stripped = text.strip()
     if not stripped:
         raise InvalidAnnotation(annotation, text, "empty value; expected e.g. 'cpu=1,mem=2Gi'")
@@ -238,6 +250,7 @@ def _parse_resources(annotation: str, text: str, *, pairs: bool = False) -> dict
     if not data:
         raise InvalidAnnotation(annotation, text, "no resources given")
     try:
+        data, extras = split_flyte2_fields(data, in_resources=pairs)
         resources = Resources.from_mapping(data)
     except (ValueError, TypeError, AssertionError) as exc:
         raise InvalidAnnotation(annotation, text, _reason(exc)) from None
@@ -255,7 +268,7 @@ def _parse_resources(annotation: str, text: str, *, pairs: bool = False) -> dict
         else:
             request = limit = value
         out[k8s_name] = (canonical_quantity(request), canonical_quantity(limit))
-    return out
+    return out, extras
 
 
 def _json_object(annotation: str, text: str) -> dict[str, Any]:
@@ -285,7 +298,7 @@ def _compact(annotation: str, text: str, pairs: bool) -> dict[str, Any]:
             parts = [p.strip() for p in value.split(":")]
             if len(parts) != 2 or not all(parts):
                 raise InvalidAnnotation(annotation, text, f"{name}: {value!r} must be request:limit")
-            if not pairs:
+            if not pairs and not parts[0][:1].isalpha():  # `gpu=A100:2` is a Flyte 2 device, not a pair
                 raise InvalidAnnotation(
                     annotation, text, f"{name}: a request:limit pair is only allowed in `resources`"
                 )
@@ -396,12 +409,23 @@ def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None,
     message = tasks_pb2.ExtendedResources()
     _check_json_depth(annotation, text)
     try:
-        json_format.Parse(text, message)
-    except (json_format.ParseError, DecodeError) as exc:
-        raise InvalidAnnotation(annotation, text, f"not flyteidl ExtendedResources JSON: {exc}") from None
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError('expected a JSON object like {"gpuAccelerator": {"device": "nvidia-l4"}}')
+        device_class = pop_device_class(data)
+        json_format.ParseDict(data, message)
+    except (json_format.ParseError, DecodeError, ValueError, AttributeError) as exc:
+        raise InvalidAnnotation(annotation, text, f"not flyteidl ExtendedResources JSON: {_reason(exc)}") from None
     if message.HasField("gpu_accelerator"):
         _check_gpu_accelerator(annotation, text, message.gpu_accelerator)
     accelerator = accelerator_from_idl(message.gpu_accelerator) if message.HasField("gpu_accelerator") else None
+    if accelerator is not None and device_class is not None:  # flyteidl2's field, read beside the 1.x message
+        accelerator = Accelerator(
+            accelerator.device,
+            accelerator.partition_size,
+            unpartitioned=accelerator.is_unpartitioned,
+            device_class=device_class,
+        )
     shared = None
     if message.HasField("shared_memory"):
         shm = message.shared_memory
