@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from webhook.engine.excerpt import shown
+
 __all__ = [
     "CATALOG",
     "DEVICE_CLASS_DEFAULTS",
@@ -52,7 +54,7 @@ class DeviceClass(StrEnum):
         found = _BY_ANY_NAME.get(text.strip().upper())
         if found is None:
             names = ", ".join(f"{c.sdk_name}/{c.value}" if c.sdk_name != c.value else c.value for c in cls)
-            raise ValueError(f"{text!r} is not a device class; valid: {names}")
+            raise ValueError(f"{shown(text)} is not a device class; valid: {names}")
         return found
 
 
