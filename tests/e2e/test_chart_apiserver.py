@@ -14,7 +14,6 @@ import base64
 import json
 import secrets
 import subprocess
-import time
 import warnings
 from collections.abc import Iterator
 from datetime import timedelta
@@ -28,6 +27,7 @@ from hack import manifests
 from webhook.operator import certs
 
 from .controlplane import Cluster
+from .test_selfmanaged import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -326,15 +326,7 @@ def _wait_for_edit_policy(cluster: Cluster, name: str, user: str) -> None:
         )
         return result.returncode != 0
 
-    _eventually(in_effect, "the edit policy to take effect")
-
-
-def _eventually(check: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    wait_for(in_effect, "the edit policy to take effect")
 
 
 @pytest.fixture

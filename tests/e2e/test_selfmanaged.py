@@ -516,7 +516,7 @@ def test_two_processes_stay_ready_across_a_deleted_secret_and_readyz_follows_tru
     kubeconfig = _service_account_kubeconfig(cluster, namespace, "frw", tmp_path / "sa.kubeconfig")
     account = f"--as=system:serviceaccount:{namespace}:frw"
     for verb, what in (("get", "secret/frw-certs"), ("patch", f"mutatingwebhookconfiguration/{mwc}")):
-        _wait(
+        wait_for(
             lambda verb=verb, what=what: (
                 cluster.kubectl("auth", "can-i", verb, what, "-n", namespace, account).returncode == 0
             ),
@@ -532,7 +532,7 @@ def test_two_processes_stay_ready_across_a_deleted_secret_and_readyz_follows_tru
     ]
     replicas = [Replica(name, tmp_path, kubeconfig, args) for name in ("replica-a", "replica-b")]
     try:
-        _wait(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready")
+        wait_for(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready")
         first = _secret_data(_secret(core_v1, namespace))
         assert all(r.expiry_gauge() == certs.read_not_after(first["tls.crt"]).timestamp() for r in replicas)
 
@@ -567,10 +567,10 @@ def test_two_processes_stay_ready_across_a_deleted_secret_and_readyz_follows_tru
                 _content_type="application/json-patch+json",
             )
             if value == stranger:
-                _wait(lambda: all(r.readyz()[0] == 503 for r in replicas), "both replicas unready")
+                wait_for(lambda: all(r.readyz()[0] == 503 for r in replicas), "both replicas unready")
                 assert all("not signed by any CA" in r.readyz()[1] for r in replicas)
             else:
-                _wait(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready again")
+                wait_for(lambda: all(r.readyz()[0] == 200 for r in replicas), "both replicas ready again")
     finally:
         for r in replicas:
             r.stop()
@@ -584,7 +584,8 @@ def test_two_processes_stay_ready_across_a_deleted_secret_and_readyz_follows_tru
         )
 
 
-def _wait(check: Any, what: str, timeout: float = 30.0) -> None:
+def wait_for(check: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll `check` every 0.2 s until it is true; fail the test naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

@@ -21,7 +21,7 @@ from kopf._cogs.structs import references  # private, as in kopf's own admission
 from kopf._core.engines import admission, indexing
 from kopf._core.reactor import inventory
 
-from tests.e2e.controlplane import free_port
+from hack.cluster.processes import free_port
 from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
