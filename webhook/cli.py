@@ -12,7 +12,7 @@ import sys
 import tempfile
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
 
@@ -20,6 +20,9 @@ from webhook import __version__
 from webhook.engine.config import ConfigError, WebhookConfig
 from webhook.mutation.plan import Denied, Plan, plan_mutation
 from webhook.operator.settings import load_config
+
+if TYPE_CHECKING:
+    from webhook.operator.server import Lifecycle, ServerOptions
 
 PROG = "flyte-resources-webhook"
 DEFAULT_CERT_DIR = Path("/etc/flyte-resources-webhook/certs")
@@ -146,19 +149,19 @@ def cmd_explain(args: argparse.Namespace) -> int:
 # --- run ------------------------------------------------------------------------------------------------------
 
 
+class RunFailed(Exception):
+    """`run` stopped because a part of it failed (login, certificates, dev registration); one line, exit code 1."""
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """One lifecycle for the three modes: the mode says what runs around the server, `serve` runs all of it."""
     import kopf
 
-    from webhook.operator.server import HANDLER_ID, ServerOptions, serve
+    from webhook.operator.selfmanaged import SelfManagedError
+    from webhook.operator.server import ServerOptions, serve
 
     config = load_config(args.config)
-    level = getattr(logging, args.log_level.upper())
-    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
-    kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
-    logging.getLogger().setLevel(level)
-    # One access-log line per review costs ~15% of throughput and duplicates our own log line.
-    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
-
+    _configure_logging(args)
     cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_CERT_DIR
     if args.dev and not args.cert_dir:
         cert_dir = Path(tempfile.mkdtemp(prefix="frw-dev-certs-"))
@@ -171,58 +174,92 @@ def cmd_run(args: argparse.Namespace) -> int:
         key_file=Path(args.key_file) if args.key_file else cert_dir / "tls.key",
         ca_file=Path(args.ca_file) if args.ca_file else cert_dir / "ca.crt",
     )
-    when_listening = None
     if args.dev:
-        from webhook.operator.certs import generate_bundle, write_bundle
-        from webhook.operator.devmode import register_dev_webhook, unregister_dev_webhook
-
-        host = args.dev_host
-        bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
-        write_bundle(bundle, cert_dir)
-        url = f"https://{host}:{args.port}/{HANDLER_ID}"
-
-        def when_listening() -> None:
-            register_dev_webhook(
-                name=args.webhook_config_name or f"{PROG}-dev",
-                url=url,
-                ca_pem=bundle.ca_pem,
-                annotation_prefix=config.annotation_prefix,
-                failure_policy=args.failure_policy,
-            )
-            logging.getLogger("flyte_resources_webhook").info("registered the dev webhook configuration for %s", url)
-
+        lifecycle = _dev_mode(args, config, cert_dir)
     elif args.cert_mode == "self-managed":
-        return int(run_loop(_run_self_managed(args, config, options, cert_dir)))
+        lifecycle = _self_managed_mode(args, options, cert_dir)
     else:
-        missing = [str(p) for p in (options.cert_file, options.key_file) if p and not p.exists()]
-        if missing:
-            raise UsageError(
-                f"TLS files not found: {', '.join(missing)} (pass --cert-file/--key-file or --cert-dir, "
-                "use --cert-mode self-managed in a cluster, or --dev locally)"
-            )
+        lifecycle = _files_mode(options)
     try:
-        run_loop(serve(config, options, when_listening=when_listening))
-        if args.dev:
-            # A Fail webhook pointing at a stopped process would block every annotated pod: take it down with us.
-            unregister_dev_webhook(name=args.webhook_config_name or f"{PROG}-dev")
+        run_loop(serve(config, options, lifecycle=lifecycle))
     except kopf.LoginError as exc:
-        raise UsageError(
+        raise RunFailed(
             f"cannot log in to the Kubernetes API ({exc}); set KUBECONFIG, or run in a pod with a ServiceAccount"
         ) from None
+    except SelfManagedError as exc:
+        raise RunFailed(str(exc)) from None
     return 0
 
 
-def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
-    """Run on uvloop, as `kopf run` does when it is installed: its C TLS transport halves the cost of a review."""
-    import uvloop
+def _configure_logging(args: argparse.Namespace) -> None:
+    import kopf
 
-    return uvloop.run(main)
+    level = getattr(logging, args.log_level.upper())
+    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+    kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
+    logging.getLogger().setLevel(level)
+    # One access-log line per review costs ~15% of throughput and duplicates our own log line.
+    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
 
 
-async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, options: Any, cert_dir: Path) -> int:
+def _files_mode(options: ServerOptions) -> Lifecycle:
+    """Certificates from files (cert-manager, or any other issuer): they must exist; kopf reloads them."""
+    from webhook.operator.server import Lifecycle
+
+    missing = [str(p) for p in (options.cert_file, options.key_file) if p and not p.exists()]
+    if missing:
+        raise UsageError(
+            f"TLS files not found: {', '.join(missing)} (pass --cert-file/--key-file or --cert-dir, "
+            "use --cert-mode self-managed in a cluster, or --dev locally)"
+        )
+    return Lifecycle()
+
+
+def _dev_mode(args: argparse.Namespace, config: WebhookConfig, cert_dir: Path) -> Lifecycle:
+    """A fresh CA and certificate for 127.0.0.1, and a MutatingWebhookConfiguration pointing at us by URL.
+
+    The registration is awaited: if it fails, `run` stops with its message instead of serving a webhook nobody
+    calls. The configuration is removed on every exit (signal, failure), because a `Fail` webhook pointing at
+    a stopped process would block every annotated pod.
+    """
+    from webhook.operator.certs import generate_bundle, write_bundle
+    from webhook.operator.devmode import register_dev_webhook, unregister_dev_webhook
+    from webhook.operator.server import HANDLER_ID, Lifecycle
+
+    bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+    write_bundle(bundle, cert_dir)
+    name = args.webhook_config_name or f"{PROG}-dev"
+    url = f"https://{args.dev_host}:{args.port}/{HANDLER_ID}"
+    registration: list[asyncio.Future[None]] = []
+
+    def register() -> None:
+        register_dev_webhook(
+            name=name,
+            url=url,
+            ca_pem=bundle.ca_pem,
+            annotation_prefix=config.annotation_prefix,
+            failure_policy=args.failure_policy,
+        )
+
+    async def when_listening() -> None:
+        registration.append(asyncio.get_running_loop().run_in_executor(None, register))
+        await asyncio.shield(registration[0])
+
+    async def cleanup() -> None:
+        if not registration:
+            return
+        # A registration still in flight (a signal came during it) would land after the removal: let it finish.
+        await asyncio.gather(registration[0], return_exceptions=True)
+        await asyncio.to_thread(unregister_dev_webhook, name=name)
+
+    return Lifecycle(when_listening=when_listening, cleanup=cleanup)
+
+
+def _self_managed_mode(args: argparse.Namespace, options: ServerOptions, cert_dir: Path) -> Lifecycle:
+    """Certificates kept in a Secret: issued (or adopted) before serving, then checked and rotated alongside."""
     from webhook.operator.certs import ServedCertificate
-    from webhook.operator.selfmanaged import SelfManagedError, SelfManagedSettings, ensure_certificates, rotate_forever
-    from webhook.operator.server import serve
+    from webhook.operator.selfmanaged import SelfManagedSettings, ensure_certificates, rotate_forever
+    from webhook.operator.server import Lifecycle
 
     missing = [
         flag for flag in ("cert_secret", "webhook_config_name", "service_name", "namespace") if not getattr(args, flag)
@@ -239,18 +276,21 @@ async def _run_self_managed(args: argparse.Namespace, config: WebhookConfig, opt
         served=ServedCertificate(cert_file=cert_dir / "tls.crt", ca_file=cert_dir / "ca.crt"),
     )
     options.served = settings.served
-    try:
+
+    async def prepare() -> None:
         await ensure_certificates(settings)
-    except SelfManagedError as exc:
-        raise UsageError(str(exc)) from None
-    stop = asyncio.Event()
-    rotation = asyncio.create_task(rotate_forever(settings, stop))
-    try:
-        await serve(config, options)
-    finally:
-        stop.set()
-        rotation.cancel()
-    return 0
+
+    async def background(stop: asyncio.Event) -> None:
+        await rotate_forever(settings, stop)
+
+    return Lifecycle(prepare=prepare, background=background)
+
+
+def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop, as `kopf run` does when it is installed: its C TLS transport halves the cost of a review."""
+    import uvloop
+
+    return uvloop.run(main)
 
 
 # --- parser ---------------------------------------------------------------------------------------------------
@@ -383,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
 
     except KeyboardInterrupt:
         return 130

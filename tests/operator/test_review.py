@@ -11,7 +11,8 @@ import pytest
 
 from webhook.engine.config import WebhookConfig
 from webhook.operator import review as review_module
-from webhook.operator.review import PodReviewer
+from webhook.operator.outcomes import Outcome
+from webhook.operator.review import PodReviewer, pod_ref
 
 P = "resources.flyte.org/"
 
@@ -43,7 +44,7 @@ def counts(reviewer):
         outcome: reviewer.metrics.registry.get_sample_value(
             "flyte_resources_webhook_reviews_total", {"outcome": outcome}
         )
-        for outcome in ("mutated", "untouched", "denied", "error")
+        for outcome in Outcome
     }
 
 
@@ -60,14 +61,14 @@ def test_mutated_response_carries_a_json_patch_and_warnings():
     pod = jsonpatch.apply_patch(copy.deepcopy(review["request"]["object"]), ops)
     assert pod["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "1"
     assert any("cpu request 2 lowered to its limit 1" in w for w in response["warnings"])
-    assert counts(reviewer)["mutated"] == 1
+    assert counts(reviewer)["patched"] == 1
 
 
 def test_untouched_pods_get_a_bare_allow():
     reviewer = PodReviewer(WebhookConfig.from_mapping({}))
     out = reviewer(admission_review({"other": "x"}))
     assert out["response"] == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
-    assert counts(reviewer)["untouched"] == 1
+    assert counts(reviewer)["allowed"] == 1
 
 
 def test_other_operations_are_not_mutated():
@@ -106,7 +107,7 @@ def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, 
     assert "internal error while reviewing pod ns/task-<generated>" in text
     assert "Traceback" not in text and "boom" not in text
     assert "internal error while reviewing pod ns/task-<generated>" in caplog.text
-    assert counts(reviewer)["error"] == 1
+    assert counts(reviewer)["errored"] == 1
 
 
 def test_pods_with_the_same_plan_inputs_get_the_same_answer_from_memory(monkeypatch):
@@ -124,11 +125,95 @@ def test_pods_with_the_same_plan_inputs_get_the_same_answer_from_memory(monkeypa
     different = admission_review({P + "requests": "cpu=2", P + "limits": "cpu=3"})
     assert reviewer(different)["response"]["patch"] != first["patch"]
     assert len(calls) == 1
-    assert counts(reviewer)["mutated"] == 3
+    assert counts(reviewer)["patched"] == 3
 
 
-def test_memory_is_bounded():
+def test_every_outcome_is_a_metric_label_from_the_start():
+    assert all(value == 0 for value in counts(PodReviewer(WebhookConfig.from_mapping({}))).values())
+    assert {o.value for o in Outcome} == {"allowed", "patched", "denied", "ignored", "errored"}
+
+
+def test_invalid_input_admitted_under_on_invalid_ignore_counts_as_ignored(caplog):
+    reviewer = PodReviewer(WebhookConfig.from_mapping({"on-invalid": "ignore"}))
+    with caplog.at_level("INFO", logger="flyte_resources_webhook"):
+        response = reviewer(admission_review({P + "resources": "cpu=lots"}))["response"]
+    assert response["allowed"] is True and "patch" not in response
+    assert "on-invalid: ignore" in response["warnings"][0]
+    assert counts(reviewer)["ignored"] == 1 and counts(reviewer)["allowed"] == 0
+    assert "admitted pod ns/task-<generated> unchanged" in caplog.text
+
+
+@pytest.mark.parametrize("uid", [None, 1, 2.5, True, [], {"a": [1]}, [[[[["deep"]]]]], "x" * 129, {"uid": "705ab4f5"}])
+def test_the_uid_is_echoed_only_when_it_is_a_short_string(uid):
+    review = admission_review({P + "resources": "cpu=1"})
+    review["request"]["uid"] = uid
+    response = PodReviewer(WebhookConfig.from_mapping({}))(review)["response"]
+    assert response["uid"] == ""
+
+
+@pytest.mark.parametrize("api_version", [None, 3, ["admission.k8s.io/v1"], "x" * 10_000, "v1"])
+def test_an_unknown_api_version_is_answered_as_v1(api_version):
+    review = admission_review()
+    review["apiVersion"] = api_version
+    review["kind"] = {"nested": "junk"}
+    out = PodReviewer(WebhookConfig.from_mapping({}))(review)
+    assert out["apiVersion"] == "admission.k8s.io/v1" and out["kind"] == "AdmissionReview"
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"object": {"metadata": "x"}},
+        {"object": "x"},
+        {"object": {"metadata": {"name": ["x"], "namespace": {"a": 1}, "generateName": 7}}},
+        {"name": {"x": 1}, "namespace": [1], "object": {"metadata": {"name": None}}},
+        "not a mapping",
+        None,
+    ],
+)
+def test_pod_ref_never_raises_on_junk(request_):
+    ref = pod_ref(request_)
+    assert isinstance(ref, str) and ref.endswith("<generated>")
+
+
+def test_pod_ref_is_bounded():
+    ref = pod_ref({"namespace": "n" * 100_000, "object": {"metadata": {"name": "x" * 1_000_000}}})
+    assert len(ref) < 700
+    assert ref.startswith("nnn") and "bytes" in ref
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"metadata": "x"},
+        {"metadata": {"annotations": {P + "resources": 1}}, "spec": {"containers": [{"name": "main"}]}},
+        {"metadata": {"annotations": {P + "resources": "cpu=1"}}, "spec": {"containers": "main"}},
+        {"metadata": {"annotations": {P + "resources": "cpu=1"}}, "spec": "x"},
+        {"metadata": {"annotations": {P + "resources": "[" * 3000 + "]" * 3000}}, "spec": {"containers": []}},
+    ],
+)
+def test_malformed_pods_are_answered_cleanly_never_with_code_500(pod):
     reviewer = PodReviewer(WebhookConfig.from_mapping({}))
-    for n in range(PodReviewer.ANSWERS_KEPT + 50):
+    review = admission_review()
+    review["request"]["object"] = pod
+    response = reviewer(review)["response"]
+    assert response.get("status", {}).get("code", 200) < 500
+    assert counts(reviewer)["errored"] == 0
+
+
+def test_answers_are_kept_within_a_byte_budget():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    reviewer.ANSWERS_BYTES = 64 * 1024
+    for n in range(400):
         reviewer(admission_review({P + "resources": f"cpu={n + 1}m"}))
-    assert len(reviewer._answers) == PodReviewer.ANSWERS_KEPT
+    assert 0 < reviewer._answers_bytes <= reviewer.ANSWERS_BYTES
+    assert reviewer._answers_bytes == sum(answer.size for answer in reviewer._answers.values())
+    assert len(reviewer._answers) < 400
+
+
+def test_an_answer_above_the_entry_limit_is_not_kept():
+    reviewer = PodReviewer(WebhookConfig.from_mapping({}))
+    reviewer.ANSWER_BYTES_MAX = 512  # any real patch of this pod is larger
+    response = reviewer(admission_review({P + "resources": "cpu=1,mem=1Gi"}))["response"]
+    assert "patch" in response
+    assert reviewer._answers == {} and reviewer._answers_bytes == 0

@@ -22,11 +22,12 @@ from kopf._core.engines import admission, indexing
 from kopf._core.reactor import inventory
 
 from hack.cluster.processes import free_port
+from hack.webhook_process import local_options
 from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
 from webhook.operator.review import PodReviewer
-from webhook.operator.server import HANDLER_ID, ServerOptions, build_server, register_handler
+from webhook.operator.server import HANDLER_ID, build_server, register_handler
 
 P = "resources.flyte.org/"
 ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
@@ -54,18 +55,13 @@ async def _post(port: int, ca: bytes, path: str, payload) -> tuple[int, dict]:
         return reply.status, body
 
 
-def test_fast_path_answers_over_https_and_other_paths_fall_back_to_kopf(certs):
+def test_fast_path_answers_over_https_kopf_ids_go_to_kopf_and_other_paths_are_404(certs):
     directory, bundle = certs
     port = free_port()
-    options = ServerOptions(
-        addr="127.0.0.1",
-        port=port,
-        cert_file=directory / "tls.crt",
-        key_file=directory / "tls.key",
-        ca_file=directory / "ca.crt",
-    )
+    options = local_options(port, directory)
     reviewer = PodReviewer(WebhookConfig.from_mapping({}))
     server = build_server(options, reviewer)
+    server.kopf_ids.add("kopf-served")
     fallback_calls = []
 
     async def kopf_fn(request, **kwargs):
@@ -84,8 +80,12 @@ def test_fast_path_answers_over_https_and_other_paths_fall_back_to_kopf(certs):
         main = pod["spec"]["containers"][0]
         assert main["resources"]["limits"] == {"cpu": "2", "nvidia.com/gpu": "1", "memory": "1Gi"}
         assert main["volumeMounts"] == [{"name": "flyte-shared-memory", "mountPath": "/dev/shm"}]
-        status, body = await _post(port, bundle.ca_pem, "/something-else", review)
-        assert status == 200 and fallback_calls == ["something-else"]
+        status, body = await _post(port, bundle.ca_pem, "/kopf-served", review)
+        assert status == 200 and fallback_calls == ["kopf-served"]
+        for path in ("/something-else", "/", f"/{HANDLER_ID}/x", "/FLYTE-RESOURCES"):
+            status, _ = await _post(port, bundle.ca_pem, path, review)
+            assert status == 404, path
+        assert fallback_calls == ["kopf-served"], "kopf would answer an unknown path allowed: true"
         status, _ = await _post(port, bundle.ca_pem, f"/{HANDLER_ID}", {"no": "request"})
         assert status == 400
         await serving.aclose()
@@ -126,3 +126,82 @@ def test_kopf_handler_through_kopfs_admission_path_gives_the_same_pod():
     assert denied["response"]["allowed"] is False
     assert denied["response"]["status"]["code"] == 400
     assert "A999" in denied["response"]["status"]["message"]
+
+
+@pytest.fixture
+def running(certs):
+    """Our server on a free port, as `run` builds it, with an event loop of its own."""
+    directory, bundle = certs
+    port = free_port()
+    options = local_options(port, directory)
+    server = build_server(options, PodReviewer(WebhookConfig.from_mapping({})))
+
+    async def kopf_fn(request, **kwargs):  # kopf's answer to an id it does not know
+        return {"response": {"uid": "", "allowed": True}}
+
+    def post(path: str, body: bytes) -> tuple[int, str, bytes]:
+        async def scenario():
+            serving = server(kopf_fn)
+            await serving.__anext__()
+            try:
+                context = ssl.create_default_context(cadata=bundle.ca_pem.decode())
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.post(f"https://127.0.0.1:{port}{path}", data=body, ssl=context) as reply,
+                ):
+                    return reply.status, reply.reason or "", await reply.read()
+            finally:
+                await serving.aclose()
+
+        return asyncio.run(scenario())
+
+    return post
+
+
+def test_a_pod_of_1_1_mb_is_admitted_and_bodies_up_to_3_mib_are_read(running):
+    review = admission_review(ANNOTATIONS)
+    review["request"]["object"]["spec"]["containers"][0]["env"] = [{"name": "BIG", "value": "x" * 1_100_000}]
+    status, _, body = running(f"/{HANDLER_ID}", json.dumps(review).encode())
+    assert status == 200
+    response = json.loads(body)["response"]
+    assert response["allowed"] is True and "patch" in response
+    review["request"]["object"]["spec"]["containers"][0]["env"][0]["value"] = "x" * (3 * 1024 * 1024 - 2048)
+    status, _, _ = running(f"/{HANDLER_ID}", json.dumps(review).encode())
+    assert status == 200
+
+
+def test_a_body_above_3_mib_is_refused_with_413(running):
+    status, _, _ = running(f"/{HANDLER_ID}", b'{"request": {"uid": "' + b"x" * (3 * 1024 * 1024 + 1) + b'"}}')
+    assert status == 413
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"not json", b"[]", b"null", b"{}", b'{"request": "x"}', b'{"request": []}', b"\xff\xfe"],
+)
+def test_a_body_that_is_not_an_admission_review_is_a_400_with_a_reason(running, body):
+    status, reason, _ = running(f"/{HANDLER_ID}", body)
+    assert status == 400
+    assert reason and reason != "Bad Request"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r["request"].update(uid={"a": [[[[[[[[1]]]]]]]]}),
+        lambda r: r["request"].update(uid=[[1]] * 300),
+        lambda r: r["request"]["object"].update(metadata="x"),
+        lambda r: r["request"]["object"]["spec"].update(containers="x"),
+        lambda r: r["request"]["object"]["metadata"]["annotations"].update({P + "resources": {"cpu": 1}}),
+        lambda r: r.update(apiVersion={"x": 1}),
+    ],
+)
+def test_a_malformed_review_gets_a_valid_admission_review_never_a_500(running, change):
+    review = admission_review(ANNOTATIONS)
+    change(review)
+    status, _, body = running(f"/{HANDLER_ID}", json.dumps(review).encode())
+    assert status == 200
+    reply = json.loads(body)
+    assert reply["apiVersion"] == "admission.k8s.io/v1" and reply["kind"] == "AdmissionReview"
+    assert isinstance(reply["response"]["uid"], str)
+    assert reply["response"].get("status", {}).get("code", 200) < 500

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from webhook import __version__
-
-OUTCOMES = ("mutated", "untouched", "denied", "error")
+from webhook.operator.outcomes import Outcome
 
 
 @dataclass
@@ -18,12 +17,12 @@ class Metrics:
     def __post_init__(self) -> None:
         self.reviews = Counter(
             "flyte_resources_webhook_reviews",
-            "Admission reviews answered, by outcome.",
+            "Admission reviews answered, by outcome: " + ", ".join(o.value for o in Outcome) + ".",
             ["outcome"],
             registry=self.registry,
         )
-        for outcome in OUTCOMES:
-            self.reviews.labels(outcome)  # present at zero from the start, so rate() works on new pods
+        for outcome in Outcome:
+            self.reviews.labels(outcome.value)  # present at zero from the start, so rate() works on new pods
         self.duration = Histogram(
             "flyte_resources_webhook_review_duration_seconds",
             "Time to answer one admission review inside the webhook (JSON decode to response).",

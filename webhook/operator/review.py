@@ -1,7 +1,9 @@
 """One AdmissionReview in, one AdmissionReview out: the mutation plan, the failure policy, metrics and logs.
 
-Never raises: a bug in our code is logged with the pod's namespace/name, counted, and answered by `on-error`
-(deny, or allow unchanged with a warning), so it can neither crash the server nor reach users as a stack trace.
+Never raises, and never puts a value from the request into the answer except a short string `uid`: the answer
+is always a valid `admission.k8s.io/v1` AdmissionReview, whatever was posted. A bug in our code is logged with
+the pod's namespace/name, counted, and answered by `on-error` (deny, or allow unchanged with a warning), so it
+can neither crash the server nor reach users as a stack trace.
 """
 
 from __future__ import annotations
@@ -16,50 +18,92 @@ from typing import Any
 import orjson
 
 from webhook.engine.config import WebhookConfig
+from webhook.engine.excerpt import bounded, excerpt
 from webhook.mutation.plan import Denied, Plan, plan_inputs, plan_mutation
 from webhook.operator.metrics import Metrics
+from webhook.operator.outcomes import Outcome
 
 logger = logging.getLogger("flyte_resources_webhook")
 
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+# A Kubernetes uid is 36 characters; anything longer (or not a string) is not echoed.
+UID_CHARS = 128
+# Names and namespaces are at most 253 characters in Kubernetes; a longer one is shown abbreviated.
+REF_CHARS = 253
 
-def pod_ref(request: Mapping[str, Any]) -> str:
-    metadata = (request.get("object") or {}).get("metadata") or {}
-    name = request.get("name") or metadata.get("name") or f"{metadata.get('generateName', '')}<generated>"
-    return f"{request.get('namespace') or metadata.get('namespace') or '-'}/{name}"
+
+def _text(value: object) -> str | None:
+    return excerpt(value, REF_CHARS) if isinstance(value, str) and value else None
+
+
+def pod_ref(request: object) -> str:
+    """`namespace/name` of the pod under review for logs and messages; never raises, at most ~600 characters."""
+    request = request if isinstance(request, Mapping) else {}
+    pod = request.get("object")
+    metadata = pod.get("metadata") if isinstance(pod, Mapping) else None
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    name = (
+        _text(request.get("name"))
+        or _text(metadata.get("name"))
+        or f"{_text(metadata.get('generateName')) or ''}<generated>"
+    )
+    namespace = _text(request.get("namespace")) or _text(metadata.get("namespace")) or "-"
+    return f"{namespace}/{name}"
+
+
+def request_uid(request: Mapping[str, Any]) -> str:
+    uid = request.get("uid")
+    return uid if isinstance(uid, str) and len(uid) <= UID_CHARS else ""
 
 
 @dataclass(frozen=True)
 class _Answer:
     """What a plan contributes to an AdmissionResponse, kept for pods with the same plan inputs."""
 
-    outcome: str
+    outcome: Outcome
     warnings: tuple[str, ...]
     patch: str | None
 
+    @property
+    def size(self) -> int:
+        """Roughly the bytes it holds: the patch, the warnings and the objects around them."""
+        return 256 + len(self.patch or "") + sum(64 + len(w) for w in self.warnings)
+
+
+def _outcome(plan: Plan) -> Outcome:
+    if plan.outcome == "ignored":
+        return Outcome.IGNORED
+    return Outcome.PATCHED if plan.ops else Outcome.ALLOWED
+
 
 class PodReviewer:
-    ANSWERS_KEPT = 1024
+    # The pods of a map task share their plan inputs (`plan_inputs`): plan the first, answer the rest alike. The
+    # memory is bounded by bytes, not entries: an answer above ANSWER_BYTES_MAX is never kept (a pod with
+    # thousands of containers), and the oldest answers go once the total passes ANSWERS_BYTES.
+    ANSWER_BYTES_MAX = 64 * 1024
+    ANSWERS_BYTES = 4 * 1024 * 1024
 
     def __init__(self, config: WebhookConfig, metrics: Metrics | None = None) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        # The pods of a map task share their plan inputs (`plan_inputs`): plan the first, answer the rest alike.
         self._answers: dict[bytes, _Answer] = {}
+        self._answers_bytes = 0
 
     def __call__(self, review: Mapping[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
-        request = review.get("request") or {}
-        response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
-        outcome = "untouched"
+        request = review.get("request") if isinstance(review, Mapping) else None
+        request = request if isinstance(request, Mapping) else {}
+        response: dict[str, Any] = {"uid": request_uid(request), "allowed": True}
+        outcome = Outcome.ALLOWED
         try:
             outcome = self._review(request, response)
         except Exception:
-            outcome = "error"
+            outcome = Outcome.ERRORED
             ref = pod_ref(request)
             logger.exception("internal error while reviewing pod %s", ref)
             message = f"flyte-resources-webhook: internal error while reviewing pod {ref}; see the webhook's logs"
-            response.pop("patch", None)
-            response.pop("patchType", None)
+            for key in ("patch", "patchType", "warnings", "status"):
+                response.pop(key, None)
             if self.config.on_error == "deny":
                 response["allowed"] = False
                 response["status"] = {"code": 500, "message": message}
@@ -67,47 +111,57 @@ class PodReviewer:
                 response["allowed"] = True
                 response["warnings"] = [f"{message}; admitted unchanged (on-error: allow)"]
         finally:
-            self.metrics.reviews.labels(outcome).inc()
+            self.metrics.reviews.labels(outcome.value).inc()
             self.metrics.duration.observe(time.perf_counter() - started)
+        api_version = review.get("apiVersion") if isinstance(review, Mapping) else None
         return {
-            "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
-            "kind": review.get("kind", "AdmissionReview"),
+            "apiVersion": api_version if api_version in API_VERSIONS else API_VERSIONS[0],
+            "kind": "AdmissionReview",
             "response": response,
         }
 
-    def _review(self, request: Mapping[str, Any], response: dict[str, Any]) -> str:
+    def _review(self, request: Mapping[str, Any], response: dict[str, Any]) -> Outcome:
         pod = request.get("object")
         # The webhook configuration sends CREATE of pods only; anything else is answered without a look,
         # since kopf would not enforce `operations=` either.
         if request.get("operation", "CREATE") != "CREATE" or not isinstance(pod, Mapping):
-            return "untouched"
+            return Outcome.ALLOWED
         key = plan_inputs(pod, self.config.annotation_prefix)
         if key is None:
-            return "untouched"
+            return Outcome.ALLOWED
         answer = self._answers.get(key)
         if answer is None:
             try:
                 plan = plan_mutation(pod, self.config)
             except Denied as exc:
-                logger.info("denied pod %s: %s", pod_ref(request), exc.message)
+                message = bounded(exc.message)
+                logger.info("denied pod %s: %s", pod_ref(request), message)
                 response["allowed"] = False
-                response["status"] = {"code": 400, "reason": "BadRequest", "message": exc.message}
-                return "denied"
+                response["status"] = {"code": 400, "reason": "BadRequest", "message": message}
+                return Outcome.DENIED
             answer = self._remember(key, plan)
         if answer.warnings:
             response["warnings"] = list(answer.warnings)
         if answer.patch is not None:
             response["patchType"] = "JSONPatch"
             response["patch"] = answer.patch
-            # DEBUG, not INFO: a line per pod costs ~20% of throughput, and the pod records what was applied.
-            if logger.isEnabledFor(logging.DEBUG):
-                logger.debug("mutated pod %s", pod_ref(request))
+        # DEBUG, not INFO: a line per pod costs ~20% of throughput, and the pod records what was applied.
+        if answer.outcome is Outcome.IGNORED:
+            logger.info(
+                "admitted pod %s unchanged: %s", pod_ref(request), answer.warnings[0] if answer.warnings else ""
+            )
+        elif logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s pod %s", answer.outcome.value, pod_ref(request))
         return answer.outcome
 
     def _remember(self, key: bytes, plan: Plan) -> _Answer:
         patch = base64.b64encode(orjson.dumps(plan.ops)).decode() if plan.ops else None
-        answer = _Answer("mutated" if patch else "untouched", tuple(plan.warnings), patch)
-        if len(self._answers) >= self.ANSWERS_KEPT:
-            del self._answers[next(iter(self._answers))]  # the oldest: bursts are short, keep it simple
+        answer = _Answer(_outcome(plan), tuple(bounded(w) for w in plan.warnings), patch)
+        if answer.size > self.ANSWER_BYTES_MAX:
+            return answer
+        while self._answers and self._answers_bytes + answer.size > self.ANSWERS_BYTES:
+            # The oldest first: bursts are short, keep it simple.
+            self._answers_bytes -= self._answers.pop(next(iter(self._answers))).size
         self._answers[key] = answer
+        self._answers_bytes += answer.size
         return answer

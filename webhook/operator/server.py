@@ -3,8 +3,8 @@
 kopf owns the listener, TLS and certificate reload, API login and discovery, signals and shutdown. Its generic
 admission path builds each response by deep-copying the whole pod and diffing it against the handler's edits
 (about 1 ms of CPU for a 5 KB Flyte pod). Our mutation already yields the JSON Patch ops, so `AdmissionServer`,
-a `kopf.WebhookServer`, answers the endpoints of handlers registered with `fast=` straight from those ops; any
-other endpoint goes through kopf as usual.
+a `kopf.WebhookServer`, answers the endpoints of handlers registered with `fast=` straight from those ops; the
+kopf handler of the same id stays registered for a kopf server of someone else's, and any other path is a 404.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import asyncio
 import base64
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,12 +35,33 @@ logger = logging.getLogger("flyte_resources_webhook")
 FastHandler = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
-class AdmissionServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server that answers some endpoints directly with prepared AdmissionReviews."""
+# The apiserver accepts requests up to 3 MiB and stores objects up to etcd's ~1.5 MiB, and the AdmissionReview
+# wraps the object; kopf's aiohttp app keeps aiohttp's 1 MiB default, which refused legal pods with HTTP 413.
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+_REASON_CHARS = 200
 
-    def __init__(self, *args: Any, fast: Mapping[str, FastHandler] | None = None, **kwargs: Any) -> None:
+
+class AdmissionServer(kopf.WebhookServer):
+    """kopf's HTTPS webhook server that answers some endpoints directly with prepared AdmissionReviews.
+
+    The seam: kopf's `WebhookServer.__call__` builds the aiohttp app (listener, TLS, certificate reload) and
+    routes every `POST /{id}` to `self._serve(fn, request)`, a private staticmethod. Overriding it is the only
+    way to answer from our own JSON Patch instead of kopf's deep-copy-and-diff; kopf is pinned to the minor
+    series this was checked against, and tests/operator/test_kopf_seam.py fails loudly when kopf stops
+    dispatching through `_serve`. Ids in `fast` are ours; ids in `kopf_ids` go to kopf's generic path; any
+    other path is a 404 (kopf would answer it `allowed: true`).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        fast: Mapping[str, FastHandler] | None = None,
+        kopf_ids: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fast = dict(fast or {})
+        self.kopf_ids = set(kopf_ids)
         self.listening = asyncio.Event()
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
@@ -52,16 +73,30 @@ class AdmissionServer(kopf.WebhookServer):
             yield client_config
 
     async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
-        handler = self.fast.get(request.match_info.get("id", ""))
+        webhook = request.match_info.get("id", "")
+        handler = self.fast.get(webhook)
         if handler is None:
-            return await kopf.WebhookServer._serve(fn, request)
+            if webhook in self.kopf_ids:
+                return await kopf.WebhookServer._serve(fn, request)
+            raise aiohttp.web.HTTPNotFound(reason=_reason(f"no admission webhook at /{webhook}"))
+        # The limit of this one request, through aiohttp's public API: the app kopf built stays as it is.
+        body = await request.clone(client_max_size=MAX_REQUEST_BYTES).read()  # 413 above the limit
+        return self._answer(handler, body)
+
+    def _answer(self, handler: FastHandler, body: bytes) -> aiohttp.web.Response:
+        """The reply to one request body: 400 with a reason unless it is an AdmissionReview, else the handler's."""
         try:
-            review = orjson.loads(await request.read())
+            review = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise aiohttp.web.HTTPBadRequest(reason=f"request body is not JSON: {exc}") from None
+            raise aiohttp.web.HTTPBadRequest(reason=_reason(f"request body is not JSON: {exc}")) from None
         if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
-            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview: no request")
+            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview: no request object")
         return aiohttp.web.Response(body=orjson.dumps(handler(review)), content_type="application/json")
+
+
+def _reason(text: str) -> str:
+    """An HTTP reason phrase: one line, short, printable ASCII."""
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_REASON_CHARS])
 
 
 def register_login(registry: kopf.OperatorRegistry) -> None:
@@ -157,14 +192,45 @@ async def start_probes(options: ServerOptions, server: AdmissionServer, metrics:
     return runner
 
 
+@dataclass
+class Lifecycle:
+    """What a mode of `run` adds around the server; `serve` runs every part and lets no failure pass silently.
+
+    `prepare` runs before the server starts (its failure stops `run` before anything listens); `when_listening`
+    once the HTTPS listener is up; `background` alongside the server until it stops (it gets the stop flag); and
+    `cleanup` on every exit: a stop signal, a failure of any part, or a failure of the server itself. A failure
+    of `when_listening` or `background` stops the server, then is raised from `serve`.
+    """
+
+    prepare: Callable[[], Awaitable[None]] | None = None
+    when_listening: Callable[[], Awaitable[None]] | None = None
+    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
+    cleanup: Callable[[], Awaitable[None]] | None = None
+
+
 async def serve(
     config: WebhookConfig,
     options: ServerOptions,
     *,
     stop_flag: asyncio.Event | None = None,
-    when_listening: Callable[[], Any] | None = None,
+    lifecycle: Lifecycle | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or `stop_flag`): kopf in admission-only mode plus our probe endpoint."""
+    lifecycle = lifecycle or Lifecycle()
+    stop = stop_flag or asyncio.Event()
+    try:
+        if lifecycle.prepare is not None:
+            await lifecycle.prepare()
+        await _serve_until_stopped(config, options, stop, lifecycle)
+    finally:
+        if lifecycle.cleanup is not None:
+            await lifecycle.cleanup()
+        logger.info("stopped")
+
+
+async def _serve_until_stopped(
+    config: WebhookConfig, options: ServerOptions, stop: asyncio.Event, lifecycle: Lifecycle
+) -> None:
     metrics = Metrics()
     reviewer = PodReviewer(config, metrics)
     registry = kopf.OperatorRegistry()
@@ -188,21 +254,35 @@ async def serve(
         options.probe_addr,
         options.probe_port,
     )
+    operator = asyncio.create_task(
+        kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=stop)
+    )
+    companions: set[asyncio.Task[None]] = set()
+    if lifecycle.when_listening is not None:
+        companions.add(asyncio.create_task(_after_listening(server, lifecycle.when_listening)))
+    if lifecycle.background is not None:
+        companions.add(asyncio.create_task(lifecycle.background(stop)))
+    failure: BaseException | None = None
     try:
-        if when_listening is not None:
-            waiter = asyncio.create_task(_after_listening(server, when_listening))
-        await kopf.operator(
-            registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=stop_flag
-        )
+        pending: set[asyncio.Task[None]] = {operator, *companions}
+        while not operator.done():
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {operator}:
+                if failure is None and not task.cancelled() and task.exception() is not None:
+                    failure = task.exception()
+                    logger.error("stopping: %s", failure)
+                    stop.set()  # kopf stops gracefully; the failure is raised once it has
+        if failure is not None:
+            raise failure
+        operator.result()  # the operator's own failure (e.g. no login), if any
     finally:
-        if when_listening is not None:
-            waiter.cancel()
+        stop.set()
+        for task in (operator, *companions):
+            task.cancel()
+        await asyncio.gather(operator, *companions, return_exceptions=True)
         await probes.cleanup()
-        logger.info("stopped")
 
 
-async def _after_listening(server: AdmissionServer, action: Callable[[], Any]) -> None:
+async def _after_listening(server: AdmissionServer, action: Callable[[], Awaitable[None]]) -> None:
     await server.listening.wait()
-    result = action()
-    if asyncio.iscoroutine(result):
-        await result
+    await action()

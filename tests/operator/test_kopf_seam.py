@@ -1,0 +1,78 @@
+"""The contract with kopf that the fast path relies on: kopf's server dispatches every review to `self._serve`.
+
+`AdmissionServer` overrides `kopf.WebhookServer._serve`, a private staticmethod. If a kopf release renames it,
+changes its signature or stops calling it through `self`, every review would silently take kopf's generic path
+(slower, and answering unknown paths `allowed: true`); these tests fail first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import ssl
+
+import aiohttp
+import kopf
+
+from hack.webhook_process import free_port
+from tests.operator.test_review import admission_review
+from webhook.operator.certs import generate_bundle, write_bundle
+from webhook.operator.server import AdmissionServer
+
+
+def test_kopf_webhook_server_serve_is_the_staticmethod_we_override():
+    raw = inspect.getattr_static(kopf.WebhookServer, "_serve")
+    assert isinstance(raw, staticmethod), "kopf.WebhookServer._serve is no longer a staticmethod"
+    parameters = list(inspect.signature(kopf.WebhookServer._serve).parameters)
+    assert parameters == ["fn", "request"], f"kopf.WebhookServer._serve now takes {parameters}"
+    assert inspect.iscoroutinefunction(kopf.WebhookServer._serve)
+    assert "_serve" in AdmissionServer.__dict__
+
+
+def test_a_request_through_kopfs_own_server_reaches_our_override(tmp_path):
+    path = "ours"
+    bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+    write_bundle(bundle, tmp_path)
+    port = free_port()
+    answered = []
+
+    def ours(review):
+        answered.append(review["request"]["uid"])
+        return {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": "u", "allowed": True},
+        }
+
+    server = AdmissionServer(
+        addr="127.0.0.1",
+        port=port,
+        certfile=str(tmp_path / "tls.crt"),
+        pkeyfile=str(tmp_path / "tls.key"),
+        fast={path: ours},
+    )
+    kopf_path = []
+
+    async def kopf_fn(request, **kwargs):
+        kopf_path.append(kwargs.get("webhook"))
+        return {"response": {"uid": "", "allowed": True}}
+
+    async def scenario():
+        # kopf.WebhookServer.__call__ builds the aiohttp app and its route; nothing of ours in between.
+        serving = kopf.WebhookServer.__call__(server, kopf_fn)
+        await serving.__anext__()
+        try:
+            context = ssl.create_default_context(cadata=bundle.ca_pem.decode())
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"https://127.0.0.1:{port}/{path}", json=admission_review(), ssl=context) as reply,
+            ):
+                return reply.status, await reply.read()
+        finally:
+            await serving.aclose()
+
+    status, body = asyncio.run(scenario())
+    assert kopf_path == [], "kopf routed our endpoint through its generic path, not through self._serve"
+    assert status == 200 and json.loads(body)["response"]["uid"] == "u"
+    assert answered == [admission_review()["request"]["uid"]]
