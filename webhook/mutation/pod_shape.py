@@ -11,11 +11,13 @@ thousands of tolerations).
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.engine.excerpt import bounded, excerpt, shown
 from webhook.engine.quantity import InvalidQuantity, parse_quantity
+
+_Check = Callable[[Mapping[str, Any], str], "str | None"]
 
 
 class MalformedPod(ValueError):
@@ -62,7 +64,7 @@ def _object(parent: Mapping[str, Any], key: str, path: str) -> tuple[Mapping[str
     return value, None
 
 
-def _each(parent: Mapping[str, Any], key: str, path: str, check: Any) -> str | None:
+def _each(parent: Mapping[str, Any], key: str, path: str, check: _Check | None) -> str | None:
     """`parent[key]` must be a list of objects, each passing `check(item, item_path)` when given."""
     items = parent.get(key)
     if items is None:
@@ -77,7 +79,7 @@ def _each(parent: Mapping[str, Any], key: str, path: str, check: Any) -> str | N
             return _wrong(where, item, "an object")
         problem = check(item, where) if check is not None else None
         if problem:
-            return str(problem)
+            return problem
     return None
 
 
