@@ -651,6 +651,16 @@ def test_webhook_edit_policy_can_be_turned_off_and_is_absent_with_cert_manager()
         assert not {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} & set(kinds(docs))
 
 
+def test_webhook_edit_policy_on_an_older_cluster_is_a_clear_error() -> None:
+    old = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", "1.29.4"]
+    proc = run_helm(*old, check=False)
+    assert proc.returncode != 0
+    assert "needs Kubernetes >= 1.30" in proc.stderr and "webhookEditPolicy.enabled=false" in proc.stderr
+    off = run_helm(*old, "--set", "certificates.selfManaged.webhookEditPolicy.enabled=false").stdout
+    assert "ValidatingAdmissionPolicy" not in off
+    assert "ValidatingAdmissionPolicy" in run_helm(*old[:-1], "1.30.0").stdout
+
+
 def test_cert_check_interval_value_matches_the_cli_default() -> None:
     from webhook.operator.selfmanaged import DEFAULT_CHECK_INTERVAL
 
