@@ -146,6 +146,95 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 1 if denied else 0
 
 
+# --- offline: annotate ----------------------------------------------------------------------------------------
+
+ANNOTATE_EXAMPLES = f"""examples:
+  {PROG} annotate --cpu 2:4 --memory 8Gi --gpu A100:2 --shm auto
+  {PROG} annotate --gpu H100:1 --partition 1g.10gb -o json
+  {PROG} annotate --gpu V6E --partition 2x4            # a TPU v6e 2x4 slice
+  {PROG} annotate --cpu 1 --accelerator A100.partition_1g_5gb --shared-memory true -o flags
+  pyflyte run $({PROG} annotate --gpu T4:1 -o flags) workflows.py wf
+
+Flyte 2 spellings (--cpu, --memory, --gpu, --disk, --shm) go into one `resources` annotation; --accelerator and
+--shared-memory are the flytekit-style annotations. The values are checked as the webhook checks them, so what
+this prints is never denied. -o flags prints `--annotations key=value` arguments for `pyflyte run`.
+"""
+
+
+def _pair(text: str | None) -> str | tuple[str, str] | None:
+    if text is None:
+        return None
+    request, colon, limit = text.partition(":")
+    return (request, limit) if colon else text
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    from webhook.engine.flyte2 import device, parse_accelerator
+    from webhook.mutation.builder import flyte2_annotations
+
+    try:
+        gpu: Any = args.gpu
+        if gpu is not None and (args.partition or args.device_class) and gpu.strip()[:1].isalpha():
+            name, colon, _ = gpu.rpartition(":") if ":" in gpu else (gpu, "", "")
+            quantity = parse_accelerator(gpu).quantity if colon else None
+            gpu = device(name if colon else gpu, quantity, args.partition, args.device_class)
+        elif args.partition or args.device_class:
+            raise ValueError("--partition and --device-class need --gpu with a type, e.g. --gpu H100:1")
+        shared_memory: bool | str | None = args.shared_memory
+        if isinstance(shared_memory, str) and shared_memory.lower() in ("true", "false"):
+            shared_memory = shared_memory.lower() == "true"
+        result = flyte2_annotations(
+            cpu=_pair(args.cpu),
+            memory=_pair(args.memory),
+            gpu=gpu,
+            disk=args.disk,
+            shm=args.shm,
+            accelerator=args.accelerator,
+            shared_memory=shared_memory,
+            container=args.container,
+            gpu_resource_key=args.gpu_resource_key,
+            prefix=args.prefix,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if not result:
+        raise UsageError("nothing to annotate: give at least one of --cpu, --memory, --gpu, --disk, --shm, ...")
+    if args.output == "json":
+        print(json.dumps(result, indent=2))
+    elif args.output == "flags":
+        import shlex
+
+        print(" ".join(f"--annotations {shlex.quote(f'{key}={value}')}" for key, value in result.items()))
+    else:
+        print(yaml.safe_dump(result, sort_keys=False, width=1000), end="")
+    return 0
+
+
+def _add_annotate_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    annotate = sub.add_parser(
+        "annotate",
+        help="print the annotations for given resources (Flyte 2 or flytekit spellings), checked like the webhook",
+        epilog=ANNOTATE_EXAMPLES,
+        formatter_class=fmt,
+    )
+    annotate.add_argument("--cpu", help="cores or a quantity; request:limit for a pair (2:4)")
+    annotate.add_argument("--memory", help="a quantity; request:limit for a pair (4Gi:8Gi)")
+    annotate.add_argument("--gpu", help="a count (2) or a Flyte 2 type and count (A100:2, H100:8, Trn1:16)")
+    annotate.add_argument("--partition", help="with --gpu: a MIG profile (1g.10gb) or TPU slice (2x4)")
+    annotate.add_argument("--device-class", help="with --gpu: GPU, TPU, NEURON, AMD_GPU or HABANA_GAUDI")
+    annotate.add_argument("--disk", help="ephemeral storage, a quantity")
+    annotate.add_argument("--shm", help="/dev/shm: a size (16Gi) or auto")
+    annotate.add_argument("--accelerator", help="a flytekit name (A100.partition_1g_5gb) or a device string")
+    annotate.add_argument("--shared-memory", help="flytekit's shared_memory: true or a size")
+    annotate.add_argument("--container", help="the target container")
+    annotate.add_argument("--gpu-resource-key", help="an extended resource name instead of gpu-resource-name")
+    annotate.add_argument("--prefix", default="resources.flyte.org/", help="annotation prefix (default: %(default)s)")
+    annotate.add_argument(
+        "-o", "--output", choices=["yaml", "json", "flags"], default="yaml", help="(default: %(default)s)"
+    )
+    annotate.set_defaults(func=cmd_annotate)
+
+
 # --- run ------------------------------------------------------------------------------------------------------
 
 
@@ -413,6 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-f", "--filename", required=True, help="pod file; - for stdin")
     explain.add_argument("--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file")
     explain.set_defaults(func=cmd_explain)
+    _add_annotate_parser(sub, fmt)
     return parser
 
 

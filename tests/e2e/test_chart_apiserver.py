@@ -253,6 +253,8 @@ def test_helm_install_upgrade_uninstall(cluster: Cluster) -> None:
             ("clusterrole", fullname, None),
             ("clusterrolebinding", fullname, None),
             ("mutatingwebhookconfiguration", fullname, None),
+            ("validatingadmissionpolicy", fullname, None),
+            ("validatingadmissionpolicybinding", fullname, None),
         ]:
             got = cluster.kubectl("get", kind, name, *(["-n", ns] if ns else []), "-o", "name")
             assert got.returncode == 0, f"{kind}/{name} missing after helm install: {got.stderr}"
@@ -282,8 +284,9 @@ def test_helm_install_upgrade_uninstall(cluster: Cluster) -> None:
     finally:
         uninstalled = helm(cluster, "uninstall", release, "--namespace", namespace)
     assert uninstalled.returncode == 0, uninstalled.stderr
-    gone = cluster.kubectl("get", "mutatingwebhookconfiguration", f"{release}-flyte-resources-webhook")
-    assert gone.returncode != 0 and "NotFound" in gone.stderr
+    for kind in ("mutatingwebhookconfiguration", "validatingadmissionpolicy", "validatingadmissionpolicybinding"):
+        gone = cluster.kubectl("get", kind, f"{release}-flyte-resources-webhook")
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, kind
 
 
 # ------------------------------------------------------------------ the ServiceAccount's rights, as that account

@@ -533,6 +533,13 @@ async def test_deleted_secret_new_ca_keeps_the_old_ca_trusted(cluster: FakeClust
     assert cluster.ca_bundles("frw") == [union, union]
     assert a.served.trusted == union  # type: ignore[union-attr]
 
+    # Once no replica serves the old CA, an administrator may drop it for good (the chart README's procedure).
+    for hook in cluster.mwcs["frw"]["webhooks"]:
+        hook["clientConfig"]["caBundle"] = base64.b64encode(new.ca_pem).decode()
+    await ensure_certificates(a)
+    await ensure_certificates(b)
+    assert cluster.ca_bundles("frw") == [new.ca_pem, new.ca_pem]
+
 
 @run_async
 async def test_expired_and_foreign_garbage_leave_the_bundle(cluster: FakeCluster, tmp_path: Path) -> None:

@@ -179,12 +179,12 @@ class Accelerator(MultiInstanceGPUAccelerator):
         partition_size: str | None = None,
         *,
         unpartitioned: bool = False,
-        device_class: DeviceClass | None = None,
+        device_class: DeviceClass | str | None = None,
     ) -> None:
         self._device = device
         self._partition_size = partition_size
         self._unpartitioned = unpartitioned
-        self._device_class = device_class
+        self._device_class = DeviceClass.parse(device_class) if isinstance(device_class, str) else device_class
 
     @property
     def device(self) -> str:
