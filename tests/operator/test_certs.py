@@ -399,11 +399,12 @@ def test_readyz_and_expiry_gauge_follow_the_served_certificate(tmp_path: Path, b
 
     import aiohttp
 
-    from hack.cluster.processes import free_port
     from webhook.operator.metrics import Metrics
     from webhook.operator.server import ServerOptions, start_probes
 
-    port = free_port()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     served = _served(tmp_path, bundle)
     options = ServerOptions(probe_addr="127.0.0.1", probe_port=port, served=served)
     listener = types.SimpleNamespace(listening=asyncio.Event())
