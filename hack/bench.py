@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.controlplane import free_port
+from hack.cluster.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"

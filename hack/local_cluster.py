@@ -1,12 +1,15 @@
-"""`make demo` / `make run`: the webhook on a local etcd + kube-apiserver, with examples/ applied.
+"""`make demo` / `make run`: the webhook on a local cluster that schedules, with examples/ applied.
 
-    python -m hack.local_cluster            # start, apply examples/*.yaml, show each pod before/after, stop
+    python -m hack.local_cluster            # start, apply examples/*.yaml, show each pod before/after and where
+                                            # it landed, stop
     python -m hack.local_cluster --serve    # the same, then keep serving until Ctrl-C (prints the KUBECONFIG)
 
-The control plane, the webhook process and the chart's MutatingWebhookConfiguration (service swapped for a
-127.0.0.1 URL + caBundle) come from tests/e2e/controlplane.py, the same harness the e2e tests use. Binaries come
-from `make control-plane` ($FRW_BIN_DIR). Everything listens on 127.0.0.1; every process is stopped by its PID on
-exit, on Ctrl-C and on SIGTERM.
+The cluster (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK with the node pools of
+hack/cluster/nodepools.yaml), the webhook process and the chart's MutatingWebhookConfiguration (service swapped for
+a 127.0.0.1 URL + caBundle) come from the hack.cluster package, the same harness the e2e tests use. The examples'
+namespaces are confined to the eks preset's nodes (the chart's default preset) by the PodNodeSelector admission
+plugin. Binaries come from `make control-plane` ($FRW_BIN_DIR). Everything listens on 127.0.0.1; every process is
+stopped by its PID on exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -32,16 +35,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # `python hack/local_cluster.py` from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.e2e.controlplane import (  # noqa: E402 - after the sys.path fix above
-    ANNOTATION_PREFIX,
-    APPLIED_ANNOTATION,
-    HarnessError,
-    LocalCluster,
-    tail,
-)
+from hack.cluster import placement  # noqa: E402
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION  # noqa: E402 - after the sys.path fix above
+from hack.cluster.clusters import LocalCluster  # noqa: E402
+from hack.cluster.controlplane import NAMESPACE_NODE_SELECTOR  # noqa: E402
+from hack.cluster.nodepools import load as load_pools  # noqa: E402
+from hack.cluster.processes import HarnessError, tail  # noqa: E402
 
 EXAMPLES_DIR = REPO_ROOT / "examples"
 FLYTE_ANNOTATIONS = ("primary_container_name",)
+DEMO_PRESET = "eks"  # the chart's default preset: the examples' namespaces see only its nodes
+CLUSTER_LABEL = load_pools().cluster_label(DEMO_PRESET)
 
 
 class Stop(BaseException):
@@ -87,9 +91,13 @@ def relevant(pod: dict[str, Any]) -> dict[str, Any]:
             for c in spec.get("containers") or []
         ],
     }
-    for key in ("volumes", "affinity", "nodeSelector"):
+    for key in ("volumes", "affinity"):
         if spec.get(key):
             view[key] = spec[key]
+    # The namespace's PodNodeSelector adds the preset-cluster label: not the webhook's doing, so not shown.
+    node_selector = {k: v for k, v in (spec.get("nodeSelector") or {}).items() if k != CLUSTER_LABEL}
+    if node_selector:
+        view["nodeSelector"] = node_selector
     tolerations = [
         t for t in spec.get("tolerations") or [] if not (t.get("key") or "").startswith("node.kubernetes.io/")
     ]
@@ -120,7 +128,7 @@ def apply_example(cluster: LocalCluster, source: Path, pod: dict[str, Any], show
 
     name = pod["metadata"]["name"]
     namespace = pod["metadata"].get("namespace") or "default"
-    cluster.ensure_namespace(namespace)
+    cluster.ensure_namespace(namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{CLUSTER_LABEL}=true"})
     print(f"\n=== {source.relative_to(REPO_ROOT)}: pod {namespace}/{name}")
     before = _yaml(relevant(pod))
     print("--- before\n" + _indent(before), end="")
@@ -141,6 +149,28 @@ def apply_example(cluster: LocalCluster, source: Path, pod: dict[str, Any], show
     if APPLIED_ANNOTATION not in ((stored.get("metadata") or {}).get("annotations") or {}):
         print(f"    (no {APPLIED_ANNOTATION} annotation: the webhook left this pod unchanged)")
     return True
+
+
+def print_placements(cluster: LocalCluster, examples: list[tuple[Path, dict[str, Any]]]) -> None:
+    """Wait for the scheduler and KWOK, then show where each example landed (or why it waits)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client())
+    by_namespace: dict[str, list[str]] = {}
+    titles = {}
+    for path, pod in examples:
+        namespace = pod["metadata"].get("namespace") or "default"
+        by_namespace.setdefault(namespace, []).append(pod["metadata"]["name"])
+        titles[pod["metadata"]["name"]] = path.name
+    views = []
+    for namespace, names in by_namespace.items():
+        # Without the scheduler's answer in a few seconds, a pod counts as Pending and its reason is shown.
+        views += list(placement.wait(core, namespace, names, expect_pending=names, timeout=30).values())
+    print(
+        f"\n=== where the examples landed (preset {DEMO_PRESET}: the chart's default; nodes from "
+        "hack/cluster/nodepools.yaml, run by KWOK)\n" + placement.table(views, titles),
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -192,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     try:
         started = time.monotonic()
-        print(f"starting etcd, kube-apiserver and the webhook (logs in {run_dir}) ...", flush=True)
+        print(
+            "starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and the webhook "
+            f"(logs in {run_dir}) ...",
+            flush=True,
+        )
         cluster = LocalCluster(run_dir)
         cluster.start()
         print(
@@ -201,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         results = [apply_example(cluster, path, pod, args.diff) for path, pod in examples]
         denied = results.count(False)
         print(f"\n{len(results) - denied} of {len(results)} example pods admitted", flush=True)
+        admitted = [(path, pod) for (path, pod), ok in zip(examples, results, strict=True) if ok]
+        print_placements(cluster, admitted)
         failed = denied > 0
         if args.serve:
             serve_forever(cluster)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.controlplane import WEBHOOK_NAMESPACE
+from hack.cluster.chart import WEBHOOK_NAMESPACE
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

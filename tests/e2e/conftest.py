@@ -2,14 +2,17 @@
 
 Fixtures (all session-scoped unless noted):
 
-* `cluster` -> `controlplane.Cluster`: by default a `LocalCluster` (etcd + kube-apiserver on free loopback ports,
+* `cluster` -> `hack.cluster.clusters.Cluster`: by default a `LocalCluster` (etcd, kube-apiserver, kube-scheduler,
+  kube-controller-manager and KWOK with the node pools of `hack/cluster/nodepools.yaml`, on free loopback ports,
   `flyte-resources-webhook run` with a generated CA and an IP-SAN certificate, the chart's
   MutatingWebhookConfiguration pointing at it), ready once a server-side dry-run pod comes back mutated. Stops
   every process it started, by PID, at the end of the session (also when tests fail). Gives `kubeconfig`,
   `kubectl(...)`, `api_client()`, `reviews()` (the webhook's review counter by outcome) and `log_files()`.
 * `kubeconfig` -> Path of the kubeconfig (admin token); `bin_dir` -> the binary cache (local mode).
 * `api_client` -> `kubernetes.client.ApiClient`; `core_v1` -> `kubernetes.client.CoreV1Api`.
-* `namespace` (function) -> a fresh namespace name (namespaces are never deleted: no namespace controller runs).
+* `namespace` (function) -> a fresh namespace name, deleted (without waiting) after the test.
+* `preset_webhooks` -> one webhook process per preset, each behind a copy of the chart's MWC selecting only pods
+  labelled `e2e.flyte.org/webhook=preset-<name>` in the main webhook's own namespace (local mode only).
 * `mixed_mig_webhook` -> a second webhook process with `mig-strategy: mixed`, registered under a second copy of
   the chart's MWC that only selects pods labelled `e2e.flyte.org/webhook=mig-mixed` (local mode only).
 * `dead_webhooks` -> two more copies of the chart's MWC pointing at a port nobody listens on, one with
@@ -32,23 +35,10 @@ from typing import Any
 
 import pytest
 
-from .controlplane import (
-    WEBHOOK_NAMESPACE,
-    Binaries,
-    Cluster,
-    ExistingCluster,
-    HarnessError,
-    LocalCluster,
-    MissingBinaries,
-    WebhookProcess,
-    dry_run_create,
-    free_port,
-    probe_pod,
-    render_webhook_config,
-    tail,
-    wait_for_mutation,
-    wait_until,
-)
+from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
+from hack.cluster.clusters import Cluster, ExistingCluster, LocalCluster, dry_run_create, probe_pod, wait_for_mutation
+from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free_port, tail, wait_until
+from hack.cluster.webhook import WebhookProcess
 
 SELECTOR_LABEL = "e2e.flyte.org/webhook"
 _CLUSTER = pytest.StashKey[Cluster]()
@@ -137,8 +127,8 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     name = f"e2e-{base[:40].strip('-')}-{secrets.token_hex(3)}"
     cluster.ensure_namespace(name)
     yield name
-    if not cluster.local:  # a real cluster's namespace controller cleans up; locally nothing ever would
-        cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+    # The namespace controller (kube-controller-manager) deletes what is left, and KWOK lets the pods go.
+    cluster.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
 
 
 @dataclass
@@ -175,6 +165,43 @@ def mixed_mig_webhook(cluster: Cluster) -> Iterator[ExtraWebhook]:
     yield ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace, process)
     cluster.remove_webhook_configuration(mwc["metadata"]["name"])
     process.stop()
+
+
+PRESETS = ("eks", "gke", "karpenter", "gfd", "amd")
+
+
+@pytest.fixture(scope="session")
+def preset_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
+    """One webhook process per preset (the chart's config with `preset: <name>`), each behind its own copy of the
+    chart's MWC that selects only pods labelled `e2e.flyte.org/webhook=preset-<name>`. Their pods live in the
+    main webhook's own namespace, which the main MWC excludes, so exactly one webhook mutates each."""
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("needs local webhook processes (not available with --existing-cluster)")
+    hooks: dict[str, ExtraWebhook] = {}
+    processes = {}
+    for preset in PRESETS:  # start them all first: they boot in parallel
+        config = render_webhook_config(
+            cluster.helm_bin, values={"config": {"preset": preset}}, work_dir=cluster.run_dir
+        )
+        processes[preset] = cluster.start_extra_webhook(f"webhook-{preset}", config, wait=False)
+    for preset, process in processes.items():
+        process.wait_ready()
+        labels = {SELECTOR_LABEL: f"preset-{preset}"}
+        mwc = cluster.add_webhook_configuration(
+            release=f"frw-e2e-preset-{preset}",
+            base_url=process.url,
+            values={"webhook": {"objectSelector": {"matchLabels": labels}}},
+        )
+        hooks[preset] = ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace, process)
+    for preset, hook in hooks.items():
+        probe = probe_pod(f"frw-preset-{preset}-probe")
+        probe["metadata"]["labels"] = hook.labels
+        wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=hook.process.process.exited)  # type: ignore[union-attr]
+    yield hooks
+    for hook in hooks.values():
+        cluster.remove_webhook_configuration(hook.name)
+        if hook.process is not None:
+            hook.process.stop()
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,10 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION
+from hack.cluster.clusters import Cluster
+
 from .conftest import ExtraWebhook
-from .controlplane import ANNOTATION_PREFIX, APPLIED_ANNOTATION, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -109,10 +111,15 @@ def node_terms(pod: Pod) -> list[list[dict[str, Any]]]:
 
 
 def our_tolerations(pod: Pod) -> list[dict[str, Any]]:
-    """Tolerations except the two DefaultTolerationSeconds adds to every pod."""
-    return [
-        t for t in pod["spec"].get("tolerations") or [] if not (t.get("key") or "").startswith("node.kubernetes.io/")
-    ]
+    """Tolerations except those the apiserver's admission plugins add: the two DefaultTolerationSeconds adds to
+    every pod, and ExtendedResourceToleration's `<resource> Exists` for each extended resource the pod asks for."""
+    requested = {name for c in pod["spec"]["containers"] for name in ((c.get("resources") or {}).get("limits") or {})}
+
+    def by_apiserver(t: dict[str, Any]) -> bool:
+        key = t.get("key") or ""
+        return key.startswith("node.kubernetes.io/") or (key in requested and t.get("operator") == "Exists")
+
+    return [t for t in pod["spec"].get("tolerations") or [] if not by_apiserver(t)]
 
 
 def applied(pod: Pod) -> dict[str, Any]:
