@@ -24,9 +24,9 @@ import pytest
 import yaml
 
 from hack import manifests
+from hack.cluster.clusters import Cluster
 from webhook.operator import certs
 
-from .controlplane import Cluster
 from .test_selfmanaged import wait_for
 
 pytestmark = pytest.mark.e2e
