@@ -209,3 +209,12 @@ def test_accelerator_devices_keys_match_any_spelling() -> None:
     assert config.device_label_value("H100") == "h100-sxm"
     assert config.device_label_value("X1") == "x-one"  # not in the catalog: verbatim key
     assert config.device_label_value("nvidia-x9000") == "nvidia-x9000"
+
+
+def test_amd_preset_uses_the_rocm_labeller_names() -> None:
+    config = WebhookConfig.from_mapping({"preset": "amd"})
+    requirements, _ = accelerator_constraints(lookup_accelerator("MI300X"), config)
+    assert requirements == [
+        {"key": "amd.com/gpu.product-name", "operator": "In", "values": ["AMD_Instinct_MI300X_OAM"]}
+    ]
+    assert effective_gpu_resource_name(config, lookup_accelerator("MI300X")) == "amd.com/gpu"

@@ -6,6 +6,7 @@ its Flyte deployment. A preset only fills keys the user did not set.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -132,8 +133,127 @@ PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.amd: {
         "gpu-resource-name": "amd.com/gpu",
         "gpu-device-node-label": "amd.com/gpu.product-name",
+        # ROCm k8s-node-labeller's product names (spaces as `_`).
+        "accelerator-devices": {"amd-mi300x": "AMD_Instinct_MI300X_OAM"},
     },
 }
+
+
+def _quantity_map(value: Any) -> Any:
+    """A resource → quantity map with each quantity checked and canonical; other shapes are left to pydantic."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, str] = {}
+    for name, quantity in value.items():
+        if isinstance(quantity, bool) or not isinstance(quantity, str | int | float):
+            raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity")
+        try:
+            parse_quantity(quantity)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        out[str(name)] = canonical_quantity(quantity)
+    return out
+
+
+def sanitize_label_value(name: str) -> str:
+    """flytepropeller's `SanitizeLabelValue` (utils/k8s.go): lower case, each run of characters other than
+    `[-a-z0-9]` one `-`, at most 63 characters, no `-` at either end; how it writes `workflow-name` labels."""
+    out: list[str] = []
+    in_run = False  # inside a run of other characters, which becomes one "-"
+    for char in name.lower():
+        valid = char.isascii() and (char.isalnum() or char == "-")
+        if valid or not in_run:
+            out.append(char if valid else "-")
+        in_run = not valid
+    return "".join(out)[:63].strip("-")
+
+
+class PolicyMatch(BaseModel):
+    """Which Flyte task pods a policy applies to; every field given must hold. Project, domain and workflow
+    are read from the labels flytepropeller puts on task pods (`project`, `domain`, `workflow-name`), the
+    namespace from the review, `labels` from the pod."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    project: str | None = Field(default=None, min_length=1, max_length=63)
+    domain: str | None = Field(default=None, min_length=1, max_length=63)
+    # A workflow's name as registered (`workflows.train.wf`): compared the way flytepropeller writes the label.
+    workflow: str | None = Field(default=None, min_length=1, max_length=512)
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PolicyMatch:
+        if not (self.project or self.domain or self.workflow or self.namespace or self.labels):
+            raise ValueError("match needs at least one of project, domain, workflow, namespace, labels")
+        return self
+
+    @property
+    def workflow_label(self) -> str | None:
+        return sanitize_label_value(self.workflow) if self.workflow else None
+
+
+class Policy(BaseModel):
+    """One entry of `policies`: what Flyte task pods of a project, domain, workflow (or namespace, labels) get
+    instead of the global keys. Unset keys keep the global value; maps merge per resource name."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, alias_generator=_kebab)
+
+    name: str = Field(min_length=1, max_length=63)
+    match: PolicyMatch
+    default_requests: dict[str, str] | None = None
+    platform_limits: dict[str, str] | None = None
+    on_limit_exceeded: Literal["clamp", "reject"] | None = None
+    # Catalog names (`A100`, `T4`), device strings (`nvidia-tesla-a100`) or device classes (`GPU`, `TPU`,
+    # `GOOGLE_TPU`); None allows every accelerator, [] none.
+    allowed_accelerators: list[str] | None = Field(default=None, max_length=64)
+    max_gpus: int | None = Field(default=None, ge=0)
+    # `true` (a `/dev/shm` sized by the kubelet), a size such as `2Gi`, or `false`: for pods that ask for none.
+    shared_memory: bool | str | None = None
+
+    _quantity_map = field_validator("default_requests", "platform_limits", mode="before")(
+        classmethod(lambda cls, value: _quantity_map(value))
+    )
+
+    @field_validator("allowed_accelerators")
+    @classmethod
+    def _known_accelerators(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for entry in value:
+            if not _is_device_class(entry) and find_device(entry) is None and not _DEVICE_STRING.match(entry):
+                raise ValueError(
+                    f"{entry!r} is neither a device class (GPU, TPU, ...), a catalog name (A100, T4, ...) "
+                    "nor a device string (nvidia-tesla-a100)"
+                )
+        return value
+
+    @field_validator("shared_memory")
+    @classmethod
+    def _shm_size(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str):
+            if parse_quantity(value) <= 0:
+                raise ValueError("a shared memory size must be above zero (use true for the default size)")
+            return canonical_quantity(value)
+        return value
+
+    @property
+    def changed_keys(self) -> list[str]:
+        """The config keys this policy sets, spelled as in the config file."""
+        skip = {"name", "match"}
+        return [_kebab(k) for k in type(self).model_fields if k not in skip and getattr(self, k) is not None]
+
+
+# A device string outside the catalog, as a node label value spells it (`nvidia-a100g`): lower case, a dash.
+_DEVICE_STRING = re.compile(r"^[a-z0-9][a-z0-9.]*(-[a-z0-9.]+)+$")
+
+
+def _is_device_class(text: str) -> bool:
+    try:
+        DeviceClass.parse(text)
+    except ValueError:
+        return False
+    return True
 
 
 class WebhookConfig(BaseModel):
@@ -166,6 +286,9 @@ class WebhookConfig(BaseModel):
     resource_tolerations: dict[str, list[Toleration]] = Field(default_factory=dict)
     on_invalid: Literal["reject", "ignore"] = "reject"
     on_error: Literal["deny", "allow"] = "deny"
+    # Also mutate Flyte task pods that carry no annotation of ours (the chart then sends them too).
+    flyte_task_pods: bool = False
+    policies: list[Policy] = Field(default_factory=list, max_length=256)
 
     @field_validator("annotation_prefix")
     @classmethod
@@ -183,18 +306,17 @@ class WebhookConfig(BaseModel):
     @field_validator("default_requests", "platform_limits", mode="before")
     @classmethod
     def _quantity_map(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        out: dict[str, str] = {}
-        for name, quantity in value.items():
-            if isinstance(quantity, bool) or not isinstance(quantity, str | int | float):
-                raise ValueError(f"{name}: {quantity!r} is not a Kubernetes quantity")
-            try:
-                parse_quantity(quantity)
-            except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
-            out[str(name)] = canonical_quantity(quantity)
-        return out
+        return _quantity_map(value)
+
+    @field_validator("policies")
+    @classmethod
+    def _unique_policy_names(cls, value: list[Policy]) -> list[Policy]:
+        seen: set[str] = set()
+        for policy in value:
+            if policy.name in seen:
+                raise ValueError(f"policy name {policy.name!r} is used twice; names identify policies in messages")
+            seen.add(policy.name)
+        return value
 
     @field_validator("accelerator_device_classes", mode="before")
     @classmethod
@@ -262,10 +384,12 @@ def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
         path = [str(part) for part in error["loc"]]
         key = path[0] if path else "config"
         where = ".".join(path) or "config"
+        nested = len(path) > 1  # inside a policy or a map: show the offending value, not the whole key's
         if error["type"] == "extra_forbidden":
-            lines.append(f"{where}: unknown key (valid keys: {', '.join(sorted(_KEYS))})")
+            valid = "" if nested else f" (valid keys: {', '.join(sorted(_KEYS))})"
+            lines.append(f"{where}: unknown key{valid}")
             continue
-        shown = data.get(key, error.get("input"))
+        shown = error.get("input") if nested else data.get(key, error.get("input"))
         message = str(error["msg"]).removeprefix("Value error, ")
         lines.append(f"{where}: {shown!r}: {message}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
