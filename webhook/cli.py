@@ -7,6 +7,7 @@ import asyncio
 import copy
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -410,6 +411,17 @@ EXPLAIN_EXAMPLES = f"""examples:
 """
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (NaN and inf parse as floats but make no interval)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -450,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
     run.add_argument(
         "--cert-check-interval",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="self-managed: seconds between re-reads of the Secret and the webhook configuration's caBundle "

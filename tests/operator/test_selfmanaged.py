@@ -164,6 +164,8 @@ def test_incomplete_secret_data_counts_as_missing(fresh: StoredCerts) -> None:
         ({"validity": 2 * DAY, "renew_before": 2 * DAY}, "must be shorter than the certificate validity"),
         ({"renew_before": -DAY}, "must be positive"),
         ({"check_interval": 0}, "intervals must be positive"),
+        ({"check_interval": float("nan")}, "intervals must be positive"),
+        ({"retry_interval": float("inf")}, "intervals must be positive"),
         ({"secret_name": ""}, "need a secret name"),
     ],
 )
@@ -609,6 +611,16 @@ async def test_readiness_sees_a_lost_ca_the_replica_cannot_restore(cluster: Fake
 
 def test_default_check_interval_is_short(tmp_path: Path) -> None:
     assert _settings(tmp_path).check_interval == selfmanaged.DEFAULT_CHECK_INTERVAL <= 60
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_cert_check_interval_flag_refuses_what_is_no_interval(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from webhook.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--cert-check-interval", value])
+    assert "not a positive number of seconds" in capsys.readouterr().err
+    assert build_parser().parse_args(["run", "--cert-check-interval", "2.5"]).cert_check_interval == 2.5
 
 
 # --- dev mode ------------------------------------------------------------------------------------

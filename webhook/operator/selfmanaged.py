@@ -33,6 +33,7 @@ import base64
 import enum
 import json
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -130,8 +131,8 @@ class SelfManagedSettings:
             raise SelfManagedError(
                 f"renew-before ({self.renew_before}) must be shorter than the CA validity ({self.ca_validity})"
             )
-        if self.check_interval <= 0 or self.retry_interval <= 0:
-            raise SelfManagedError("check and retry intervals must be positive")
+        if not all(math.isfinite(i) and i > 0 for i in (self.check_interval, self.retry_interval)):
+            raise SelfManagedError("check and retry intervals must be positive numbers of seconds")
 
     @property
     def dns_names(self) -> tuple[str, ...]:
