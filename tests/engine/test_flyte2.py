@@ -82,8 +82,11 @@ def test_valid_forms(made: Device, expected: Device, accelerator: Accelerator | 
         (lambda: parse_accelerator("V6E:1"), "'V6E:1' is not a Flyte 2 accelerator"),  # TPUs only as TPU(...)
         # stricter than Flyte 2, which accepts these and builds a pod no node can run
         (lambda: GPU("T4", 1, "1g.5gb"), "T4 has no partitions (partitions exist for A100, A100_80G, H100,"),
-        (lambda: GPU("A100", 16), "A100: quantity 16 is more than one node has (at most 8)"),
-        (lambda: device("V6E", device_class="GPU"), "V6E is a TPU, not a GPU"),
+        (lambda: GPU("A100", 16), "A100: quantity 16 is more than Flyte 2 offers (at most 'A100:8')"),
+        (
+            lambda: device("V6E", device_class="GPU"),
+            f"Invalid GPU type: V6E. Must be one of {GPU_TYPES} (V6E is a TPU)",
+        ),
         (lambda: device("K80"), "Invalid GPU type: K80."),  # a flytekit constant, not a Flyte 2 type
         (lambda: device("A100", True), "A100: quantity must be a whole number, got True"),  # type: ignore[arg-type]
         (lambda: device("A100", device_class="FPGA"), "'FPGA' is not a device class"),

@@ -8,9 +8,11 @@
 
 Flyte 2's errors are raised with Flyte 2's words (``Invalid GPU type: ...``, ``Invalid partition for A100:
 ...``, ``GPU quantity must be at least 1``). Stricter than Flyte 2, because the pod could never be placed:
-a partition on a device that has none (``GPU("T4", 1, partition="1g.5gb")``), more devices than one node has
-(``GPU("A100", 16)``; the most is the largest count of the type's ``"<Type>:<count>"`` strings, 8 for most),
-a ``Device`` whose name is not in the catalog or belongs to another class, and a bool as a quantity.
+a partition on a device that has none (``GPU("T4", 1, partition="1g.5gb")``), more devices than Flyte 2's strings offer
+(``GPU("A100", 16)``; the most is the largest count of the type's ``"<Type>:<count>"`` strings, 8 for most,
+1 for a shared GPU; 8 for a TPU device),
+a ``Device`` whose name is not a Flyte 2 type of its class, and a bool as a quantity. The parity test
+(``tests/engine/test_flyte2_parity.py``) holds this to the SDK's own answers.
 """
 
 from __future__ import annotations
@@ -70,7 +72,12 @@ def _entry(name: str, device_class: DeviceClass) -> DeviceType:
     entry = by_name(name)
     if entry is None or entry.device_class is not device_class or entry.name not in _SDK_TYPES[device_class]:
         types = ", ".join(_SDK_TYPES[device_class])
-        raise ValueError(f"Invalid {_KIND[device_class]} type: {excerpt(name)}. Must be one of {types}")
+        other = (
+            f" ({entry.name} is a {entry.device_class.sdk_name})"
+            if entry and entry.device_class is not device_class
+            else ""
+        )
+        raise ValueError(f"Invalid {_KIND[device_class]} type: {excerpt(name)}. Must be one of {types}{other}")
     return entry
 
 
@@ -80,6 +87,9 @@ def _check_quantity(entry: DeviceType, quantity: object) -> int:
     if quantity < 1:
         raise ValueError("GPU quantity must be at least 1")
     if quantity > entry.max_count:
+        if entry.counts:  # Flyte 2's own strings stop at what one node of that type holds
+            most = f"at most '{entry.name}:{entry.max_count}'"
+            raise ValueError(f"{entry.name}: quantity {quantity} is more than Flyte 2 offers ({most})")
         raise ValueError(f"{entry.name}: quantity {quantity} is more than one node has (at most {entry.max_count})")
     return quantity
 
@@ -111,9 +121,9 @@ def device(
     """A ``Device`` from its fields, validated: the class defaults to the type's (``V6E`` is a TPU), the quantity
     to 1; a class that does not match the type is an error."""
     given_class = DeviceClass.parse(device_class) if isinstance(device_class, str) else device_class
+    if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity < 1:
+        raise ValueError("GPU quantity must be at least 1")  # checked first, as Flyte 2 does
     found = by_name(name)
-    if found is not None and given_class is not None and found.device_class is not given_class:
-        raise ValueError(f"{found.name} is a {found.device_class.sdk_name}, not a {given_class.sdk_name}")
     entry = _entry(name, given_class or (found.device_class if found is not None else DeviceClass.NVIDIA_GPU))
     count = _check_quantity(entry, 1 if quantity is None else quantity)
     return Device(count, entry.device_class, entry.name, _check_partition(entry, partition))
