@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -218,3 +220,26 @@ def test_amd_preset_uses_the_rocm_labeller_names() -> None:
         {"key": "amd.com/gpu.product-name", "operator": "In", "values": ["AMD_Instinct_MI300X_OAM"]}
     ]
     assert effective_gpu_resource_name(config, lookup_accelerator("MI300X")) == "amd.com/gpu"
+
+
+# --- Flyte's own tables (flyteplugins config.go defaults, recorded in vectors/flyteplugins_accelerators.json) ----
+
+FLYTEPLUGINS = json.loads((Path(__file__).parent / "vectors" / "flyteplugins_accelerators.json").read_text())
+
+
+@pytest.mark.parametrize(("name", "value"), sorted(FLYTEPLUGINS["accelerator_devices"].items()))
+def test_flytes_device_table_gives_the_catalogs_device(name: str, value: str) -> None:
+    """Every row of Flyte's device-name table: the catalog knows the name and gives the same label value."""
+    entry = find_device(name)
+    assert entry is not None, name
+    assert entry.device == value
+    assert WebhookConfig.from_mapping({}).device_label_value(name) == value
+
+
+@pytest.mark.parametrize("device_class", list(DeviceClass))
+def test_device_class_defaults_are_flytes(device_class: DeviceClass) -> None:
+    flyte = FLYTEPLUGINS["accelerator_device_classes"][device_class.value]
+    ours = WebhookConfig.from_mapping({}).device_class_config(device_class)
+    assert ours.resource_name == flyte["ResourceName"]
+    assert ours.device_node_label == flyte.get("DeviceNodeLabel", "k8s.amazonaws.com/accelerator")
+    assert ours.partition_size_node_label == flyte.get("PartitionSizeNodeLabel", "k8s.amazonaws.com/gpu-partition-size")
