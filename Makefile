@@ -11,7 +11,7 @@ FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit e2e test control-plane run demo bench manifests check-manifests kind-test clean
+.PHONY: help install lint typecheck unit e2e test control-plane run demo bench fuzz soak manifests check-manifests kind-test clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,12 @@ bench: install ## throughput/latency of the admission server against kopf's no-o
 	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) from Debian"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
 	$(PY) -m hack.bench
+
+fuzz: install ## 100,000 hostile AdmissionReviews over HTTPS: counts 5xx and invalid replies, p99/max latency, max CPU per review
+	$(PY) -m hack.fuzz $(FUZZ_ARGS)
+
+soak: install ## 100,000 distinct reviews with annotation values up to the 4 KiB cap: the server's RSS after 1,000 and after all
+	$(PY) -m hack.soak $(SOAK_ARGS)
 
 manifests: install control-plane ## render manifests/ from the chart
 	$(PY) -m hack.manifests --write

@@ -255,7 +255,13 @@ def _dumps(value: Any) -> bytes:
 
 
 def fuzz_case(rng: random.Random) -> Case:
-    case = _fuzz_case(rng)
+    """One review (or not-a-review) to post, and what its reply must be."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))  # to build (not to parse) the deeply nested cases
+    try:
+        case = _fuzz_case(rng)
+    finally:
+        sys.setrecursionlimit(limit)
     if len(case.body) > MAX_BODY:
         case.expect = "too-large"
     return case
@@ -462,7 +468,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per review, seconds")
     args = parser.parse_args(argv)
-    sys.setrecursionlimit(20_000)  # to build (not to parse) the deeply nested cases
 
     from hack.webhook_process import running_server
 

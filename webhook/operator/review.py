@@ -81,7 +81,7 @@ class PodReviewer:
     # memory is bounded by bytes, not entries: an answer above ANSWER_BYTES_MAX is never kept (a pod with
     # thousands of containers), and the oldest answers go once the total passes ANSWERS_BYTES.
     ANSWER_BYTES_MAX = 64 * 1024
-    ANSWERS_BYTES = 4 * 1024 * 1024
+    ANSWERS_BYTES = 2 * 1024 * 1024
 
     def __init__(self, config: WebhookConfig, metrics: Metrics | None = None) -> None:
         self.config = config

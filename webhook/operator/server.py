@@ -99,12 +99,22 @@ def _reason(text: str) -> str:
     return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_REASON_CHARS])
 
 
-def register_login(registry: kopf.OperatorRegistry) -> None:
-    """kopf adds its login handlers only to its global registry; ours is private, so it brings its own."""
+def register_login(registry: kopf.OperatorRegistry, failed: Callable[[kopf.LoginError], None] | None = None) -> None:
+    """kopf adds its login handlers only to its global registry; ours is private, so it brings its own.
+
+    No kubeconfig and no ServiceAccount is a setup problem that kopf's retries (every 60 s, a stack trace each
+    time, while nothing serves) cannot fix: the login fails for good and `failed` is told, so `run` can stop and
+    say so. The handler is async so that kopf runs it on the event loop, where `failed` may touch asyncio state.
+    """
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)
+    async def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        try:
+            return kopf.login_via_client(**kwargs)
+        except kopf.LoginError as exc:
+            if failed is not None:
+                failed(exc)
+            raise kopf.PermanentError(str(exc)) from None
 
 
 def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> None:
@@ -234,7 +244,13 @@ async def _serve_until_stopped(
     metrics = Metrics()
     reviewer = PodReviewer(config, metrics)
     registry = kopf.OperatorRegistry()
-    register_login(registry)
+    login_failures: list[kopf.LoginError] = []
+
+    def login_failed(exc: kopf.LoginError) -> None:
+        login_failures.append(exc)
+        stop.set()  # kopf would wait for credentials forever
+
+    register_login(registry, login_failed)
     register_handler(registry, reviewer)
     server = build_server(options, reviewer)
 
@@ -272,9 +288,11 @@ async def _serve_until_stopped(
                     failure = task.exception()
                     logger.error("stopping: %s", failure)
                     stop.set()  # kopf stops gracefully; the failure is raised once it has
+        if failure is None and login_failures:
+            failure = login_failures[0]
         if failure is not None:
             raise failure
-        operator.result()  # the operator's own failure (e.g. no login), if any
+        operator.result()  # the operator's own failure, if any
     finally:
         stop.set()
         for task in (operator, *companions):
