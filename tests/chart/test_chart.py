@@ -209,6 +209,8 @@ def test_schema_is_closed_everywhere() -> None:
             assert node.get("additionalProperties") is False, f"{path or '<root>'} allows unknown keys"
             for key, child in node["properties"].items():
                 walk(child, f"{path}.{key}" if path else key)
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):  # e.g. config.policies
+            walk(node["items"], f"{path}[]")
 
     walk(schema(), "")
 
@@ -226,6 +228,47 @@ def test_schema_config_matches_config_model() -> None:
             choices = {member.value for member in annotation}
         if choices is not None:
             assert set(config_schema[key].get("enum", [])) == choices, key
+
+
+def test_schema_policies_match_the_policy_model() -> None:
+    from webhook.engine.config import Policy, PolicyMatch
+
+    entry = schema()["properties"]["config"]["properties"]["policies"]["items"]
+    assert set(entry["properties"]) == {name.replace("_", "-") for name in Policy.model_fields}
+    assert set(entry["properties"]["match"]["properties"]) == set(PolicyMatch.model_fields)
+    assert set(entry["required"]) == {n for n, f in Policy.model_fields.items() if f.is_required()}
+    on_limit = typing.get_args(Policy.model_fields["on_limit_exceeded"].annotation)[0]
+    assert set(entry["properties"]["on-limit-exceeded"]["enum"]) == set(typing.get_args(on_limit))
+
+
+def test_policies_render_into_the_config_file_and_the_schema_refuses_bad_ones() -> None:
+    policies = [
+        {"name": "dev", "match": {"domain": "development"}, "max-gpus": 2, "allowed-accelerators": ["T4"]},
+        {"name": "ml", "match": {"project": "ml", "labels": {"team": "a"}}, "platform-limits": {"cpu": 4}},
+    ]
+    docs = render(config={"preset": "eks", "policies": policies})
+    config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"])
+    assert config["policies"] == policies
+    WebhookConfig.from_mapping(config)
+    assert "gpus" in render_error(config={"policies": [{"name": "x", "match": {"domain": "d"}, "gpus": 1}]})
+    assert "match" in render_error(config={"policies": [{"name": "x"}]})
+
+
+def test_flyte_task_pods_widens_the_match_condition_to_flyte_task_pods() -> None:
+    (hook,) = find(render(config={"preset": "eks", "flyte-task-pods": True}), "MutatingWebhookConfiguration")[
+        "webhooks"
+    ]
+    (condition,) = hook["matchConditions"]
+    assert condition["name"] == "has-flyte-resources-annotation-or-is-flyte-task-pod"
+    expression = condition["expression"]
+    assert expression.startswith(
+        "(has(object.metadata.annotations) && "
+        "object.metadata.annotations.exists(k, k.startsWith('resources.flyte.org/'))) || "
+    )
+    for label in ("'project'", "'domain'", "'task-name'", "'flyte.org/managed'"):
+        assert label in expression
+    (off,) = find(render(), "MutatingWebhookConfiguration")["webhooks"]
+    assert [c["name"] for c in off["matchConditions"]] == ["has-flyte-resources-annotation"]
 
 
 def test_values_yaml_passes_schema_and_config_model() -> None:

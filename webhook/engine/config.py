@@ -329,6 +329,20 @@ class WebhookConfig(BaseModel):
     # `accelerator-devices` keyed by catalog device string, so that every spelling of a device finds its value.
     _device_labels: dict[str, str] = PrivateAttr(default_factory=dict)
 
+    # What `webhook.engine.policies` derives from `policies` once per configuration: their order and each merged
+    # configuration (at most two entries plus one per policy).
+    _policy_cache: dict[str, object] = PrivateAttr(default_factory=dict)
+
+    @property
+    def policy_cache(self) -> dict[str, object]:
+        return self._policy_cache
+
+    def with_policy_keys(self, update: dict[str, Any]) -> WebhookConfig:
+        """A copy with a policy's (already validated) keys; it keeps no policy cache of this configuration."""
+        merged = self.model_copy(update=update)
+        merged._policy_cache = {}
+        return merged
+
     def model_post_init(self, context: Any, /) -> None:
         for key, value in self.accelerator_devices.items():
             entry = find_device(key)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import orjson
 
-from webhook.engine.config import WebhookConfig
+from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.excerpt import bounded
 from webhook.engine.pod import (
     PodSemanticsError,
@@ -26,6 +26,7 @@ from webhook.engine.pod import (
     apply_shared_memory,
     effective_gpu_resource_name,
 )
+from webhook.engine.policies import Resolved, is_flyte_task_pod, matched_label_keys, pod_facts, resolve
 from webhook.engine.quantity import InvalidQuantity
 from webhook.mutation.annotations import (
     ACCELERATOR,
@@ -38,10 +39,12 @@ from webhook.mutation.annotations import (
     RESOURCES,
     InvalidAnnotation,
     ResourceRequest,
+    SharedMemory,
     our_keys,
     read_annotations,
 )
 from webhook.mutation.pod_shape import MalformedPod, shape_problem
+from webhook.mutation.policies import accelerator_problem, credit, gpu_problem, matched_note, policy_label
 
 Outcome = Literal["untouched", "mutated", "unchanged", "ignored"]
 JsonPatchOp = dict[str, Any]
@@ -83,6 +86,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     steps: tuple[Step, ...] = ()
     container: str | None = None
+    policy: str | None = None  # the name of the policy the pod was planned under
 
 
 # Everything `plan_mutation` reads from a pod besides our annotations; see `plan_inputs`.
@@ -90,8 +94,10 @@ _CONTAINER_INPUTS = ("name", "resources", "volumeMounts")
 _SPEC_INPUTS = ("volumes", "affinity", "tolerations", "nodeSelector")
 
 
-def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
-    """A 32-byte digest of the parts of `pod` that `plan_mutation` reads; None when no annotation of ours is present.
+def plan_inputs(pod: Mapping[str, Any], config: WebhookConfig | str, namespace: str | None = None) -> bytes | None:
+    """A 32-byte digest of the parts of `pod` that `plan_mutation` reads; None when the pod is not ours (no
+    annotation of ours, and not a Flyte task pod under `flyte-task-pods`). `config` may be just the annotation
+    prefix of a configuration without policies; with policies the labels they read and the namespace count too.
 
     Two pods with equal inputs get equal ops, warnings and outcome (a map task's pods differ only in names,
     env and args, which the plan never reads), so a server may reuse one plan's answer for the other. Present
@@ -99,7 +105,7 @@ def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
     whose inputs are malformed is keyed by its problem, which alone decides its answer. The key is a SHA-256
     digest so that it stays 32 bytes however large the pod.
     """
-    found = _read_inputs(pod, prefix)
+    found = _read_inputs(pod, config, namespace)
     if found is None:
         return None
     digest = hashlib.sha256()  # hardware-accelerated on most CPUs: ~2 ms for 3 MiB, where BLAKE2b takes ~6
@@ -111,20 +117,27 @@ def plan_inputs(pod: Mapping[str, Any], prefix: str) -> bytes | None:
     return digest.digest()
 
 
-def _read_inputs(pod: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], bytes] | str | None:
+def _read_inputs(
+    pod: Mapping[str, Any], config: WebhookConfig | str, namespace: str | None = None
+) -> tuple[dict[str, Any], bytes] | str | None:
     """Our annotations and the serialized plan inputs; what is wrong with them; or None when none is ours.
 
     The one place that reads a pod's fields before the plan: `plan_inputs` and `plan_mutation` agree on it,
     so a malformed pod gets the same answer from both. Metadata or annotations that are not objects hold no
     annotation of ours.
     """
+    prefix = config if isinstance(config, str) else config.annotation_prefix
+    full = None if isinstance(config, str) else config  # policies and flyte-task-pods need the whole config
     metadata = pod.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
     if not isinstance(annotations, Mapping):
-        return None
+        annotations = {}
     ours = {k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(prefix)}
+    facts = pod_facts(pod, namespace) if full is not None and (full.policies or full.flyte_task_pods) else None
     if not our_keys(ours, prefix):
-        return None
+        flyte_pod = full is not None and full.flyte_task_pods and facts is not None and is_flyte_task_pod(facts.labels)
+        if not flyte_pod:
+            return None
     primary = annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION)
     problem = shape_problem(pod, primary)
     if problem is not None:
@@ -138,6 +151,7 @@ def _read_inputs(pod: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], b
                 primary,
                 None if containers is None else [{k: c[k] for k in _CONTAINER_INPUTS if k in c} for c in containers],
                 {k: spec[k] for k in _SPEC_INPUTS if k in spec},
+                *(() if facts is None or full is None else _policy_inputs(facts, full)),
             ]
         )
     except orjson.JSONEncodeError as exc:  # integers beyond 64 bits, lone surrogates, nesting past 255 levels
@@ -145,26 +159,41 @@ def _read_inputs(pod: Mapping[str, Any], prefix: str) -> tuple[dict[str, Any], b
     return ours, serialized
 
 
-def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig) -> Plan:
-    """Decide the patch for one pod. Raises `Denied` for bad input unless `on-invalid: ignore`."""
+def _policy_inputs(facts: Any, config: WebhookConfig) -> tuple[Any, ...]:
+    """What policy matching reads: the labels it tests (not all: Flyte 2 labels each attempt) and the namespace."""
+    labels = facts.labels
+    return ({k: labels[k] for k in matched_label_keys(config) if k in labels}, facts.namespace)
+
+
+def plan_mutation(pod: Mapping[str, Any], config: WebhookConfig, namespace: str | None = None) -> Plan:
+    """Decide the patch for one pod. Raises `Denied` for bad input unless `on-invalid: ignore`, and for what a
+    policy forbids. `namespace` is the review's, for policies that match one (a pod's own wins)."""
     try:
-        found = _read_inputs(pod, config.annotation_prefix)
+        found = _read_inputs(pod, config, namespace)
         if isinstance(found, str):
             raise MalformedPod(found)
-        request = None if found is None else read_annotations(found[0], config.annotation_prefix)
-        if request is None:
+        if found is None:
             return Plan("untouched", pod)
-        return _plan(pod, request, config)
+        # No annotation of ours: a Flyte task pod under `flyte-task-pods`, planned with no request of its own.
+        request = read_annotations(found[0], config.annotation_prefix) or ResourceRequest(config.annotation_prefix, {})
+        resolved = resolve(config, pod_facts(pod, namespace)) if config.policies else Resolved(config)
+        return _plan(pod, request, resolved)
     except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":
             return Plan("ignored", pod, warnings=[bounded(f"{exc}; pod admitted unchanged (on-invalid: ignore)")])
         raise Denied(str(exc)) from None
 
 
-def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfig) -> Plan:
+def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) -> Plan:
+    config, policy = resolved.config, resolved.policy
     prefix = request.prefix
     gpu_name = effective_gpu_resource_name(config, request.accelerator, request.gpu_resource_key)
     steps: list[Step] = []
+    if policy is not None:
+        steps.append(Step(policy_label(policy), "", (matched_note(policy),)))
+        problem = accelerator_problem(policy, request.accelerator) if request.accelerator is not None else None
+        if problem is not None:
+            raise Denied(problem)
     current: Mapping[str, Any] = pod
     target: str | None = None
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
@@ -173,22 +202,32 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
         # when only the accelerator (which needs no container) is asked for.
         _target_container(pod, request)
 
-    def run(names: list[str], action: Callable[[Mapping[str, Any]], Result]) -> None:
+    def run(names: list[str], action: Callable[[Mapping[str, Any]], Result], source: str = "") -> None:
+        """Apply one step; `names` are the annotations it comes from, `source` names a config-driven one."""
         nonlocal current
-        annotation = " + ".join(prefix + name for name in names)
+        annotation = " + ".join(prefix + name for name in names) or source
         value = "; ".join(request.given.get(name, "") for name in names)
         try:
             result = action(current)
         except (PodSemanticsError, InvalidQuantity) as exc:
-            raise InvalidAnnotation(annotation, value, str(exc)) from None
-        steps.append(Step(annotation, value, result.notes, target, current, result.pod))
+            reason = credit([str(exc)], policy)[0]
+            if not names:  # nothing the user wrote: a policy or the global config refuses the pod
+                raise Denied(f"{annotation}: {reason}") from None
+            raise InvalidAnnotation(annotation, value, reason) from None
+        steps.append(Step(annotation, value, credit(result.notes, policy), target, current, result.pod))
         current = result.pod
 
     resource_sources = [k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given]
     renames_gpu = gpu_name != config.gpu_resource_name
-    if resource_sources or renames_gpu:
-        target = _target_container(pod, request)
-        sources = resource_sources or [GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR]
+    # An unannotated Flyte task pod, or one a policy sets resources for, gets the (policy's) defaults and limits
+    # on its task container even when no annotation names resources; a pod whose task container is unknown keeps
+    # its resources (only annotations can name it).
+    config_target = _config_target(pod, request, policy) if not (resource_sources or renames_gpu) else None
+    if resource_sources or renames_gpu or config_target:
+        target = config_target or _target_container(pod, request)
+        sources = resource_sources or (
+            [GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR] if renames_gpu else []
+        )
         name = target
         run(
             sources,
@@ -200,6 +239,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
                 config=config,
                 gpu_resource_name=gpu_name,
             ),
+            policy_label(policy) if policy is not None else "config",
         )
     if request.accelerator is not None and request.accelerator_from:
         accelerator = request.accelerator
@@ -216,18 +256,36 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, config: WebhookConfi
                 p, name, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
             ),
         )
+    default_shm = policy.shared_memory if policy is not None and request.shared_memory_from is None else None
+    shm_target = (target or _known_target(pod, request)) if default_shm not in (None, False) else None
+    if shm_target is not None:
+        size = default_shm if isinstance(default_shm, str) else None
+        target = shm_target
+        request = replace(request, shared_memory=SharedMemory(size_limit=size))
+        run(
+            [],
+            lambda p: apply_shared_memory(p, shm_target, size_limit=size),
+            f"{policy_label(policy)} shared-memory" if policy is not None else "config",
+        )
+    if policy is not None:
+        problem = gpu_problem(policy, current, (gpu_name, config.gpu_resource_name))
+        if problem is not None:
+            raise Denied(problem)
     tolerations = apply_resource_tolerations(current, config=config)
     if tolerations.notes:
         current = tolerations.pod
         steps.append(Step("config resource-tolerations", "", tolerations.notes))
 
-    summary = _summary(current, request, target, gpu_name)
+    if not request.given and not diff(pod, current):  # an unannotated pod that needs nothing: no summary either
+        return Plan("unchanged", pod, [], [], tuple(steps), target, policy.name if policy else None)
+    resolved_resources = bool(resource_sources or renames_gpu or config_target)
+    summary = _summary(current, request, target, gpu_name, resolved_resources, policy)
     current = _with_annotation(current, prefix + APPLIED, summary)
     ops = diff(pod, current)
     warnings = [bounded(f"{step.annotation}: {note}") for step in steps for note in step.notes]
     only_summary = all(op["path"].startswith("/metadata/annotations") for op in ops)
     outcome: Outcome = "unchanged" if not ops or only_summary else "mutated"
-    return Plan(outcome, current, ops, warnings, tuple(steps), target)
+    return Plan(outcome, current, ops, warnings, tuple(steps), target, policy.name if policy else None)
 
 
 def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, Any], target: str) -> list[str]:
@@ -251,6 +309,26 @@ def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, An
     return lines
 
 
+def _config_target(pod: Mapping[str, Any], request: ResourceRequest, policy: Policy | None) -> str | None:
+    """The container a policy (or, for an unannotated Flyte pod, the global config) resolves resources of: the
+    target container when the pod names it or has only one; None when no resources are to be resolved."""
+    sets_resources = policy is not None and (
+        policy.default_requests is not None or policy.platform_limits is not None or policy.on_limit_exceeded
+    )
+    if request.given and not sets_resources:
+        return None
+    return _known_target(pod, request)
+
+
+def _known_target(pod: Mapping[str, Any], request: ResourceRequest) -> str | None:
+    """The target container when the pod names it or has only one, else None."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if request.container or FLYTE_PRIMARY_CONTAINER_ANNOTATION in annotations or len(containers) == 1:
+        return _target_container(pod, request)
+    return None
+
+
 def _target_container(pod: Mapping[str, Any], request: ResourceRequest) -> str:
     containers = (pod.get("spec") or {}).get("containers") or []
     names = [str(c.get("name")) for c in containers]
@@ -271,12 +349,21 @@ def _target_container(pod: Mapping[str, Any], request: ResourceRequest) -> str:
     )
 
 
-def _summary(pod: Mapping[str, Any], request: ResourceRequest, target: str | None, gpu_name: str) -> str:
+def _summary(
+    pod: Mapping[str, Any],
+    request: ResourceRequest,
+    target: str | None,
+    gpu_name: str,
+    resolved_resources: bool = False,
+    policy: Policy | None = None,
+) -> str:
     """A stable record of what the pod now carries from us (same input → same text, so re-runs add no op)."""
     summary: dict[str, Any] = {}
+    if policy is not None:
+        summary["policy"] = policy.name
     if target is not None:
         summary["container"] = target
-    if target is not None and (request.touches_resources or request.gpu_resource_key):
+    if target is not None and (request.touches_resources or request.gpu_resource_key or resolved_resources):
         for container in (pod.get("spec") or {}).get("containers") or []:
             if container.get("name") == target:
                 resources = container.get("resources") or {}

@@ -1,0 +1,154 @@
+"""Which policy a pod falls under, and the configuration it then gets: Flyte's matchable-attribute precedence.
+
+flyteadmin resolves task resource attributes by taking the most specific match for an execution, workflow >
+project+domain > project, and falls back to its global `task_resources` for every resource the match does not
+set (flyteadmin `pkg/manager/impl/util/resources.go`, `GetTaskResources`). Policies do the same over the labels
+flytepropeller writes on every task pod (`project`, `domain`, `workflow-name`; flytepropeller
+`pkg/compiler/transformers/k8s/workflow.go`) and the pod's namespace (`{project}-{domain}` in Flyte's default
+namespace mapping, so a namespace counts as project+domain). Two levels Flyte lacks sit below project: domain
+alone, then pod labels alone. Within one level the first policy of the list wins. The winner's keys are merged
+key by key onto the global configuration, and its resource maps resource by resource.
+
+Namespace labels are not matched: an AdmissionReview of a pod carries no namespace object, so they would need a
+lookup of the namespace on every review; the webhook configuration's `namespaceSelector` narrows by them instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from webhook.engine.config import Policy, PolicyMatch, WebhookConfig
+
+# The labels flytepropeller (Flyte 1) and the Flyte 2 executor put on every task pod.
+PROJECT_LABEL = "project"
+DOMAIN_LABEL = "domain"
+WORKFLOW_LABEL = "workflow-name"
+TASK_LABEL = "task-name"
+FLYTE2_MANAGED_LABEL = "flyte.org/managed"  # Flyte 2: flyteplugins flytek8s `ManagedLabelKey`, value "true"
+FLYTE_TASK_POD_LABELS = (PROJECT_LABEL, DOMAIN_LABEL, TASK_LABEL)
+
+LEVEL_WORKFLOW, LEVEL_PROJECT_DOMAIN, LEVEL_PROJECT, LEVEL_DOMAIN, LEVEL_LABELS = 4, 3, 2, 1, 0
+LEVEL_NAMES = {
+    LEVEL_WORKFLOW: "workflow",
+    LEVEL_PROJECT_DOMAIN: "project+domain",
+    LEVEL_PROJECT: "project",
+    LEVEL_DOMAIN: "domain",
+    LEVEL_LABELS: "labels",
+}
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What policies match on: the pod's namespace and labels (only string values count)."""
+
+    namespace: str | None
+    labels: Mapping[str, str]
+
+
+def pod_facts(pod: Mapping[str, Any], namespace: str | None = None) -> PodFacts:
+    """The facts of a pod as the API server sends it; `namespace` is the review's, for a pod that names none."""
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    labels = metadata.get("labels")
+    labels = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, Mapping) else {}
+    own = metadata.get("namespace")
+    return PodFacts(own if isinstance(own, str) and own else namespace, labels)
+
+
+def is_flyte_task_pod(labels: Mapping[str, Any]) -> bool:
+    """A pod Flyte runs a task in: `project`, `domain` and `task-name` labels (Flyte 1 and 2), or Flyte 2's
+    `flyte.org/managed: "true"`. The chart's matchConditions test the same."""
+    return all(key in labels for key in FLYTE_TASK_POD_LABELS) or labels.get(FLYTE2_MANAGED_LABEL) == "true"
+
+
+def level(match: PolicyMatch) -> int:
+    """How specific a match is, Flyte's order: workflow > project+domain (or namespace) > project > domain > labels."""
+    if match.workflow:
+        return LEVEL_WORKFLOW
+    if (match.project and match.domain) or match.namespace:
+        return LEVEL_PROJECT_DOMAIN
+    if match.project:
+        return LEVEL_PROJECT
+    if match.domain:
+        return LEVEL_DOMAIN
+    return LEVEL_LABELS
+
+
+def matches(match: PolicyMatch, facts: PodFacts) -> bool:
+    labels = facts.labels
+    return (
+        (match.project is None or labels.get(PROJECT_LABEL) == match.project)
+        and (match.domain is None or labels.get(DOMAIN_LABEL) == match.domain)
+        and (match.workflow is None or labels.get(WORKFLOW_LABEL) == match.workflow_label)
+        and (match.namespace is None or facts.namespace == match.namespace)
+        and all(labels.get(key) == value for key, value in match.labels.items())
+    )
+
+
+def describe_match(match: PolicyMatch) -> str:
+    """`project=ml, domain=development` for messages."""
+    parts = [f"{key}={value}" for key, value in (("project", match.project), ("domain", match.domain)) if value]
+    if match.workflow:
+        parts.append(f"workflow={match.workflow}")
+    if match.namespace:
+        parts.append(f"namespace={match.namespace}")
+    parts += [f"label {key}={value}" for key, value in match.labels.items()]
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """The configuration a pod is planned with, and the policy it came from (None: the global one)."""
+
+    config: WebhookConfig
+    policy: Policy | None = None
+
+
+def resolve(config: WebhookConfig, facts: PodFacts) -> Resolved:
+    """The most specific matching policy merged onto `config`; `config` itself when none matches."""
+    for policy in _by_precedence(config):
+        if matches(policy.match, facts):
+            return Resolved(_merged(config, policy), policy)
+    return Resolved(config)
+
+
+def matched_label_keys(config: WebhookConfig) -> tuple[str, ...]:
+    """Every label a policy or the Flyte task pod test reads: what a plan's answer depends on besides the pod."""
+    cache = config.policy_cache
+    keys = cache.get("label_keys")
+    if keys is None:
+        found = dict.fromkeys((*FLYTE_TASK_POD_LABELS, WORKFLOW_LABEL, FLYTE2_MANAGED_LABEL))
+        for policy in config.policies:
+            found.update(dict.fromkeys(policy.match.labels))
+        keys = cache["label_keys"] = tuple(found)
+    assert isinstance(keys, tuple)
+    return keys
+
+
+def _by_precedence(config: WebhookConfig) -> tuple[Policy, ...]:
+    cache = config.policy_cache
+    ordered = cache.get("order")
+    if ordered is None:
+        # sorted() is stable: within a level the list order stays, so the first entry wins.
+        ordered = cache["order"] = tuple(sorted(config.policies, key=lambda p: -level(p.match)))
+    assert isinstance(ordered, tuple)
+    return ordered
+
+
+def _merged(config: WebhookConfig, policy: Policy) -> WebhookConfig:
+    cache = config.policy_cache
+    key = "config:" + policy.name
+    merged = cache.get(key)
+    if merged is None:
+        update: dict[str, Any] = {}
+        if policy.default_requests is not None:
+            update["default_requests"] = {**config.default_requests, **policy.default_requests}
+        if policy.platform_limits is not None:
+            update["platform_limits"] = {**config.platform_limits, **policy.platform_limits}
+        if policy.on_limit_exceeded is not None:
+            update["on_limit_exceeded"] = policy.on_limit_exceeded
+        merged = cache[key] = config.with_policy_keys(update)
+    assert isinstance(merged, WebhookConfig)
+    return merged
