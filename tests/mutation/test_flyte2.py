@@ -101,6 +101,12 @@ def test_flyte2_shm(value: str, size: str | None) -> None:
         ),
         ("limits", "gpu=A100:2", "gpu: a device (e.g. 'A100:2') is only allowed in `resources`"),
         ("requests", '{"shm": "auto"}', "shm: shared memory is only allowed in `resources`"),
+        (
+            "resources",
+            "cpu=1,storage=1Gi",
+            "Resources: unknown key 'storage'; valid keys: cpu, mem, memory, gpu, ephemeral_storage, "
+            "ephemeral-storage, disk, shm",
+        ),
     ],
 )
 def test_flyte2_errors(name: str, value: str, reason: str) -> None:

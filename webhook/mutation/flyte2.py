@@ -28,6 +28,9 @@ __all__ = ["Flyte2Extras", "pop_device_class", "split_flyte2_fields"]
 
 _DEVICE_FIELDS: Final = ("device", "quantity", "partition", "device_class")
 _STORAGE_KEYS: Final = ("ephemeral_storage", "ephemeral-storage")
+# flytekit's fields and the Kubernetes spellings, then Flyte 2's; `shm` only where a value is not one side.
+_REQUEST_KEYS: Final = ("cpu", "mem", "memory", "gpu", *_STORAGE_KEYS, "disk")
+_RESOURCES_KEYS: Final = (*_REQUEST_KEYS, "shm")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ def split_flyte2_fields(data: Mapping[str, Any], *, in_resources: bool) -> tuple
     """`data` with Flyte 2 fields turned into flytekit's (`disk` -> `ephemeral_storage`, a device -> its count),
     and the accelerator and shared memory they ask for. `in_resources=False` (the `requests`/`limits`
     annotations) refuses a device or `shm`, which have no request/limit side."""
+    if "shm" in data and not in_resources:
+        raise ValueError("shm: shared memory is only allowed in `resources`")
+    valid = _RESOURCES_KEYS if in_resources else _REQUEST_KEYS
+    for key in data:
+        if key not in valid:
+            raise ValueError(f"Resources: unknown key {shown(key)}; valid keys: {', '.join(valid)}")
     out = dict(data)
     if "disk" in out:
         if any(key in out for key in _STORAGE_KEYS):
@@ -55,8 +64,6 @@ def split_flyte2_fields(data: Mapping[str, Any], *, in_resources: bool) -> tuple
         out["gpu"] = count
     shm = None
     if "shm" in out:
-        if not in_resources:
-            raise ValueError("shm: shared memory is only allowed in `resources`")
         shm = _shm(out.pop("shm"))
     return out, Flyte2Extras(accelerator, shm)
 
