@@ -116,7 +116,7 @@ def test_pods_with_the_same_plan_inputs_get_the_same_answer_from_memory(monkeypa
     first = reviewer(admission_review(annotations))["response"]
     calls = []
     real = review_module.plan_mutation
-    monkeypatch.setattr(review_module, "plan_mutation", lambda pod, config: calls.append(pod) or real(pod, config))
+    monkeypatch.setattr(review_module, "plan_mutation", lambda pod, *args: calls.append(pod) or real(pod, *args))
     twin = admission_review(annotations)
     twin["request"]["object"]["metadata"]["generateName"] = "other-task-"
     twin["request"]["object"]["spec"]["containers"][0]["image"] = "y"

@@ -12,7 +12,7 @@ import base64
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -76,6 +76,16 @@ def _outcome(plan: Plan) -> Outcome:
     return Outcome.PATCHED if plan.ops else Outcome.ALLOWED
 
 
+@dataclass
+class _Generation:
+    """One configuration and the answers planned under it: swapped as one object, so a review reads both from
+    the same configuration, and answers of an old configuration go with it."""
+
+    config: WebhookConfig
+    answers: dict[bytes, _Answer] = field(default_factory=dict)
+    answers_bytes: int = 0
+
+
 class PodReviewer:
     # The pods of a map task share their plan inputs (`plan_inputs`): plan the first, answer the rest alike. The
     # memory is bounded by bytes, not entries: an answer above ANSWER_BYTES_MAX is never kept (a pod with
@@ -84,10 +94,25 @@ class PodReviewer:
     ANSWERS_BYTES = 2 * 1024 * 1024
 
     def __init__(self, config: WebhookConfig, metrics: Metrics | None = None) -> None:
-        self.config = config
+        self._generation = _Generation(config)
         self.metrics = metrics or Metrics()
-        self._answers: dict[bytes, _Answer] = {}
-        self._answers_bytes = 0
+
+    @property
+    def config(self) -> WebhookConfig:
+        return self._generation.config
+
+    def use_config(self, config: WebhookConfig) -> None:
+        """Serve the next review with `config` (a live reload). One assignment: a review in flight keeps the
+        generation it started with, and no answer planned under the old configuration is served again."""
+        self._generation = _Generation(config)
+
+    @property
+    def _answers(self) -> dict[bytes, _Answer]:
+        return self._generation.answers
+
+    @property
+    def _answers_bytes(self) -> int:
+        return self._generation.answers_bytes
 
     def __call__(self, review: Mapping[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -95,8 +120,9 @@ class PodReviewer:
         request = request if isinstance(request, Mapping) else {}
         response: dict[str, Any] = {"uid": request_uid(request), "allowed": True}
         outcome = Outcome.ALLOWED
+        generation = self._generation  # the whole review sees one configuration
         try:
-            outcome = self._review(request, response)
+            outcome = self._review(request, response, generation)
         except Exception:
             outcome = Outcome.ERRORED
             ref = pod_ref(request)
@@ -104,7 +130,7 @@ class PodReviewer:
             message = f"flyte-resources-webhook: internal error while reviewing pod {ref}; see the webhook's logs"
             for key in ("patch", "patchType", "warnings", "status"):
                 response.pop(key, None)
-            if self.config.on_error == "deny":
+            if generation.config.on_error == "deny":
                 response["allowed"] = False
                 response["status"] = {"code": 500, "message": message}
             else:
@@ -120,26 +146,29 @@ class PodReviewer:
             "response": response,
         }
 
-    def _review(self, request: Mapping[str, Any], response: dict[str, Any]) -> Outcome:
+    def _review(self, request: Mapping[str, Any], response: dict[str, Any], generation: _Generation) -> Outcome:
         pod = request.get("object")
         # The webhook configuration sends CREATE of pods only; anything else is answered without a look,
         # since kopf would not enforce `operations=` either.
         if request.get("operation", "CREATE") != "CREATE" or not isinstance(pod, Mapping):
             return Outcome.ALLOWED
-        key = plan_inputs(pod, self.config.annotation_prefix)
+        config = generation.config
+        namespace = request.get("namespace")
+        namespace = namespace if isinstance(namespace, str) else None
+        key = plan_inputs(pod, config, namespace)
         if key is None:
             return Outcome.ALLOWED
-        answer = self._answers.get(key)
+        answer = generation.answers.get(key)
         if answer is None:
             try:
-                plan = plan_mutation(pod, self.config)
+                plan = plan_mutation(pod, config, namespace)
             except Denied as exc:
                 message = bounded(exc.message)
                 logger.info("denied pod %s: %s", pod_ref(request), message)
                 response["allowed"] = False
                 response["status"] = {"code": 400, "reason": "BadRequest", "message": message}
                 return Outcome.DENIED
-            answer = self._remember(key, plan)
+            answer = self._remember(generation, key, plan)
         if answer.warnings:
             response["warnings"] = list(answer.warnings)
         if answer.patch is not None:
@@ -154,14 +183,15 @@ class PodReviewer:
             logger.debug("%s pod %s", answer.outcome.value, pod_ref(request))
         return answer.outcome
 
-    def _remember(self, key: bytes, plan: Plan) -> _Answer:
+    def _remember(self, generation: _Generation, key: bytes, plan: Plan) -> _Answer:
         patch = base64.b64encode(orjson.dumps(plan.ops)).decode() if plan.ops else None
         answer = _Answer(_outcome(plan), tuple(bounded(w) for w in plan.warnings), patch)
         if answer.size > self.ANSWER_BYTES_MAX:
             return answer
-        while self._answers and self._answers_bytes + answer.size > self.ANSWERS_BYTES:
+        answers = generation.answers
+        while answers and generation.answers_bytes + answer.size > self.ANSWERS_BYTES:
             # The oldest first: bursts are short, keep it simple.
-            self._answers_bytes -= self._answers.pop(next(iter(self._answers))).size
-        self._answers[key] = answer
-        self._answers_bytes += answer.size
+            generation.answers_bytes -= answers.pop(next(iter(answers))).size
+        answers[key] = answer
+        generation.answers_bytes += answer.size
         return answer

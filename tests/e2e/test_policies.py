@@ -1,0 +1,148 @@
+"""Policies and `flyte-task-pods` through a real kube-apiserver: the chart's matchConditions send unannotated
+Flyte task pods to the webhook and keep every other unannotated pod away from it (its review counter stays still).
+
+A webhook process of its own runs the chart's config with `flyte-task-pods: true` and two policies, behind a copy
+of the chart's MWC rendered with the same config and an objectSelector, in the main webhook's own namespace
+(which the main MWC excludes), so exactly one webhook sees these pods.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, render_webhook_config
+from hack.cluster.clusters import Cluster, LocalCluster, dry_run_create, probe_pod, wait_for_mutation
+from hack.cluster.processes import HarnessError
+from hack.cluster.webhook import parse_reviews
+
+from .conftest import SELECTOR_LABEL, ExtraWebhook
+
+SELECTOR = {SELECTOR_LABEL: "policies"}
+CONFIG: dict[str, Any] = {
+    "preset": "eks",
+    "flyte-task-pods": True,
+    "platform-limits": {"cpu": "8"},
+    "policies": [
+        {
+            "name": "development",
+            "match": {"domain": "development"},
+            "platform-limits": {"cpu": "2"},
+            "default-requests": {"memory": "1Gi"},
+            "allowed-accelerators": ["T4", "L4"],
+            "max-gpus": 2,
+        },
+        {"name": "ml-training", "match": {"project": "ml", "domain": "production"}, "shared-memory": "2Gi"},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def policy_webhook(cluster: Cluster) -> Iterator[ExtraWebhook]:
+    if not isinstance(cluster, LocalCluster):
+        pytest.skip("needs a second local webhook process (not available with --existing-cluster)")
+    values = {"config": CONFIG}
+    config = render_webhook_config(cluster.helm_bin, values=values, work_dir=cluster.run_dir)
+    assert config == CONFIG, config
+    process = cluster.start_extra_webhook("webhook-policies", config)
+    mwc = cluster.add_webhook_configuration(
+        release="frw-e2e-policies",
+        base_url=process.url,
+        values={**values, "webhook": {"objectSelector": {"matchLabels": SELECTOR}}},
+    )
+    assert "task-name" in mwc["webhooks"][0]["matchConditions"][0]["expression"]
+    probe = probe_pod("frw-policies-probe")
+    probe["metadata"]["labels"] = SELECTOR
+    wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=process.process.exited)  # type: ignore[union-attr]
+    yield ExtraWebhook(mwc["metadata"]["name"], SELECTOR, cluster.namespace, process)
+    cluster.remove_webhook_configuration(mwc["metadata"]["name"])
+    process.stop()
+
+
+def task_pod(labels: dict[str, str], annotations: dict[str, str] | None = None, **resources: Any) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": f"task-{secrets.token_hex(4)}", "labels": {**SELECTOR, **labels}}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "primary", "image": "ghcr.io/flyteorg/flytekit:py3.11", "resources": resources}],
+        },
+    }
+
+
+def flyte1(project: str, domain: str) -> dict[str, str]:
+    """The labels flytepropeller puts on a task pod."""
+    return {
+        "project": project,
+        "domain": domain,
+        "workflow-name": "workflows-train-wf",
+        "task-name": "workflows-train-train-model",
+        "execution-id": f"a{secrets.token_hex(9)}",
+        "node-id": "n0",
+        "interruptible": "false",
+    }
+
+
+def reviews(hook: ExtraWebhook) -> float:
+    assert hook.process is not None
+    return sum(parse_reviews(hook.process.metrics_text()).values())
+
+
+def applied(pod: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(pod["metadata"]["annotations"][APPLIED_ANNOTATION])
+
+
+def test_an_unannotated_flyte_task_pod_gets_its_policy(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    before = reviews(policy_webhook)
+    stored = dry_run_create(
+        cluster, policy_webhook.namespace, task_pod(flyte1("web", "development"), limits={"cpu": "6"})
+    )
+    resources = stored["spec"]["containers"][0]["resources"]
+    assert resources["limits"] == {"cpu": "2", "memory": "1Gi"}
+    assert resources["requests"] == {"cpu": "2", "memory": "1Gi"}
+    assert applied(stored)["policy"] == "development"
+    assert reviews(policy_webhook) == before + 1
+
+
+def test_a_flyte2_task_pod_is_sent_by_its_managed_label(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    labels = {"flyte.org/managed": "true", "project": "ml", "domain": "production", "run": "r1", "action": "a0"}
+    stored = dry_run_create(cluster, policy_webhook.namespace, task_pod(labels))
+    assert applied(stored)["policy"] == "ml-training"
+    volumes = stored["spec"]["volumes"]
+    assert {"name": "flyte-shared-memory", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in volumes
+
+
+def test_unannotated_pods_that_are_not_flyte_task_pods_never_reach_the_webhook(
+    cluster: Cluster, policy_webhook: ExtraWebhook
+) -> None:
+    before = reviews(policy_webhook)
+    for labels in ({}, {"project": "ml", "domain": "development"}, {"flyte.org/managed": "false"}, {"app": "web"}):
+        stored = dry_run_create(cluster, policy_webhook.namespace, task_pod(labels, limits={"cpu": "6"}))
+        assert APPLIED_ANNOTATION not in (stored["metadata"].get("annotations") or {})
+        assert stored["spec"]["containers"][0]["resources"]["limits"] == {"cpu": "6"}
+    assert reviews(policy_webhook) == before
+
+
+def test_a_disallowed_accelerator_is_denied_naming_the_policy(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    pod = task_pod(flyte1("web", "development"), {ANNOTATION_PREFIX + "accelerator": "A100"})
+    with pytest.raises(HarnessError) as caught:
+        dry_run_create(cluster, policy_webhook.namespace, pod)
+    message = str(caught.value)
+    assert "denied the request" in message
+    assert "policy development (domain=development): accelerator 'nvidia-tesla-a100' is not allowed" in message
+
+
+def test_a_flyte_pod_outside_every_policy_gets_the_global_limits(
+    cluster: Cluster, policy_webhook: ExtraWebhook
+) -> None:
+    stored = dry_run_create(cluster, policy_webhook.namespace, task_pod(flyte1("web", "qa"), requests={"cpu": "12"}))
+    assert stored["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "8"
+    assert "policy" not in applied(stored)
