@@ -24,7 +24,7 @@ from hack.cluster.chart import (
     render_webhook_config,
 )
 from hack.cluster.controlplane import ControlPlane
-from hack.cluster.processes import Binaries, HarnessError, Process, default_bin_dir, wait_until
+from hack.cluster.processes import Binaries, HarnessError, Process, default_bin_dir, stop_together, wait_until
 from hack.cluster.webhook import WebhookCerts, WebhookProcess, parse_reviews
 
 MUTATION_READY_TIMEOUT = 30.0
@@ -205,9 +205,7 @@ class LocalCluster(Cluster):
     def stop(self) -> None:
         """Stop everything this cluster started, by PID: webhooks first, then kube-apiserver, then etcd."""
         self.close_api_client()
-        for hook in (*self._extra, self.webhook):
-            if hook is not None:
-                hook.stop()
+        stop_together([hook.process for hook in (*self._extra, self.webhook) if hook is not None and hook.process])
         if self.control_plane is not None:
             self.control_plane.stop()
 

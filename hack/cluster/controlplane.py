@@ -65,11 +65,22 @@ class ControlPlane:
         *,
         pools: Sequence[NodePool] | None = None,
         apiserver_args: Sequence[str] = (),
+        bind_address: str = "127.0.0.1",
+        service_account_admission: bool = False,
+        kwok_skip_pods_labelled: tuple[str, str] | None = None,
     ) -> None:
+        """`bind_address`: where kube-apiserver listens and every client reaches it (another local address,
+        e.g. the gateway of `hack.cluster.podnet`'s pod network, so pods in network namespaces reach it too);
+        `service_account_admission`: keep the ServiceAccount admission plugin, so pods get their token volume
+        (their ServiceAccount must exist first); `kwok_skip_pods_labelled`: (key, value) of pods KWOK leaves
+        to another kubelet (`hack.cluster.kubelet`)."""
         self.run_dir = run_dir
         self.binaries = binaries
         self.pools = list(pools) if pools is not None else load_pools()
         self.apiserver_args = list(apiserver_args)
+        self.bind_address = bind_address
+        self.service_account_admission = service_account_admission
+        self.kwok_skip_pods_labelled = kwok_skip_pods_labelled
         self.token = secrets.token_hex(16)
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
@@ -84,7 +95,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.api_port}"
+        return f"https://{self.bind_address}:{self.api_port}"
 
     @property
     def processes(self) -> list[Process]:
@@ -136,7 +147,8 @@ class ControlPlane:
     def _write_pki(self) -> None:
         ca = ClusterCA(self.pki_dir)
         self.ca = ca
-        self.serving = ca.serving("kube-apiserver")
+        extra_ips = () if self.bind_address == "127.0.0.1" else (self.bind_address,)
+        self.serving = ca.serving("kube-apiserver", extra_ips)
         self.clients: dict[str, KeyPair] = {
             "kube-scheduler": ca.issue("kube-scheduler", common_name=SCHEDULER_USER),
             "kube-controller-manager": ca.issue("kube-controller-manager", common_name=CONTROLLER_MANAGER_USER),
@@ -216,8 +228,8 @@ class ControlPlane:
                 str(self.binaries.kube_apiserver),
                 f"--etcd-servers={self.etcd_url}",
                 f"--etcd-prefix=/registry-{attempt}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.bind_address}",
+                f"--advertise-address={self.bind_address}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={self.serving.cert}",
                 f"--tls-private-key-file={self.serving.key}",
@@ -236,7 +248,7 @@ class ControlPlane:
                 f"--service-account-signing-key-file={self.sa_key}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # Pods need no `default` ServiceAccount to exist (no race with the controller that creates it).
-                "--disable-admission-plugins=ServiceAccount",
+                *(() if self.service_account_admission else ("--disable-admission-plugins=ServiceAccount",)),
                 f"--enable-admission-plugins={','.join(EXTRA_ADMISSION_PLUGINS)}",
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
@@ -305,7 +317,9 @@ class ControlPlane:
             ],
             self.run_dir / "kube-controller-manager.log",
         ).start()
-        config = kwok.write_config(self.binaries.kwok_stages, self.run_dir / "kwok.yaml")
+        config = kwok.write_config(
+            self.binaries.kwok_stages, self.run_dir / "kwok.yaml", skip_pods_labelled=self.kwok_skip_pods_labelled
+        )
         kwok_kc = self._component_kubeconfig("kwok")
         self.kwok = Process("kwok", kwok.argv(self.binaries.kwok, kwok_kc, config, POD_CIDR), self.run_dir / "kwok.log")
         self.kwok.start()

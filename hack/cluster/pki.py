@@ -60,12 +60,12 @@ class ClusterCA:
         pair.key.chmod(0o600)
         return pair
 
-    def serving(self, name: str) -> KeyPair:
-        """A serving certificate for 127.0.0.1 and localhost."""
+    def serving(self, name: str, extra_ips: tuple[str, ...] = ()) -> KeyPair:
+        """A serving certificate for 127.0.0.1 and localhost (and `extra_ips`, e.g. a pod network's gateway)."""
         cert_pem, key_pem = certs.issue_serving_cert(
             ca_cert_pem=self.pem,
             ca_key_pem=self._key_pem,
-            ip_addresses=["127.0.0.1"],
+            ip_addresses=["127.0.0.1", *extra_ips],
             dns_names=["localhost"],
             validity=VALIDITY,
             common_name=name,

@@ -37,7 +37,7 @@ import pytest
 
 from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
 from hack.cluster.clusters import Cluster, ExistingCluster, LocalCluster, dry_run_create, probe_pod, wait_for_mutation
-from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free_port, tail, wait_until
+from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free_port, stop_together, tail, wait_until
 from hack.cluster.webhook import WebhookProcess
 
 SELECTOR_LABEL = "e2e.flyte.org/webhook"
@@ -200,8 +200,7 @@ def preset_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
     yield hooks
     for hook in hooks.values():
         cluster.remove_webhook_configuration(hook.name)
-        if hook.process is not None:
-            hook.process.stop()
+    stop_together([h.process.process for h in hooks.values() if h.process is not None and h.process.process])
 
 
 @pytest.fixture(scope="session")

@@ -108,6 +108,10 @@ def describe_pool(name: str) -> str:
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_example_lands_on_its_pool_and_no_other(preset: str, pods_for: Any, core_v1: Any) -> None:
+    unlisted = sorted(set(EXAMPLES) - set(POOLS.placements))
+    assert not unlisted, f"say where these examples should run, in hack/cluster/nodepools.yaml placements: {unlisted}"
+    unknown = {p for per in POOLS.placements.values() for ps in per.values() for p in ps} - {"pending"}
+    assert unknown <= {p.name for p in POOLS.pools}, unknown - {p.name for p in POOLS.pools}
     pods = pods_for(preset)
     names = {example: f"{Path(example).stem}-{pods.run}"[:63] for example in EXAMPLES}
     for example, pod in EXAMPLES.items():

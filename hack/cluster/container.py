@@ -1,0 +1,67 @@
+"""The last step of starting a container for the stand-in kubelet (`hack.cluster.kubelet`), run inside the pod's
+network namespace by `ip netns exec`, which also gives it a mount namespace of its own.
+
+`python -m hack.cluster.container SPEC.json` bind-mounts each volume at its `mountPath` (read-only where the
+spec says so), remounts the root read-only for `readOnlyRootFilesystem`, then execs the container's command with
+its environment, keeping its PID, so the kubelet's SIGTERM/SIGKILL reach the process itself. A mount point the
+host lacks (`/etc/flyte-resources-webhook`, `/var/run/secrets/...`) is made inside an overlay of its top-level
+directory that only this namespace sees, so nothing is written to the host's `/etc` or `/run`.
+
+No image is unpacked: the root file system is the host's (the image's content is the checkout's `.venv`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"container: `mount {' '.join(args)}` failed: {result.stderr.strip()}")
+
+
+def _make_mount_point(target: Path, is_dir: bool, scratch: Path, overlaid: set[Path]) -> None:
+    if target.exists():
+        return
+    top = Path("/", target.resolve().parts[1])  # /var/run/secrets -> /run, /etc/x -> /etc
+    if top not in overlaid:
+        upper, work = scratch / "overlay" / top.name / "upper", scratch / "overlay" / top.name / "work"
+        upper.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        _mount("-t", "overlay", "overlay", "-o", f"lowerdir={top},upperdir={upper},workdir={work}", str(top))
+        overlaid.add(top)
+    if is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+
+
+def main(spec_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    scratch = Path(spec["scratch"])
+    _mount("--make-rprivate", "/")  # nothing mounted here reaches the host
+    overlaid: set[Path] = set()
+    for mount in spec["mounts"]:
+        source, target = Path(mount["source"]), Path(mount["target"])
+        _make_mount_point(target, source.is_dir(), scratch, overlaid)
+        _mount("--bind", str(source), str(target))
+        if mount.get("readOnly"):
+            _mount("-o", "remount,bind,ro", str(target))
+    if spec.get("readOnlyRootFilesystem"):
+        _mount("-o", "remount,bind,ro", "/")
+    os.chdir(spec.get("workingDir") or "/")
+    argv = spec["argv"]
+    try:
+        os.execve(argv[0], argv, spec["env"])
+    except OSError as exc:
+        raise SystemExit(f"container: cannot exec {argv[0]}: {exc}") from None
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
