@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -159,6 +160,9 @@ def test_tpu_device_object_under_gke() -> None:
         {"key": "cloud.google.com/gke-tpu-accelerator", "operator": "In", "values": ["tpu-v6e-slice"]},
         {"key": "cloud.google.com/gke-tpu-topology", "operator": "In", "values": ["2x4"]},
     ]
+    applied = json.loads(result.pod["metadata"]["annotations"][P + "applied"])
+    assert applied["accelerator"] == {"device": "tpu-v6e-slice", "partitionSize": "2x4", "deviceClass": "GOOGLE_TPU"}
+    assert applied["gpuResource"] == "google.com/tpu"
 
 
 @pytest.mark.parametrize(("strategy", "resource"), [("single", "nvidia.com/gpu"), ("mixed", "nvidia.com/mig-1g.10gb")])

@@ -377,6 +377,8 @@ def _summary(
                 ("device", accelerator.device),
                 ("partitionSize", accelerator.partition_size),
                 ("unpartitioned", accelerator.is_unpartitioned or None),
+                # flyteidl2's field, shown when it is not the default (a TPU, a Neuron device, ...)
+                ("deviceClass", None if accelerator.device_class == "NVIDIA_GPU" else accelerator.device_class.value),
             )
             if v
         }
