@@ -30,7 +30,6 @@ __all__ = [
     "DeviceType",
     "by_name",
     "find_device",
-    "sdk_types",
 ]
 
 
@@ -212,8 +211,3 @@ def by_name(name: str) -> DeviceType | None:
     """The entry of a Flyte 2 type name, exact case as the SDK checks it (``L40s``, ``A100_80G``; the SDK's
     deprecated ``A100 80G`` and ``RTX PRO 6000`` too)."""
     return _BY_NAME.get(name)
-
-
-def sdk_types(device_class: DeviceClass) -> list[str]:
-    """The Flyte 2 type names of a class that have a ``"<name>:<count>"`` string or a device constructor."""
-    return [e.name for e in CATALOG if e.device_class is device_class and (e.counts or e.device_class is _TPU)]
