@@ -168,7 +168,10 @@ def print_placements(cluster: LocalCluster, examples: list[tuple[Path, dict[str,
         views += list(placement.wait(core, namespace, names, expect_pending=names, timeout=30).values())
     print(
         f"\n=== where the examples landed (preset {DEMO_PRESET}: the chart's default; nodes from "
-        "hack/cluster/nodepools.yaml, run by KWOK)\n" + placement.table(views, titles),
+        "hack/cluster/nodepools.yaml, run by KWOK)\n"
+        + placement.table(views, titles)
+        + "\n(Pending: no eks node has that hardware, or no toleration for its taint; the scheduler's reason is"
+        " shown. Where each example should land under each preset: `placements` in hack/cluster/nodepools.yaml.)",
         flush=True,
     )
 

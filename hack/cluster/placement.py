@@ -18,7 +18,7 @@ PLACEMENT_TIMEOUT = 60.0
 # How long a pod that cannot be placed is watched before it counts as Pending for good: the scheduler retries
 # unschedulable pods, so "still Pending after a few seconds with a FailedScheduling reason" is the observable.
 PENDING_GRACE = 4.0
-RESOURCE_PREFIXES = ("nvidia.com/", "amd.com/", "google.com/")
+RESOURCE_PREFIXES = ("nvidia.com/", "amd.com/", "google.com/", "aws.amazon.com/")
 
 
 @dataclass(frozen=True)
