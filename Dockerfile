@@ -30,7 +30,7 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
-# The chart mounts the config at /etc/flyte-resources-webhook/config.yaml and the certificates (or an emptyDir
+# The chart mounts the config at /etc/flyte-resources-webhook/config/config.yaml and the certificates (or an emptyDir
 # for self-managed certificates) at /etc/flyte-resources-webhook/certs; /tmp is an emptyDir.
 USER 65532:65532
 WORKDIR /tmp

@@ -263,6 +263,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         cert_file=Path(args.cert_file) if args.cert_file else cert_dir / "tls.crt",
         key_file=Path(args.key_file) if args.key_file else cert_dir / "tls.key",
         ca_file=Path(args.ca_file) if args.ca_file else cert_dir / "ca.crt",
+        config_file=Path(args.config) if args.config else None,
+        config_check_interval=args.config_check_interval,
     )
     if args.dev:
         lifecycle = _dev_mode(args, config, cert_dir)
@@ -387,7 +389,7 @@ def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
 
 RUN_EXAMPLES = f"""examples:
   # in a cluster (what the Helm chart runs), certificates from cert-manager in --cert-dir
-  {PROG} run --config /etc/flyte-resources-webhook/config.yaml --cert-dir /etc/flyte-resources-webhook/certs
+  {PROG} run --config /etc/flyte-resources-webhook/config/config.yaml --cert-dir /etc/flyte-resources-webhook/certs
 
   # against the cluster of $KUBECONFIG for debugging: self-signed certificates, and a
   # MutatingWebhookConfiguration pointing at https://127.0.0.1:9443/flyte-resources
@@ -460,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cert-secret", help="self-managed: Secret holding the certificates")
     run.add_argument("--webhook-config-name", help="self-managed / --dev: MutatingWebhookConfiguration name")
     run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
+    run.add_argument(
+        "--config-check-interval",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds between looks at --config for a live reload: a valid new version serves the next review, an "
+        "invalid one is refused and logged (default: %(default)s)",
+    )
     run.add_argument(
         "--cert-check-interval",
         type=_seconds,

@@ -169,7 +169,7 @@ def test_template_ci_values(values_file: Path) -> None:
     # The container's arguments are accepted by the webhook's own command line parser.
     args = build_parser().parse_args(container(docs)["args"])
     assert args.command == "run" and args.port == 9443 and args.probe_port == 8080
-    assert str(args.cert_dir) == CERT_DIR and args.config == "/etc/flyte-resources-webhook/config.yaml"
+    assert str(args.cert_dir) == CERT_DIR and args.config == "/etc/flyte-resources-webhook/config/config.yaml"
     # The rendered config file is accepted by the webhook's own config model.
     config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) or {}
     WebhookConfig.from_mapping(config)
@@ -420,7 +420,7 @@ def test_self_managed_mode() -> None:
     assert args[:13] == [
         "run",
         "--config",
-        "/etc/flyte-resources-webhook/config.yaml",
+        "/etc/flyte-resources-webhook/config/config.yaml",
         "--port",
         "9443",
         "--probe-port",
@@ -532,7 +532,9 @@ def test_deployment_is_hardened_and_highly_available() -> None:
     assert anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
     assert pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"] == selector
     mounts = {m["mountPath"] for m in c["volumeMounts"]}
-    assert {"/tmp", CERT_DIR, "/etc/flyte-resources-webhook/config.yaml"} <= mounts
+    assert {"/tmp", CERT_DIR, "/etc/flyte-resources-webhook/config"} <= mounts
+    # kubelet never updates a subPath mount: the config must be a directory for live reloads
+    assert not [m for m in c["volumeMounts"] if m["name"] == "config" and "subPath" in m]
     assert "priorityClassName" not in pod
     pdb = find(docs, "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1

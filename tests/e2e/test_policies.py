@@ -146,3 +146,66 @@ def test_a_flyte_pod_outside_every_policy_gets_the_global_limits(
     stored = dry_run_create(cluster, policy_webhook.namespace, task_pod(flyte1("web", "qa"), requests={"cpu": "12"}))
     assert stored["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "8"
     assert "policy" not in applied(stored)
+
+
+def _metric(hook: ExtraWebhook, result: str) -> float:
+    assert hook.process is not None
+    text = hook.process.metrics_text()
+    for line in text.splitlines():
+        if line.startswith(f'flyte_resources_webhook_config_reloads_total{{result="{result}"}}'):
+            return float(line.split()[-1])
+    raise AssertionError(f"no reloads metric for {result} in:\n{text}")
+
+
+def test_a_config_change_takes_effect_without_a_restart(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    """The running process's config file becomes a kubelet-style ConfigMap volume (`..data` symlink swaps): a
+    valid version serves the next pods, an invalid one is refused and counted while the last valid one serves."""
+    import os
+    import time
+
+    import yaml
+
+    from hack.cluster.processes import wait_until
+
+    assert policy_webhook.process is not None
+    config_file = policy_webhook.process._config_file
+    volume = config_file.parent / "policies-configmap"
+    volume.mkdir(exist_ok=True)
+
+    def publish(version: int, content: dict[str, Any] | str) -> float:
+        directory = volume / f"..2026_12_01_v{version}"
+        directory.mkdir()
+        (directory / "config.yaml").write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+        link = volume / "..data_tmp"
+        link.symlink_to(directory.name)
+        os.replace(link, volume / "..data")
+        if not config_file.is_symlink():
+            tmp = config_file.with_suffix(".tmp")
+            tmp.symlink_to(volume / "..data" / "config.yaml")
+            os.replace(tmp, config_file)
+        return time.monotonic()
+
+    def dev_cpu_limit() -> str:
+        stored = dry_run_create(
+            cluster, policy_webhook.namespace, task_pod(flyte1("web", "development"), limits={"cpu": "6"})
+        )
+        return str(stored["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+
+    tighter = {
+        **CONFIG,
+        "policies": [{**CONFIG["policies"][0], "platform-limits": {"cpu": "1"}}, CONFIG["policies"][1]],
+    }
+    applied_before = _metric(policy_webhook, "applied")
+    try:
+        published = publish(1, tighter)
+        wait_until(lambda: dev_cpu_limit() == "1", timeout=30, what="the reloaded policy", interval=0.1)
+        print(f"\nreload took effect {time.monotonic() - published:.2f} s after the ..data swap")
+        assert _metric(policy_webhook, "applied") == applied_before + 1
+
+        invalid_before = _metric(policy_webhook, "invalid")
+        publish(2, "policies: [{name: broken, match: {}}]\n")
+        wait_until(lambda: _metric(policy_webhook, "invalid") == invalid_before + 1, timeout=30, what="the refusal")
+        assert dev_cpu_limit() == "1"  # the last valid version still serves
+    finally:
+        publish(3, CONFIG)
+        wait_until(lambda: dev_cpu_limit() == "2", timeout=30, what="the original config back", interval=0.1)

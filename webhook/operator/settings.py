@@ -18,13 +18,16 @@ def env_name(key: str) -> str:
     return ENV_PREFIX + key.upper().replace("-", "_")
 
 
-def load_config(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> WebhookConfig:
-    """Read, merge and validate; every problem is a `ConfigError` naming the file, key and value."""
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None, *, text: str | None = None
+) -> WebhookConfig:
+    """Read, merge and validate; every problem is a `ConfigError` naming the file, key and value. `text` is the
+    file's content when the caller has read it already (a reload validates exactly the bytes it read)."""
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     if path:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text() if text is None else text
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         try:

@@ -1,0 +1,157 @@
+"""Live reload of the configuration file: a new version is validated, then swapped in between two reviews.
+
+The chart mounts the config from a ConfigMap. kubelet updates such a volume atomically: it writes the new files
+into a fresh timestamped directory and then renames the `..data` symlink onto it, so `config.yaml` (a symlink
+through `..data`) points at the complete old file or at the complete new one, never at a half-written one, and
+its inode changes with every update while the path stays. An editor or `cp` over a plain file does not swap
+atomically; reading a file that is being written may give a truncated version, which then fails validation and is
+refused, and the next poll reads the finished one.
+
+The watcher polls `stat()` of the path (following the symlinks) every `interval` seconds, which sees both kinds of
+change, costs a few microseconds and needs no inotify (which reports changes of the symlink's target directory,
+not of the path). A changed file is read once; the bytes read are the bytes validated and hashed. A valid new
+configuration replaces the reviewer's in one assignment (`PodReviewer.use_config`): a review runs to its end on
+the configuration it started with, and the answers remembered under the old one go with it. An invalid one is
+refused: the running configuration stays, the reason is logged at ERROR, and the refusal is counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from webhook.engine.config import ConfigError, WebhookConfig
+from webhook.operator.review import PodReviewer
+from webhook.operator.settings import load_config
+
+logger = logging.getLogger("flyte_resources_webhook")
+
+RESULTS = ("applied", "unchanged", "invalid")
+DEFAULT_INTERVAL = 2.0
+
+
+def config_hash(config: WebhookConfig) -> str:
+    """A short digest of the validated configuration (file, environment overrides and preset resolved), so two
+    files that differ only in comments or key order have one hash."""
+    dumped = orjson.dumps(config.model_dump(mode="json", by_alias=True), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(dumped).hexdigest()[:16]
+
+
+class ConfigMetrics:
+    """`flyte_resources_webhook_config_reloads_total{result}` and `flyte_resources_webhook_config_info{hash}`."""
+
+    def __init__(self, registry: CollectorRegistry, config: WebhookConfig) -> None:
+        self.reloads = Counter(
+            "flyte_resources_webhook_config_reloads",
+            "Changes of the config file seen, by result: " + ", ".join(RESULTS) + ".",
+            ["result"],
+            registry=registry,
+        )
+        for result in RESULTS:
+            self.reloads.labels(result)  # present at zero from the start, so a refusal can alert at once
+        self.info = Gauge(
+            "flyte_resources_webhook_config_info",
+            "The active configuration: its hash (1 on the active one's labels).",
+            ["hash", "policies"],
+            registry=registry,
+        )
+        self._active: tuple[str, str] | None = None
+        self.set_active(config)
+
+    def set_active(self, config: WebhookConfig) -> None:
+        labels = (config_hash(config), str(len(config.policies)))
+        if self._active is not None and self._active != labels:
+            self.info.remove(*self._active)
+        self.info.labels(*labels).set(1)
+        self._active = labels
+
+
+def _signature(path: Path) -> tuple[int, int, int, int] | None:
+    try:
+        st = os.stat(path)  # follows config.yaml -> ..data/config.yaml -> ..<timestamp>/config.yaml
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ConfigReloader:
+    """Polls the config file; `check()` is one poll (what tests call), `run()` polls until stopped."""
+
+    def __init__(
+        self,
+        path: Path,
+        reviewer: PodReviewer,
+        metrics: ConfigMetrics,
+        *,
+        environ: Mapping[str, str] | None = None,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> None:
+        self.path = path
+        self.reviewer = reviewer
+        self.metrics = metrics
+        self.environ = environ
+        self.interval = interval
+        self._seen = _signature(path)
+        self._seen_bytes: bytes | None = None
+
+    def check(self) -> str | None:
+        """Look at the file once: the result counted (`applied`, `unchanged`, `invalid`), or None if the file
+        did not change since the last look."""
+        signature = _signature(self.path)
+        if signature == self._seen:
+            return None
+        self._seen = signature
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            return self._refuse(f"cannot read config file {self.path}: {exc.strerror}")
+        if data == self._seen_bytes:
+            return None  # touched, or swapped to identical content: nothing to validate again
+        self._seen_bytes = data
+        try:
+            config = load_config(self.path, self.environ, text=data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return self._refuse(f"config file {self.path} is not UTF-8: {exc.reason}")
+        except ConfigError as exc:
+            return self._refuse(str(exc))
+        if config_hash(config) == config_hash(self.reviewer.config):
+            self.metrics.reloads.labels("unchanged").inc()
+            logger.info("config file %s changed; the configuration it holds is the active one", self.path)
+            return "unchanged"
+        self.reviewer.use_config(config)
+        self.metrics.set_active(config)
+        self.metrics.reloads.labels("applied").inc()
+        logger.info(
+            "config reloaded from %s: hash %s, %d policies", self.path, config_hash(config), len(config.policies)
+        )
+        return "applied"
+
+    def _refuse(self, reason: str) -> str:
+        self.metrics.reloads.labels("invalid").inc()
+        logger.error(
+            "config file %s refused, still serving configuration %s: %s",
+            self.path,
+            config_hash(self.reviewer.config),
+            reason,
+        )
+        return "invalid"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval)
+            if stop.is_set():
+                return
+            try:
+                self.check()
+            except Exception:  # a bug in reloading must not stop a webhook that serves a valid configuration
+                logger.exception("config file %s: reload failed; still serving the active configuration", self.path)
+                self.metrics.reloads.labels("invalid").inc()
