@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from hack.cluster.processes import free_port
+from hack.webhook_process import cpu_seconds, local_options, rss_kib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"
@@ -176,7 +177,7 @@ async def _serve(mode: str, port: int, cert_dir: Path) -> None:
 
     from webhook.engine.config import WebhookConfig
     from webhook.operator.review import PodReviewer
-    from webhook.operator.server import HANDLER_ID, ServerOptions, build_server
+    from webhook.operator.server import HANDLER_ID, build_server
 
     registry = kopf.OperatorRegistry()
 
@@ -187,17 +188,11 @@ async def _serve(mode: str, port: int, cert_dir: Path) -> None:
     insights = references.Insights()
     insights.webhook_resources.add(references.Resource("", "v1", "pods", kind="Pod", namespaced=True))
     kopf_fn = _partial_kopf(admission.serve_admission_request, registry, insights, inventory, indexing)
-    options = ServerOptions(
-        addr="127.0.0.1",
-        port=port,
-        cert_file=cert_dir / "tls.crt",
-        key_file=cert_dir / "tls.key",
-        ca_file=cert_dir / "ca.crt",
-    )
-    server = build_server(options, PodReviewer(WebhookConfig.from_mapping({})))
+    server = build_server(local_options(port, cert_dir), PodReviewer(WebhookConfig.from_mapping({})))
     assert HANDLER_ID in server.fast
     # The bare server: the same HTTPS listener and JSON decoding, a constant answer. Nothing can beat it.
     server.fast["bare"] = lambda review: {"response": {"uid": review["request"]["uid"], "allowed": True}}
+    server.kopf_ids.add("noop")  # the floor: kopf's generic admission path (any other unknown id is a 404)
     async for _ in server(kopf_fn):
         print("READY", flush=True)
         await asyncio.Event().wait()
@@ -298,18 +293,6 @@ def _check_response(url: str, ca: Path, body: bytes, mode: str) -> None:
 # --- orchestration --------------------------------------------------------------------------------------------
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -> dict[str, float]:
     port = free_port()
     log = work / f"server-{mode}.log"
@@ -333,10 +316,10 @@ def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -
         script = work / "bench.lua"
         script.write_text(WRK_SCRIPT)
         _wrk(url, body_file, script, args.warmup_seconds, args.concurrency)
-        cpu_before = _cpu_seconds(server.pid)
+        cpu_before = cpu_seconds(server.pid)
         result = _wrk(url, body_file, script, args.seconds, args.concurrency)
-        result["server_cpu_ms_per_request"] = 1000 * (_cpu_seconds(server.pid) - cpu_before) / result["requests"]
-        result["server_rss_mib"] = _rss_kib(server.pid) / 1024
+        result["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(server.pid) - cpu_before) / result["requests"]
+        result["server_rss_mib"] = rss_kib(server.pid) / 1024
         return result
     finally:
         server.terminate()

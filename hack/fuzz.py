@@ -497,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
             f"  server CPU per review: max {cpu['cpu_max_ms']:.2f} ms, mean {cpu['cpu_mean_ms']:.3f} ms, "
             f"{cpu['over_budget']} over {cpu['budget_ms']:.0f} ms; server RSS {stats['rss_kib'] / 1024:.0f} MiB"
         )
+        slowest = ", ".join(f"{s['cpu_ms']:.1f} ms ({s['request_bytes'] / 1024:.0f} KiB)" for s in cpu["slowest"])
+        print(f"  slowest reviews (server CPU, request size): {slowest}")
     for problem, count in (report.problems or Counter()).most_common(20):
         print(f"  {count:6d}  {problem}")
     for problem, example in list((report.examples or {}).items())[:8]:

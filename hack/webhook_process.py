@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hack.cluster.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 STATS_PATH = "tool-stats"
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,8 +49,10 @@ class _CpuMeter:
         self.over_budget = 0
         self.max_seconds = 0.0
         self.total_seconds = 0.0
+        self.slowest: list[tuple[float, int]] = []  # (seconds, request bytes) of the five slowest
 
-    def add(self, seconds: float) -> None:
+    def add(self, seconds: float, size: int = 0) -> None:
+        self.slowest = sorted([*self.slowest, (seconds, size)], reverse=True)[:5]
         self.count += 1
         self.total_seconds += seconds
         self.max_seconds = max(self.max_seconds, seconds)
@@ -68,6 +65,7 @@ class _CpuMeter:
             "cpu_mean_ms": 1000 * self.total_seconds / max(self.count, 1),
             "over_budget": self.over_budget,
             "budget_ms": 1000 * self.budget,
+            "slowest": [{"cpu_ms": 1000 * seconds, "request_bytes": size} for seconds, size in self.slowest],
         }
 
 
@@ -96,12 +94,12 @@ async def _serve(port: int, cert_dir: Path) -> None:
     if hasattr(server, "_answer"):
         answer = server._answer
 
-        def measured_answer(*args: Any, **kwargs: Any) -> Any:
+        def measured_answer(handler: Any, body: bytes) -> Any:
             started = time.thread_time()
             try:
-                return answer(*args, **kwargs)
+                return answer(handler, body)
             finally:
-                meter.add(time.thread_time() - started)
+                meter.add(time.thread_time() - started, len(body))
 
         server._answer = measured_answer  # type: ignore[method-assign]
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 import kopf
 import pytest
 
-from hack.webhook_process import free_port
+from hack.cluster.processes import free_port
 from webhook import cli
 from webhook.operator import devmode
 from webhook.operator.certs import generate_bundle, write_bundle

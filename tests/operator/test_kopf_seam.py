@@ -15,7 +15,7 @@ import ssl
 import aiohttp
 import kopf
 
-from hack.webhook_process import free_port
+from hack.cluster.processes import free_port
 from tests.operator.test_review import admission_review
 from webhook.operator.certs import generate_bundle, write_bundle
 from webhook.operator.server import AdmissionServer

@@ -9,7 +9,7 @@ import asyncio
 import kopf
 import pytest
 
-from hack.webhook_process import free_port
+from hack.cluster.processes import free_port
 from webhook.engine.config import WebhookConfig
 from webhook.operator.server import Lifecycle, ServerOptions, serve
 

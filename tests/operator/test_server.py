@@ -139,7 +139,11 @@ def running(certs):
     async def kopf_fn(request, **kwargs):  # kopf's answer to an id it does not know
         return {"response": {"uid": "", "allowed": True}}
 
-    def post(path: str, body: bytes) -> tuple[int, str, bytes]:
+    def post(path: str, body: bytes, chunked: bool = False) -> tuple[int, str, bytes]:
+        async def chunks():  # no Content-Length: the server reads until the end, or the limit
+            for start in range(0, len(body), 256 * 1024):
+                yield body[start : start + 256 * 1024]
+
         async def scenario():
             serving = server(kopf_fn)
             await serving.__anext__()
@@ -147,7 +151,9 @@ def running(certs):
                 context = ssl.create_default_context(cadata=bundle.ca_pem.decode())
                 async with (
                     aiohttp.ClientSession() as session,
-                    session.post(f"https://127.0.0.1:{port}{path}", data=body, ssl=context) as reply,
+                    session.post(
+                        f"https://127.0.0.1:{port}{path}", data=chunks() if chunked else body, ssl=context
+                    ) as reply,
                 ):
                     return reply.status, reply.reason or "", await reply.read()
             finally:
@@ -170,9 +176,18 @@ def test_a_pod_of_1_1_mb_is_admitted_and_bodies_up_to_3_mib_are_read(running):
     assert status == 200
 
 
-def test_a_body_above_3_mib_is_refused_with_413(running):
-    status, _, _ = running(f"/{HANDLER_ID}", b'{"request": {"uid": "' + b"x" * (3 * 1024 * 1024 + 1) + b'"}}')
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_above_3_mib_is_refused_with_413(running, chunked):
+    body = b'{"request": {"uid": "' + b"x" * (3 * 1024 * 1024 + 1) + b'"}}'
+    status, _, _ = running(f"/{HANDLER_ID}", body, chunked)
     assert status == 413
+
+
+def test_a_chunked_review_is_read_to_its_end(running):
+    review = admission_review(ANNOTATIONS)
+    review["request"]["object"]["spec"]["containers"][0]["env"] = [{"name": "BIG", "value": "x" * 1_100_000}]
+    status, _, body = running(f"/{HANDLER_ID}", json.dumps(review).encode(), chunked=True)
+    assert status == 200 and "patch" in json.loads(body)["response"]
 
 
 @pytest.mark.parametrize(
