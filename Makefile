@@ -30,32 +30,32 @@ lint: install ## ruff, mypy (strict for engine and mutation), import-linter laye
 	$(VENV)/bin/mypy webhook
 	$(VENV)/bin/lint-imports
 
-control-plane: ## build/fetch kube-apiserver, etcd, kubectl and helm into $(FRW_BIN_DIR) (idempotent)
+control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
 	@bash hack/control-plane.sh
 
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane ## end-to-end tests against a local etcd + kube-apiserver
+e2e: install control-plane ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 test: install lint control-plane ## everything CI runs: lint, unit, examples, chart checks and e2e tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-run: install ## the webhook on $$KUBECONFIG's cluster, or on a local control plane with examples/ applied
+run: install ## the webhook on $$KUBECONFIG's cluster, or on a local cluster with examples/ applied and placed on nodes
 	@if [ -n "$$KUBECONFIG" ]; then \
 	  $(PY) -m webhook.cli run --dev $(RUN_ARGS); \
 	else \
 	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve; \
 	fi
 
-demo: install control-plane ## like `make run` on the local control plane, then exits
+demo: install control-plane ## like `make run` on the local cluster (before/after and where each example landed), then exits
 	$(PY) -m hack.local_cluster
 
-bench: install ## throughput/latency of the admission server against kopf's no-op handler floor
+bench: install control-plane ## admission server vs kopf's no-op floor, then a 1000-pod burst through the apiserver (none, MAP, patch-less webhook, ours)
 	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) from Debian"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
-	$(PY) -m hack.bench
+	@$(PY) -m hack.bench; server=$$?; $(PY) -m hack.burst $(BURST_ARGS); burst=$$?; exit $$((server | burst))
 
 fuzz: install ## 100,000 hostile AdmissionReviews over HTTPS: counts 5xx and invalid replies, p99/max latency, max CPU per review
 	$(PY) -m hack.fuzz $(FUZZ_ARGS)
@@ -69,7 +69,7 @@ manifests: install control-plane ## render manifests/ from the chart
 check-manifests: install control-plane ## fail when manifests/ is out of sync with the chart
 	$(PY) -m hack.manifests --check
 
-kind-test: install ## e2e on a kind cluster (needs Docker and kind; fails loudly without them)
+kind-test: install ## the e2e and placement tests on a kind cluster (needs Docker and kind; fails loudly without them)
 	@bash hack/kind-test.sh
 
 clean: ## remove the virtualenv and caches (the binary cache in $(FRW_BIN_DIR) stays)

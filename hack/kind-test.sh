@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # make kind-test: the e2e tests against a real cluster built with kind.
 #
-#   1. build the image (Dockerfile) and create a kind cluster, then `kind load` the image into it;
+#   1. build the image (Dockerfile) and create a kind cluster with one worker per node of
+#      hack/cluster/nodepools.yaml (labelled and tainted at registration; `python -m hack.cluster.kind config`),
+#      patch the pools' fake GPU/TPU/Neuron capacity into the workers' node status, `kind load` the image;
 #   2. with FRW_CERT_MODE=cert-manager, install cert-manager and wait for its webhook;
-#   3. helm install the chart (--wait), run `helm test`;
-#   4. run tests/e2e against the cluster: pytest tests/e2e -m e2e --existing-cluster;
+#   3. helm install the chart (--wait), run `helm test`; helm install one more release per preset, each selecting
+#      only pods labelled e2e.flyte.org/webhook=preset-<name> (what the placement tests create);
+#   4. run tests/e2e against the cluster, placement tests included: pytest tests/e2e -m e2e --existing-cluster;
 #   5. delete the cluster (KEEP_CLUSTER=1 keeps it, and prints how to reach it).
 #
 # Needs a running Docker engine and kind (plus kubectl and helm: $FRW_BIN_DIR from `make control-plane`, else
@@ -98,10 +101,14 @@ say "building image $IMAGE"
 docker build -t "$IMAGE" "$REPO_ROOT"
 
 say "creating kind cluster $CLUSTER"
-create_args=(create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --wait 180s)
+(cd "$REPO_ROOT" && "$PYTHON" -m hack.cluster.kind config) > "$WORK/kind-config.yaml"
+create_args=(create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --config "$WORK/kind-config.yaml" --wait 300s)
 [ -n "${KIND_NODE_IMAGE:-}" ] && create_args+=(--image "$KIND_NODE_IMAGE")
 created=1
 kind "${create_args[@]}"
+
+say "patching the node pools' GPU/TPU/Neuron capacity into the workers' status"
+(cd "$REPO_ROOT" && "$PYTHON" -m hack.cluster.kind capacity)
 
 say "loading $IMAGE into the cluster"
 kind load docker-image "$IMAGE" --name "$CLUSTER"
@@ -129,6 +136,16 @@ done
 
 say "helm test $RELEASE"
 "$HELM" test "$RELEASE" --namespace "$NAMESPACE" --logs --timeout 180s
+
+for preset in eks gke karpenter gfd amd; do
+  say "helm install frw-preset-$preset (config.preset=$preset, only pods labelled e2e.flyte.org/webhook=preset-$preset)"
+  "$HELM" install "frw-preset-$preset" "$REPO_ROOT/charts/flyte-resources-webhook" \
+    --namespace "frw-preset-$preset" --create-namespace \
+    --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
+    --set certificates.mode="$CERT_MODE" --set config.preset="$preset" \
+    --set-json "webhook.objectSelector={\"matchLabels\":{\"e2e.flyte.org/webhook\":\"preset-$preset\"}}" \
+    --wait --timeout 300s
+done
 
 say "pytest tests/e2e against the kind cluster"
 cd "$REPO_ROOT"

@@ -24,6 +24,7 @@ from hack.cluster.chart import (
     render_webhook_config,
 )
 from hack.cluster.controlplane import ControlPlane
+from hack.cluster.nodepools import NodePool
 from hack.cluster.processes import Binaries, HarnessError, Process, default_bin_dir, stop_together, wait_until
 from hack.cluster.webhook import WebhookCerts, WebhookProcess, parse_reviews
 
@@ -145,11 +146,13 @@ class LocalCluster(Cluster):
         webhook_config: Mapping[str, Any] | None = None,
         namespace: str = WEBHOOK_NAMESPACE,
         apiserver_args: Sequence[str] = (),
+        pools: Sequence[NodePool] | None = None,
     ) -> None:
         super().__init__()
         self.run_dir = run_dir
         self.binaries = binaries or Binaries.locate()
         self.apiserver_args = list(apiserver_args)
+        self.pools = pools
         self.kubectl_bin = str(self.binaries.kubectl)
         self.helm_bin = str(self.binaries.helm)
         self.webhook_config = webhook_config
@@ -168,7 +171,9 @@ class LocalCluster(Cluster):
             if config is None:
                 config = render_webhook_config(self.helm_bin, namespace=self.namespace)
             # Each part is assigned before it starts, so stop() finds it even when a signal interrupts start().
-            self.control_plane = ControlPlane(self.run_dir, self.binaries, apiserver_args=self.apiserver_args)
+            self.control_plane = ControlPlane(
+                self.run_dir, self.binaries, apiserver_args=self.apiserver_args, pools=self.pools
+            )
             self.control_plane.start()
             self.kubeconfig = self.control_plane.kubeconfig
             self.certs = WebhookCerts.generate(self.run_dir / "webhook-certs")

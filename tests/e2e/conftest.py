@@ -174,9 +174,18 @@ PRESETS = ("eks", "gke", "karpenter", "gfd", "amd")
 def preset_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
     """One webhook process per preset (the chart's config with `preset: <name>`), each behind its own copy of the
     chart's MWC that selects only pods labelled `e2e.flyte.org/webhook=preset-<name>`. Their pods live in the
-    main webhook's own namespace, which the main MWC excludes, so exactly one webhook mutates each."""
+    main webhook's own namespace, which the main MWC excludes, so exactly one webhook mutates each. On an
+    existing cluster, `hack/kind-test.sh` installs these as helm releases `frw-preset-<name>`."""
     if not isinstance(cluster, LocalCluster):
-        pytest.skip("needs local webhook processes (not available with --existing-cluster)")
+        existing = {
+            p: ExtraWebhook(f"frw-preset-{p}", {SELECTOR_LABEL: f"preset-{p}"}, cluster.namespace) for p in PRESETS
+        }
+        for preset, hook in existing.items():
+            probe = probe_pod(f"frw-preset-{preset}-probe")
+            probe["metadata"]["labels"] = hook.labels
+            wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe)
+        yield existing
+        return
     hooks: dict[str, ExtraWebhook] = {}
     processes = {}
     for preset in PRESETS:  # start them all first: they boot in parallel

@@ -1,0 +1,407 @@
+"""`make bench` (second part): a burst of annotated pods created concurrently through a real kube-apiserver.
+
+Four admission setups, in one local cluster (hack.cluster: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager, KWOK), each selecting only its own pods by label:
+
+  none   no admission mutation at all;
+  map    a MutatingAdmissionPolicy (admissionregistration.k8s.io/v1) doing the same mutation ours does for these
+         pods in the apiserver with CEL JSONPatch: container resources, two tolerations, required node affinity
+         (ApplyConfiguration cannot touch tolerations or affinity, which are atomic lists);
+  bare   a webhook that answers `allowed` without a patch: our server stack (kopf's WebhookServer, uvloop,
+         `build_server`) with a constant answer, in a process of its own, behind a copy of the chart's
+         MutatingWebhookConfiguration;
+  ours   `flyte-resources-webhook run` behind another copy of the chart's configuration.
+
+Each run creates N pods (default 1000) from an asyncio client (aiohttp, keep-alive, C concurrent requests) and
+records pods/s over the create phase, p50/p99 create latency, and the time until all N are Running (the real
+scheduler binds them, KWOK runs them). Runs interleave the modes; the median of 3 runs counts. The pods ask for an
+A100 1g.5gb slice (eks preset), so the node pools are the eks A100 MIG pool and the CPU pool, with enough nodes
+for N pods. Exit 1 when ours is below 1.1x the policy's or 0.9x the patch-less webhook's pods/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import secrets
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # `python hack/burst.py` from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from hack.cluster.chart import ANNOTATION_PREFIX, localize_mwc, render_mwc  # noqa: E402
+from hack.cluster.clusters import LocalCluster  # noqa: E402
+from hack.cluster.nodepools import load  # noqa: E402
+from hack.cluster.processes import HarnessError, Process, free_port, http_get, tail, wait_until  # noqa: E402
+
+MODES = ("none", "map", "bare", "ours")
+MODE_LABEL = "bench.flyte.org/burst"
+RUN_LABEL = "bench.flyte.org/run"
+DEVICE, PARTITION = "nvidia-tesla-a100", "1g.5gb"
+ACCEL_LABEL, PARTITION_LABEL = "k8s.amazonaws.com/accelerator", "k8s.amazonaws.com/gpu-partition-size"
+RESOURCES = {"cpu": "10m", "memory": "32Mi", "nvidia.com/gpu": "1"}
+TARGET_VS_MAP, TARGET_VS_BARE = 1.1, 0.9
+
+
+def burst_pools(pods: int) -> list[Any]:
+    """The CPU pool and the eks A100 MIG pool of nodepools.yaml, with as many nodes as `pods` needs."""
+    data = load()
+    mig, cpu = data.pool("eks-a100-mig"), data.pool("cpu")
+    per_node = min(int(mig.allocatable["nvidia.com/gpu"]), int(mig.allocatable["pods"]))
+    need = -(-pods // per_node) + 1
+    cpu_need = -(-pods // int(cpu.allocatable["pods"])) + 1
+    return [dataclasses.replace(cpu, count=max(cpu.count, cpu_need)), dataclasses.replace(mig, count=need)]
+
+
+def pod_body(mode: str, run: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"burst-{mode}-{run}-{index}",
+            "labels": {MODE_LABEL: mode, RUN_LABEL: run},
+            "annotations": {
+                ANNOTATION_PREFIX + "resources": "cpu=10m,mem=32Mi,gpu=1",
+                ANNOTATION_PREFIX + "accelerator": "A100.partition_1g_5gb",
+            },
+        },
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "busybox"}]},
+    }
+
+
+# --------------------------------------------------------------------------------------------- the policy
+
+
+def _toleration(key: str, value: str) -> str:
+    return f'Object.spec.tolerations{{key: "{key}", operator: "Equal", value: "{value}", effect: "NoSchedule"}}'
+
+
+def mutating_policy() -> list[dict[str, Any]]:
+    """A MutatingAdmissionPolicy + binding giving the burst's `map` pods what our webhook gives them."""
+    terms = "Object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
+    requirement = terms + '.matchExpressions{{key: "{}", operator: "In", values: ["{}"]}}'
+    affinity = (
+        "Object.spec.affinity{nodeAffinity: Object.spec.affinity.nodeAffinity{"
+        "requiredDuringSchedulingIgnoredDuringExecution: "
+        "Object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution{"
+        f"nodeSelectorTerms: [{terms}{{matchExpressions: ["
+        f"{requirement.format(ACCEL_LABEL, DEVICE)}, {requirement.format(PARTITION_LABEL, PARTITION)}]}}]}}}}}}"
+    )
+    quantities = ", ".join(f'"{k}": "{v}"' for k, v in RESOURCES.items())
+    resources = f"Object.spec.containers.resources{{limits: {{{quantities}}}, requests: {{{quantities}}}}}"
+    tolerations = [_toleration(ACCEL_LABEL, DEVICE), _toleration(PARTITION_LABEL, PARTITION)]
+    expression = (
+        "(has(object.spec.tolerations) ? ["
+        + ", ".join(f'JSONPatch{{op: "add", path: "/spec/tolerations/-", value: {t}}}' for t in tolerations)
+        + f'] : [JSONPatch{{op: "add", path: "/spec/tolerations", value: [{", ".join(tolerations)}]}}]) + ['
+        f'JSONPatch{{op: "add", path: "/spec/containers/0/resources", value: {resources}}}, '
+        f'JSONPatch{{op: "add", path: "/spec/affinity", value: {affinity}}}]'
+    )
+    name = "frw-burst"
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "reinvocationPolicy": "Never",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+                    ]
+                },
+                "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "matchResources": {"objectSelector": {"matchLabels": {MODE_LABEL: "map"}}},
+            },
+        },
+    ]
+
+
+# --------------------------------------------------------------------------------------------- the webhooks
+
+
+ALLOW_PATH = "allow"
+
+
+def allowed(review: dict[str, Any]) -> dict[str, Any]:
+    response = {"uid": review["request"]["uid"], "allowed": True}
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+
+
+async def _serve_allow(port: int, cert_dir: Path) -> None:
+    """Our server stack (`build_server`, as `run` builds it) with a handler that allows without a patch."""
+    from hack.webhook_process import local_options
+    from webhook.engine.config import WebhookConfig
+    from webhook.operator.review import PodReviewer
+    from webhook.operator.server import build_server
+
+    server = build_server(local_options(port, cert_dir), PodReviewer(WebhookConfig.from_mapping({})))
+    server.fast[ALLOW_PATH] = allowed
+
+    async def not_kopf(request: Any, **_: Any) -> Any:
+        return allowed(request)
+
+    async for _ in server(not_kopf):
+        print("READY", flush=True)
+        await asyncio.Event().wait()
+
+
+def start_bare_server(cluster: LocalCluster, work: Path) -> tuple[Process, str]:
+    """A webhook process of our server stack whose `/allow` path answers `allowed` with no patch."""
+    from webhook.operator.certs import generate_bundle, write_bundle
+
+    certs = work / "bare-certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
+    write_bundle(bundle, certs)
+    port = free_port()
+    argv = [sys.executable, "-m", "hack.burst", "--serve-allow", f"--port={port}", f"--cert-dir={certs}"]
+    process = Process("bare-webhook", argv, work / "bare-webhook.log").start()
+    context = ssl.create_default_context(cadata=bundle.ca_pem.decode())
+
+    def listening() -> bool:
+        return http_get(f"https://127.0.0.1:{port}/healthz", context=context)[0] > 0
+
+    wait_until(listening, timeout=60, what="the bare webhook", alive=process.exited)
+    # The chart's configuration, as for ours, pointed at the constant answer's path.
+    release = "frw-burst-bare"
+    values = {"webhook": {"objectSelector": {"matchLabels": {MODE_LABEL: "bare"}}}}
+    mwc = render_mwc(cluster.helm_bin, release=release, namespace=release, values=values, work_dir=work)
+    local = localize_mwc(mwc, f"https://127.0.0.1:{port}", bundle.ca_pem)
+    local["webhooks"][0]["clientConfig"]["url"] = f"https://127.0.0.1:{port}/{ALLOW_PATH}"
+    cluster.apply(local)
+    return process, local["metadata"]["name"]
+
+
+# --------------------------------------------------------------------------------------------- a run
+
+
+@dataclasses.dataclass
+class RunResult:
+    mode: str
+    pods: int
+    pods_per_s: float
+    p50_ms: float
+    p99_ms: float
+    all_running_s: float
+    errors: int
+
+
+async def create_all(server: str, token: str, ca: Path, namespace: str, bodies: list[bytes], concurrency: int) -> Any:
+    import aiohttp
+
+    url = f"{server}/api/v1/namespaces/{namespace}/pods"
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    context = ssl.create_default_context(cafile=str(ca))
+    latencies: list[float] = []
+    errors: list[str] = []
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    connector = aiohttp.TCPConnector(limit=concurrency, ssl=context)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                async with session.post(url, data=body) as reply:
+                    text = await reply.text()
+                latencies.append(time.perf_counter() - started)
+                if reply.status != 201:
+                    errors.append(f"{reply.status}: {text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started, latencies, errors
+
+
+def count_running(core: Any, namespace: str, run: str) -> int:
+    pods = core.list_namespaced_pod(
+        namespace, label_selector=f"{RUN_LABEL}={run}", field_selector="status.phase=Running"
+    )
+    return len(pods.items)
+
+
+def one_run(cluster: LocalCluster, mode: str, pods: int, concurrency: int, timeout: float) -> RunResult:
+    from kubernetes import client
+
+    assert cluster.control_plane is not None
+    core = client.CoreV1Api(cluster.api_client())
+    run = secrets.token_hex(3)
+    bodies = [json.dumps(pod_body(mode, run, i)).encode() for i in range(pods)]
+    started = time.monotonic()
+    seconds, latencies, errors = asyncio.run(
+        create_all(
+            cluster.control_plane.server,
+            cluster.control_plane.token,
+            cluster.control_plane.ca_file,
+            cluster.namespace,
+            bodies,
+            concurrency,
+        )
+    )
+    if errors:
+        raise HarnessError(f"{mode}: {len(errors)} of {pods} creates failed, e.g. {errors[0]}")
+    while (running := count_running(core, cluster.namespace, run)) < pods:
+        if time.monotonic() - started > timeout:
+            raise HarnessError(f"{mode}: only {running} of {pods} pods Running after {timeout:.0f} s")
+        time.sleep(0.2)
+    all_running = time.monotonic() - started
+    core.delete_collection_namespaced_pod(cluster.namespace, label_selector=f"{RUN_LABEL}={run}")
+    wait_until(
+        lambda: not core.list_namespaced_pod(cluster.namespace, label_selector=f"{RUN_LABEL}={run}", limit=1).items,
+        timeout=timeout,
+        what=f"the {mode} pods to be deleted",
+        interval=0.5,
+    )
+    ordered = sorted(latencies)
+    return RunResult(
+        mode=mode,
+        pods=pods,
+        pods_per_s=pods / seconds,
+        p50_ms=1000 * ordered[len(ordered) // 2],
+        p99_ms=1000 * ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))],
+        all_running_s=all_running,
+        errors=len(errors),
+    )
+
+
+def check_mutation(cluster: LocalCluster, mode: str) -> None:
+    """One dry-run pod per mode: the policy and both webhooks must be in effect (and `none` must not mutate)."""
+    from hack.cluster.clusters import dry_run_create
+
+    def placed() -> bool:
+        out = dry_run_create(cluster, cluster.namespace, pod_body(mode, "probe", 0))
+        spec = out["spec"]
+        has_affinity = bool(spec.get("affinity"))
+        return has_affinity if mode in ("map", "ours") else (not has_affinity and bool(out))
+
+    wait_until(placed, timeout=30, what=f"the {mode} setup to take effect", interval=0.3)
+
+
+def median_of(results: list[RunResult]) -> RunResult:
+    """The run with the median pods/s (so all its figures are from one run)."""
+    ordered = sorted(results, key=lambda r: r.pods_per_s)
+    return ordered[len(ordered) // 2]
+
+
+def report(medians: dict[str, RunResult], runs: int) -> str:
+    lines = [
+        f"{'mode':<6} {'pods/s':>8} {'vs none':>8} {'p50 ms':>8} {'p99 ms':>8} {'all Running s':>14}",
+    ]
+    base = medians["none"].pods_per_s
+    for mode in MODES:
+        r = medians[mode]
+        lines.append(
+            f"{mode:<6} {r.pods_per_s:>8.0f} {r.pods_per_s / base:>7.2f}x {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}"
+            f" {r.all_running_s:>14.1f}"
+        )
+    lines.append(f"(median of {runs} runs by pods/s; {medians['none'].pods} pods per run)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m hack.burst", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=int(os.environ.get("BURST_PODS", 1000)))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=300.0, help="per run, until all pods are Running")
+    parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "burst.json")
+    parser.add_argument("--serve-allow", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--cert-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_allow:
+        from webhook.cli import run_loop
+
+        run_loop(_serve_allow(args.port, args.cert_dir))  # the event loop `run` uses
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="frw-burst-"))
+    cluster = LocalCluster(work / "cluster", pools=burst_pools(args.pods))
+    bare: Process | None = None
+    try:
+        started = time.monotonic()
+        cluster.start()
+        print(f"cluster ready in {time.monotonic() - started:.1f} s (logs in {work})", flush=True)
+        # The patch-less webhook first: it changes nothing one could wait for, so it is registered before the
+        # others, which are waited for (the apiserver's informer sees configurations in order).
+        bare, _ = start_bare_server(cluster, work)
+        for doc in mutating_policy():
+            cluster.apply(doc)
+        assert cluster.webhook is not None
+        cluster.add_webhook_configuration(
+            release="frw-burst-ours",
+            base_url=cluster.webhook.url,
+            values={"webhook": {"objectSelector": {"matchLabels": {MODE_LABEL: "ours"}}}},
+        )
+        for mode in MODES:
+            check_mutation(cluster, mode)
+        results: dict[str, list[RunResult]] = {mode: [] for mode in MODES}
+        for i in range(args.runs):
+            for mode in MODES:
+                result = one_run(cluster, mode, args.pods, args.concurrency, args.timeout)
+                results[mode].append(result)
+                print(
+                    f"run {i + 1} {mode:<5} {result.pods_per_s:6.0f} pods/s  p50 {result.p50_ms:6.1f} ms"
+                    f"  p99 {result.p99_ms:6.1f} ms  all Running after {result.all_running_s:5.1f} s",
+                    flush=True,
+                )
+    except HarnessError as exc:
+        print(f"burst: {exc}", file=sys.stderr)
+        for name, path in cluster.log_files().items():
+            print(f"----- {name}: end of {path}\n{tail(path, 20)}", file=sys.stderr)
+        return 1
+    finally:
+        if bare is not None:
+            bare.stop()
+        cluster.stop()
+
+    medians = {mode: median_of(rs) for mode, rs in results.items()}
+    print("\n" + report(medians, args.runs))
+    ours, policy, patchless = (medians[m].pods_per_s for m in ("ours", "map", "bare"))
+    verdict = {
+        "ours_vs_map": ours / policy,
+        "ours_vs_bare": ours / patchless,
+        "target_vs_map": TARGET_VS_MAP,
+        "target_vs_bare": TARGET_VS_BARE,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {"runs": {m: [dataclasses.asdict(r) for r in rs] for m, rs in results.items()}, "verdict": verdict},
+            indent=2,
+        )
+    )
+    ok = verdict["ours_vs_map"] >= TARGET_VS_MAP and verdict["ours_vs_bare"] >= TARGET_VS_BARE
+    print(
+        f"ours = {verdict['ours_vs_map']:.2f}x the policy (target >= {TARGET_VS_MAP}), "
+        f"{verdict['ours_vs_bare']:.2f}x the patch-less webhook (target >= {TARGET_VS_BARE}): "
+        + ("met" if ok else "NOT met")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The node pool data file: every pool well formed, every example placed under every preset, kind gets the same."""
+
+from __future__ import annotations
+
+import yaml
+
+from hack.cluster import kind
+from hack.cluster.nodepools import PENDING, POOL_LABEL, load, node_objects
+from hack.local_cluster import EXAMPLES_DIR, load_examples
+from webhook.engine.config import Preset
+
+DATA = load()
+PRESETS = {p.value for p in Preset}
+
+
+def test_every_pool_belongs_to_known_presets_and_is_sized() -> None:
+    names = [p.name for p in DATA.pools]
+    assert len(names) == len(set(names))
+    for pool in DATA.pools:
+        assert pool.presets and set(pool.presets) <= PRESETS, pool.name
+        assert {"cpu", "memory", "pods"} <= set(pool.allocatable), pool.name
+        assert pool.gpu_resources == {k: v for k, v in pool.capacity.items() if "/" in k}, pool.name
+        for taint in pool.taints:
+            assert taint["effect"] in ("NoSchedule", "PreferNoSchedule", "NoExecute"), (pool.name, taint)
+
+
+def test_every_example_has_a_place_under_every_preset() -> None:
+    examples = {path.name for path, _ in load_examples(EXAMPLES_DIR)}
+    assert set(DATA.placements) == examples
+    pools = {p.name: p for p in DATA.pools}
+    for example, per_preset in DATA.placements.items():
+        assert set(per_preset) == PRESETS, example
+        for preset, targets in per_preset.items():
+            for target in targets:
+                assert target == PENDING or preset in pools[target].presets, (example, preset, target)
+
+
+def test_nodes_are_kwok_nodes_with_the_pool_and_preset_labels() -> None:
+    nodes = node_objects(DATA.pools)
+    assert len(nodes) == sum(p.count for p in DATA.pools)
+    for node in nodes:
+        assert node["metadata"]["annotations"] == {"kwok.x-k8s.io/node": "fake"}
+        pool = DATA.pool(node["metadata"]["labels"][POOL_LABEL])
+        for preset in pool.presets:
+            assert node["metadata"]["labels"][DATA.cluster_label(preset)] == "true"
+        assert node["spec"]["taints"] == [dict(t) for t in pool.taints]
+
+
+def test_kind_workers_register_with_the_same_labels_and_taints() -> None:
+    config = kind.cluster_config()
+    workers = [n for n in config["nodes"] if n["role"] == "worker"]
+    assert len(workers) == sum(p.count for p in DATA.pools)
+    for worker in workers:
+        pool = DATA.pool(worker["labels"][POOL_LABEL])
+        assert {k: v for k, v in pool.labels.items()}.items() <= worker["labels"].items()
+        patches = [yaml.safe_load(p) for p in worker.get("kubeadmConfigPatches", [])]
+        taints = [t for p in patches for t in p["nodeRegistration"]["taints"]]
+        assert taints == [dict(t) for t in pool.taints]
