@@ -114,7 +114,12 @@ def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
 
 
 def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
-    where = f" (container {plan.container})" if plan.container else ""
+    where = ", ".join(
+        part
+        for part in (plan.container and f"container {plan.container}", plan.policy and f"policy {plan.policy}")
+        if part
+    )
+    where = f" ({where})" if where else ""
     print(f"pod {_name(pod)}{where}: {plan.outcome}, {len(plan.ops)} patch op(s)", file=out)
     if plan.outcome == "untouched":
         print("  no annotation of ours: admitted untouched", file=out)

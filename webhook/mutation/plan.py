@@ -69,13 +69,15 @@ class Step:
     container: str | None = None
     before: Mapping[str, Any] | None = field(default=None, repr=False)
     after: Mapping[str, Any] | None = field(default=None, repr=False)
+    policy: Policy | None = field(default=None, repr=False)
 
     @property
     def changes(self) -> tuple[str, ...]:
-        """`requests.cpu: 500m -> 1` lines for `explain`; warnings carry only the adjustments."""
+        """`requests.cpu: 500m -> 1` lines for `explain`, `(policy <name>)` after a value the policy set;
+        warnings carry only the adjustments."""
         if self.container is None or self.before is None or self.after is None:
             return ()
-        return tuple(_describe_resource_changes(self.before, self.after, self.container))
+        return tuple(_describe_resource_changes(self.before, self.after, self.container, self.policy))
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             if not names:  # nothing the user wrote: a policy or the global config refuses the pod
                 raise Denied(f"{annotation}: {reason}") from None
             raise InvalidAnnotation(annotation, value, reason) from None
-        steps.append(Step(annotation, value, credit(result.notes, policy), target, current, result.pod))
+        steps.append(Step(annotation, value, credit(result.notes, policy), target, current, result.pod, policy))
         current = result.pod
 
     resource_sources = [k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given]
@@ -288,8 +290,11 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
     return Plan(outcome, current, ops, warnings, tuple(steps), target, policy.name if policy else None)
 
 
-def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, Any], target: str) -> list[str]:
-    """The target container's requests/limits that differ, one `side.name: old -> new` line each."""
+def _describe_resource_changes(
+    before: Mapping[str, Any], after: Mapping[str, Any], target: str, policy: Policy | None = None
+) -> list[str]:
+    """The target container's requests/limits that differ, one `side.name: old -> new` line each; a new value
+    equal to what `policy` sets for that resource (a default request or a limit) says so."""
 
     def resources(pod: Mapping[str, Any]) -> Mapping[str, Any]:
         for container in (pod.get("spec") or {}).get("containers") or []:
@@ -305,8 +310,17 @@ def _describe_resource_changes(before: Mapping[str, Any], after: Mapping[str, An
         was, now = old.get(side) or {}, new.get(side) or {}
         for name in [*was, *(k for k in now if k not in was)]:
             if was.get(name) != now.get(name):
-                lines.append(f"{side}.{name}: {was.get(name, '-')} -> {now.get(name, '-')}")
+                by = _set_by(policy, side, name, now.get(name))
+                lines.append(f"{side}.{name}: {was.get(name, '-')} -> {now.get(name, '-')}{by}")
     return lines
+
+
+def _set_by(policy: Policy | None, side: str, name: str, value: Any) -> str:
+    if policy is None or value is None:
+        return ""
+    limit = (policy.platform_limits or {}).get(name)
+    default = (policy.default_requests or {}).get(name) if side == "requests" else None
+    return f" ({policy_label(policy)})" if value in (limit, default) else ""
 
 
 def _config_target(pod: Mapping[str, Any], request: ResourceRequest, policy: Policy | None) -> str | None:
