@@ -132,3 +132,14 @@ def presets(pools: Sequence[NodePool]) -> list[str]:
     for pool in pools:
         seen.update(dict.fromkeys(pool.presets))
     return list(seen)
+
+
+def placement_markdown(data: PoolData | None = None) -> str:
+    """The `placements` table as Markdown (the README shows it; a test keeps the two equal)."""
+    data = data or load()
+    order = presets(data.pools)
+    lines = ["| example | " + " | ".join(order) + " |", "|---|" + "---|" * len(order)]
+    for example, per_preset in data.placements.items():
+        cells = [", ".join(per_preset[p]) if per_preset[p] != (PENDING,) else "Pending" for p in order]
+        lines.append(f"| `{example}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

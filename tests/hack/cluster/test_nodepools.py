@@ -56,3 +56,10 @@ def test_kind_workers_register_with_the_same_labels_and_taints() -> None:
         patches = [yaml.safe_load(p) for p in worker.get("kubeadmConfigPatches", [])]
         taints = [t for p in patches for t in p["nodeRegistration"]["taints"]]
         assert taints == [dict(t) for t in pool.taints]
+
+
+def test_the_readme_shows_the_placements_of_the_data_file() -> None:
+    from hack.cluster.nodepools import placement_markdown
+    from hack.cluster.processes import REPO_ROOT
+
+    assert placement_markdown() in (REPO_ROOT / "README.md").read_text(), "regenerate the README's placement table"
