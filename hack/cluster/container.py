@@ -47,12 +47,16 @@ def main(spec_path: str) -> None:
     scratch = Path(spec["scratch"])
     _mount("--make-rprivate", "/")  # nothing mounted here reaches the host
     overlaid: set[Path] = set()
+    # Each source is opened before anything is mounted: a volume at /tmp must not hide sources under /tmp.
+    # Mount points are made first (overlays), then mounted parents before children, as runtimes order them.
+    sources = {mount["target"]: os.open(mount["source"], os.O_PATH) for mount in spec["mounts"]}
     for mount in spec["mounts"]:
-        source, target = Path(mount["source"]), Path(mount["target"])
-        _make_mount_point(target, source.is_dir(), scratch, overlaid)
-        _mount("--bind", str(source), str(target))
+        _make_mount_point(Path(mount["target"]), Path(mount["source"]).is_dir(), scratch, overlaid)
+    for mount in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
+        target = mount["target"]
+        _mount("--bind", f"/proc/{os.getpid()}/fd/{sources[target]}", target)
         if mount.get("readOnly"):
-            _mount("-o", "remount,bind,ro", str(target))
+            _mount("-o", "remount,bind,ro", target)
     if spec.get("readOnlyRootFilesystem"):
         _mount("-o", "remount,bind,ro", "/")
     os.chdir(spec.get("workingDir") or "/")

@@ -167,7 +167,13 @@ def _remove(prefix: str, bridge: str) -> None:
     for name in _netns_names():
         if name.startswith(prefix):
             delete_netns(name)
-    ip("link", "delete", bridge, check=False)
+    # A namespace whose processes were just killed goes a moment later, and its veth peers with it: delete the
+    # host ends (named after the bridge's run id) now.
+    run_links = bridge.removesuffix("br")
+    for line in ip("-br", "link", "show", check=False).stdout.splitlines():
+        link = line.split()[0].split("@")[0] if line.strip() else ""
+        if link.startswith(run_links):
+            ip("link", "delete", link, check=False)
 
 
 def remove_leftovers() -> list[str]:

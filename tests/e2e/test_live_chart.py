@@ -1,0 +1,399 @@
+"""The chart installed for real: `helm install --wait` with its default values (self-managed certificates) on the
+local cluster, its pods created by the ReplicaSet controller, bound by kube-scheduler to CPU nodes and run by the
+stand-in kubelet (`hack.cluster.kubelet`) in network namespaces with pod IPs; kube-apiserver calls the webhook
+through the chart's Service (`--enable-aggregator-routing`) and verifies its certificate for
+`<service>.<namespace>.svc`. The MWC, Service, RBAC and certificates are the chart's and the webhook's own.
+
+The drills print their figures (pods created / failed / unmutated, install and upgrade times) with `-s`, and
+`record_property` keeps them in the JUnit report.
+
+Needs root (network namespaces): otherwise the tests fail saying so (FRW_ALLOW_SKIP_E2E=1 turns that into a skip).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import yaml
+
+from hack.cluster.chart import APPLIED_ANNOTATION, RELEASE_NAME, render_webhook_config
+from hack.cluster.live import LiveCluster
+from hack.cluster.nodepools import POOL_LABEL
+from hack.cluster.podnet import ip
+from hack.cluster.processes import REPO_ROOT, Binaries, HarnessError, MissingBinaries, wait_until
+
+pytestmark = pytest.mark.e2e
+
+NAMESPACE = "flyte-resources-webhook"
+SERVICE_HOST = f"{RELEASE_NAME}.{NAMESPACE}.svc"
+SECRET = f"{RELEASE_NAME}-tls"
+CHECK_INTERVAL = 30.0  # values.yaml certificates.selfManaged.checkIntervalSeconds
+DRILL_PODS = int(os.environ.get("FRW_LIVE_DRILL_PODS", "500"))
+BURST_THREADS = 8
+EKS_KEY, GKE_KEY = "k8s.amazonaws.com/accelerator", "cloud.google.com/gke-accelerator"
+FIGURES: dict[str, Any] = {}
+
+
+def _cannot_run(message: str) -> None:
+    if os.environ.get("FRW_ALLOW_SKIP_E2E") == "1":
+        pytest.skip(f"{message} (skipped because FRW_ALLOW_SKIP_E2E=1)")
+    pytest.fail(message, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
+    if os.environ.get("FRW_E2E_EXISTING_CLUSTER") == "1":
+        _cannot_run("test_live_chart runs on the local cluster only for now (its drills need the stand-in kubelet)")
+    if os.geteuid() != 0:
+        _cannot_run(f"the live chart needs root for network namespaces and veth pairs (euid {os.geteuid()})")
+    try:
+        binaries = Binaries.locate()
+    except MissingBinaries as exc:
+        message = str(exc)
+    else:
+        message = ""
+    if message:
+        _cannot_run(message)
+    run_dir = tmp_path_factory.mktemp("frw-live")
+    cluster = LiveCluster(run_dir, binaries)
+    failure = ""
+    try:
+        start = time.monotonic()
+        cluster.start()
+        FIGURES["cluster start s"] = round(time.monotonic() - start, 1)
+        FIGURES["helm install --wait s"] = round(cluster.install(), 1)
+    except HarnessError as exc:
+        failure = f"cannot install the chart on the live cluster: {exc}\n(run dir: {run_dir})"
+    if failure:
+        cluster.stop()
+        pytest.fail(failure, pytrace=False)
+    try:
+        yield cluster
+    finally:
+        print(f"\nlive chart figures: {json.dumps(FIGURES, indent=1)}")
+        (run_dir / "figures.json").write_text(json.dumps(FIGURES, indent=1))
+        cluster.stop()
+
+
+def _namespace(live: LiveCluster, name: str) -> str:
+    live.ensure_namespace(name)
+    live.wait_default_service_account(name)
+    return name
+
+
+def _core(live: LiveCluster) -> Any:
+    from kubernetes import client
+
+    return client.CoreV1Api(live.api_client())
+
+
+def _mwc_ca(live: LiveCluster) -> bytes:
+    mwc = json.loads(live.kubectl("get", "mutatingwebhookconfiguration", RELEASE_NAME, "-o", "json").stdout)
+    return base64.b64decode(mwc["webhooks"][0]["clientConfig"].get("caBundle") or "")
+
+
+def _served_cert(pod_ip: str, ca_pem: bytes) -> bytes:
+    """The certificate a pod serves on 9443, verified against `ca_pem` for the Service's DNS name (what the
+    apiserver checks)."""
+    context = ssl.create_default_context(cadata=ca_pem.decode())
+    with (
+        socket.create_connection((pod_ip, 9443), timeout=5) as sock,
+        context.wrap_socket(sock, server_hostname=SERVICE_HOST) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def _trusted(live: LiveCluster) -> bool:
+    ca = _mwc_ca(live)
+    pods = live.webhook_pods()
+    if not ca or len(pods) < 2:
+        return False
+    for pod in pods:
+        try:
+            _served_cert(pod["status"]["podIP"], ca)
+        except (OSError, ssl.SSLError):
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ drills
+
+
+def drill_pod(name: str) -> dict[str, Any]:
+    """An annotated GPU pod: under `preset: eks` it gets affinity on EKS_KEY, under `gke` on GKE_KEY. A
+    scheduling gate keeps it off the scheduler and KWOK: the drills measure admission, not placement."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "annotations": {"resources.flyte.org/limits": "gpu=1", "resources.flyte.org/accelerator": "A100"},
+        },
+        "spec": {
+            "schedulingGates": [{"name": "e2e.flyte.org/admission-drill"}],
+            "containers": [{"name": "main", "image": "busybox"}],
+        },
+    }
+
+
+def mutated_by(pod: Any) -> str:
+    """`eks`, `gke` or `unmutated`, from a stored pod (a kubernetes client model)."""
+    if APPLIED_ANNOTATION not in (pod.metadata.annotations or {}):
+        return "unmutated"
+    terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
+    keys = {e.key for t in terms for e in t.match_expressions or []}
+    return "eks" if EKS_KEY in keys else "gke" if GKE_KEY in keys else f"other {sorted(keys)}"
+
+
+class Burst:
+    """Creates `count` drill pods from BURST_THREADS threads, optionally paced over `seconds`; records every
+    failure with its message and every stored pod's mutation."""
+
+    def __init__(self, live: LiveCluster, namespace: str, count: int, *, seconds: float = 0.0, prefix: str = "p"):
+        self.live, self.namespace, self.count, self.seconds, self.prefix = live, namespace, count, seconds, prefix
+        self.failures: list[str] = []
+        self.outcomes: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.started = threading.Event()
+
+    def _create(self, index: int) -> None:
+        from kubernetes import client
+
+        if self.seconds:
+            delay = self.t0 + index * self.seconds / self.count - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        if index == self.count // 10:
+            self.started.set()
+        try:
+            pod = _core(self.live).create_namespaced_pod(self.namespace, drill_pod(f"{self.prefix}-{index}"))
+        except client.ApiException as exc:
+            with self.lock:
+                self.failures.append(f"{exc.status}: {(exc.body or '')[:300]}")
+            return
+        kind = mutated_by(pod)
+        with self.lock:
+            self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+
+    def run(self) -> Burst:
+        self.t0 = time.monotonic()
+        with ThreadPoolExecutor(BURST_THREADS) as pool:
+            list(pool.map(self._create, range(self.count)))
+        self.elapsed = time.monotonic() - self.t0
+        return self
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "created": sum(self.outcomes.values()),
+            "failed": len(self.failures),
+            "unmutated": self.outcomes.get("unmutated", 0),
+            "by config": dict(sorted(self.outcomes.items())),
+            "seconds": round(self.elapsed, 1),
+        }
+
+
+def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    out: list[Any] = []
+
+    def target() -> None:
+        try:
+            out.append(work())
+        except BaseException as exc:  # re-raised by the test that joins
+            out.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def kill_replica(live: LiveCluster, pod: dict[str, Any]) -> None:
+    """SIGKILL the webhook process of `pod` (every process in its network namespace), as an OOM kill would."""
+    assert live.network is not None
+    netns = live.network.netns_name(pod["status"]["podIP"])
+    pids = ip("netns", "pids", netns).stdout.split()
+    assert pids, f"nothing runs in {netns}"
+    for pid in pids:
+        os.kill(int(pid), signal.SIGKILL)
+
+
+def endpoint_ips(live: LiveCluster) -> set[str]:
+    """The ready addresses of the Service's EndpointSlices (what the apiserver picks from)."""
+    out = json.loads(
+        live.kubectl("get", "endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={RELEASE_NAME}",
+                     "-o", "json").stdout
+    )  # fmt: skip
+    ips = set()
+    for slice_ in out["items"]:
+        for endpoint in slice_.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready"):
+                ips.update(endpoint["addresses"])
+    return ips
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveCluster) -> None:
+    pods = live.webhook_pods()
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
+    core = _core(live)
+    for pod in pods:
+        owner = pod["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "ReplicaSet", owner  # made by the ReplicaSet controller, not by the harness
+        node = core.read_node(pod["spec"]["nodeName"])
+        assert node.metadata.labels[POOL_LABEL] == "cpu", (pod["metadata"]["name"], node.metadata.name)
+        assert pod["status"]["podIP"] in {str(a) for a in live.network.subnet}  # type: ignore[union-attr]
+        assert pod["spec"]["volumes"], "the ServiceAccount admission plugin added the token volume"
+    assert endpoint_ips(live) == {p["status"]["podIP"] for p in pods}
+    mwc = json.loads(live.kubectl("get", "mutatingwebhookconfiguration", RELEASE_NAME, "-o", "json").stdout)
+    client_config = mwc["webhooks"][0]["clientConfig"]
+    assert "url" not in client_config
+    assert client_config["service"] == {"name": RELEASE_NAME, "namespace": NAMESPACE, "port": 443,
+                                        "path": "/flyte-resources"}  # fmt: skip
+
+
+def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passes(live: LiveCluster) -> None:
+    from hack.local_cluster import load_examples
+
+    namespace = _namespace(live, "frw-live-examples")
+    config = render_webhook_config(live.helm_bin)
+    config_file = live.run_dir / "chart-config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    checked = 0
+    for path, pod in load_examples(REPO_ROOT / "examples"):
+        pod = {**pod, "metadata": {**pod["metadata"], "namespace": namespace}}
+        pod["metadata"].pop("ownerReferences", None)  # their owner does not exist here
+        offline = subprocess.run(
+            [str(REPO_ROOT / ".venv" / "bin" / "flyte-resources-webhook"), "mutate", "-f", "-", "-o", "json",
+             "--config", str(config_file)],
+            input=json.dumps(pod), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        result = live.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(pod))
+        if offline.returncode != 0:
+            assert result.returncode != 0, f"{path.name}: denied offline, admitted live"
+            continue
+        assert result.returncode == 0, f"{path.name}: {result.stderr}"
+        stored, expected = json.loads(result.stdout), json.loads(offline.stdout)
+        assert stored["metadata"]["annotations"][APPLIED_ANNOTATION] == expected["metadata"]["annotations"][
+            APPLIED_ANNOTATION], path.name  # fmt: skip
+        checked += 1
+    assert checked >= 5
+    result = live.helm("test", RELEASE_NAME, "--namespace", NAMESPACE, "--timeout=120s")
+    assert result.returncode == 0, result.stderr
+    assert "Phase:          Succeeded" in result.stdout, result.stdout
+
+
+def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: LiveCluster) -> None:
+    secrets = _core(live).list_namespaced_secret(NAMESPACE).items
+    tls = [s for s in secrets if s.type == "kubernetes.io/tls" or s.metadata.name == SECRET]
+    assert [s.metadata.name for s in tls] == [SECRET]
+    secret_ca = base64.b64decode(tls[0].data["ca.crt"])
+    secret_cert = base64.b64decode(tls[0].data["tls.crt"])
+    mwc_ca = _mwc_ca(live)
+    assert secret_ca.strip() in mwc_ca, "the caBundle holds the Secret's CA"
+    served = {_served_cert(p["status"]["podIP"], mwc_ca) for p in live.webhook_pods()}
+    assert len(served) == 1, "both replicas serve the same certificate"
+    assert ssl.DER_cert_to_PEM_cert(served.pop()).strip() == secret_cert.decode().strip()
+
+
+def test_deleted_secret_both_replicas_trusted_again_within_the_check_interval(live: LiveCluster) -> None:
+    _core(live).delete_namespaced_secret(SECRET, NAMESPACE)
+    start = time.monotonic()
+    wait_until(
+        lambda: _core(live).read_namespaced_secret(SECRET, NAMESPACE) and _trusted(live),
+        timeout=CHECK_INTERVAL * 2 + 10, what="a new Secret and both replicas trusted by the caBundle", interval=1,
+    )  # fmt: skip
+    FIGURES["secret deleted -> both trusted again s"] = round(time.monotonic() - start, 1)
+
+
+def _assert_no_unmutated(burst: Burst) -> None:
+    assert burst.outcomes.get("unmutated", 0) == 0, burst.figures()
+    assert not [k for k in burst.outcomes if k.startswith("other")], burst.figures()
+
+
+def test_upgrade_to_another_preset_under_load(live: LiveCluster, record_property: Any) -> None:
+    """`helm upgrade` to `preset: gke` (the pods roll: maxSurge 1, maxUnavailable 0, preStop drain) while
+    DRILL_PODS annotated pods are created: none fails, each is mutated by the old or the new config."""
+    namespace = _namespace(live, "frw-live-upgrade")
+    burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25), prefix="up")
+    thread, out = in_background(burst.run)
+    burst.started.wait(30)
+    upgrade_s = live.upgrade({"config": {"preset": "gke"}})
+    thread.join()
+    if out and isinstance(out[0], BaseException):
+        raise out[0]
+    FIGURES["helm upgrade --wait s"] = round(upgrade_s, 1)
+    FIGURES["upgrade drill"] = burst.figures()
+    record_property("upgrade drill", burst.figures())
+    assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
+    _assert_no_unmutated(burst)
+    assert burst.outcomes.get("eks", 0) and burst.outcomes.get("gke", 0), f"both configs served: {burst.figures()}"
+    probe = _core(live).create_namespaced_pod(namespace, drill_pod("after-upgrade"))
+    assert mutated_by(probe) == "gke"
+    live.upgrade()  # back to the chart's defaults for the next tests
+
+
+def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
+    namespace = _namespace(live, f"frw-live-kill-{policy.lower()}")
+    wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="two ready webhook pods")
+    victim = live.webhook_pods()[0]
+    count = max(DRILL_PODS // 2, 50)
+    burst = Burst(live, namespace, count, seconds=max(10.0, count / 25), prefix="kill")
+    thread, out = in_background(burst.run)
+    burst.started.wait(30)
+    kill_replica(live, victim)
+    thread.join()
+    if out and isinstance(out[0], BaseException):
+        raise out[0]
+    # Once the killed pod's endpoint is gone (or it is back and ready), no create fails.
+    wait_until(lambda: victim["status"]["podIP"] not in endpoint_ips(live) or len(live.webhook_pods()) == 2,
+               timeout=30, what="the killed pod's endpoint to go")  # fmt: skip
+    after = Burst(live, namespace, 50, prefix="after").run()
+    return burst, after
+
+
+def test_sigkill_of_a_replica_with_failure_policy_fail_stores_no_unmutated_pod(live: LiveCluster) -> None:
+    burst, after = _kill_drill(live, "Fail")
+    FIGURES["sigkill drill (Fail)"] = {"during": burst.figures(), "after endpoint gone": after.figures()}
+    _assert_no_unmutated(burst)
+    assert after.failures == [] and after.outcomes == {"eks": 50}, after.figures()
+
+
+def test_sigkill_of_a_replica_with_failure_policy_ignore_fails_no_create(live: LiveCluster) -> None:
+    live.upgrade({"webhook": {"failurePolicy": "Ignore"}})
+    try:
+        burst, after = _kill_drill(live, "Ignore")
+    finally:
+        live.upgrade()
+    FIGURES["sigkill drill (Ignore)"] = {"during": burst.figures(), "after endpoint gone": after.figures()}
+    assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
+    assert after.failures == [], after.figures()
+
+
+def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: LiveCluster) -> None:
+    FIGURES["helm uninstall s"] = round(live.uninstall(), 1)
+    for kind in ("mutatingwebhookconfiguration", "clusterrole", "clusterrolebinding",
+                 "validatingadmissionpolicy", "validatingadmissionpolicybinding"):  # fmt: skip
+        result = live.kubectl("get", kind, RELEASE_NAME)
+        assert result.returncode != 0 and "NotFound" in result.stderr, f"{kind} {RELEASE_NAME} stays: {result.stdout}"
+    for kind in ("role", "rolebinding", "serviceaccount", "deployment", "service"):
+        result = live.kubectl("get", kind, RELEASE_NAME, "-n", NAMESPACE)
+        assert result.returncode != 0 and "NotFound" in result.stderr, f"{kind} {RELEASE_NAME} stays"
+    wait_until(lambda: not live.webhook_pods(ready_only=False), timeout=60, what="the webhook pods to go")
+    # What stays, as the chart README says: the Secret the webhook created at run time (not a helm resource).
+    result = live.kubectl("get", "secret", SECRET, "-n", NAMESPACE)
+    FIGURES["left after uninstall"] = [f"secret/{SECRET}"] if result.returncode == 0 else []
