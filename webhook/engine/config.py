@@ -7,8 +7,9 @@ its Flyte deployment. A preset only fills keys the user did not set.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -71,6 +72,20 @@ class DeviceClassConfig(BaseModel):
     partition_size_node_label: str | None = None
     unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = None
     unpartitioned_toleration: Toleration | None = None
+
+
+@dataclass(frozen=True)
+class DeviceClassSettings:
+    """A device class's settings with every fallback applied (`WebhookConfig.device_class_config`)."""
+
+    resource_name: str
+    device_node_label: str
+    partition_size_node_label: str
+    unpartitioned_node_selector_requirement: NodeSelectorRequirement | None
+    unpartitioned_toleration: Toleration | None
+
+
+_NO_CLASS_CONFIG: Final = DeviceClassConfig()
 
 
 class Preset(StrEnum):
@@ -318,6 +333,18 @@ class WebhookConfig(BaseModel):
             seen.add(policy.name)
         return value
 
+    @field_validator("accelerator_devices")
+    @classmethod
+    def _canonical_devices(cls, value: dict[str, str]) -> dict[str, str]:
+        # Each key also under its catalog device string, so that every spelling of a device finds its value
+        # with one lookup (an admission asks on every pod); a key the user wrote wins over a derived one.
+        derived = {}
+        for key, label in value.items():
+            entry = find_device(key)
+            if entry is not None:
+                derived[entry.device] = label
+        return {**derived, **value}
+
     @field_validator("accelerator_device_classes", mode="before")
     @classmethod
     def _class_names(cls, value: Any) -> Any:
@@ -325,9 +352,6 @@ class WebhookConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {DeviceClass.parse(str(name)): entry for name, entry in value.items()}
-
-    # `accelerator-devices` keyed by catalog device string, so that every spelling of a device finds its value.
-    _device_labels: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # What `webhook.engine.policies` derives from `policies` once per configuration: their order and each merged
     # configuration (at most two entries plus one per policy).
@@ -342,11 +366,6 @@ class WebhookConfig(BaseModel):
         merged = self.model_copy(update=update)
         merged._policy_cache = {}
         return merged
-
-    def model_post_init(self, context: Any, /) -> None:
-        for key, value in self.accelerator_devices.items():
-            entry = find_device(key)
-            self._device_labels[entry.device if entry is not None else key] = value
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None = None) -> WebhookConfig:
@@ -369,14 +388,15 @@ class WebhookConfig(BaseModel):
         of its spellings, else the catalog's device string (Flyte's normalisation table), else `device`."""
         entry = find_device(device)
         canonical = entry.device if entry is not None else device
-        return self._device_labels.get(canonical, self._device_labels.get(device, canonical))
+        devices = self.accelerator_devices
+        return devices[canonical] if canonical in devices else devices.get(device, canonical)
 
-    def device_class_config(self, device_class: DeviceClass) -> DeviceClassConfig:
+    def device_class_config(self, device_class: DeviceClass) -> DeviceClassSettings:
         """The resolved settings of a device class: the user's entry, else the class's built-in value (Flyte 2's
-        defaults), else the global `gpu-*` keys."""
-        given = self.accelerator_device_classes.get(device_class) or DeviceClassConfig()
+        defaults), else the global `gpu-*` keys. A plain dataclass: it is asked for on every admission."""
+        given = self.accelerator_device_classes.get(device_class) or _NO_CLASS_CONFIG
         built_in = DEVICE_CLASS_DEFAULTS[device_class]
-        return DeviceClassConfig(
+        return DeviceClassSettings(
             resource_name=given.resource_name or built_in.resource_name or self.gpu_resource_name,
             device_node_label=given.device_node_label or built_in.device_node_label or self.gpu_device_node_label,
             partition_size_node_label=given.partition_size_node_label
