@@ -111,7 +111,7 @@ class LiveCluster(Cluster):
 
     def upgrade(self, values: Mapping[str, Any] | None = None, *, extra: Sequence[str] = ()) -> float:
         """`helm upgrade --wait` (values on top of the chart's defaults, not of the last release's)."""
-        return self._helm_release("upgrade", values, extra)
+        return self._helm_release("upgrade", values, ["--reset-values", *extra])
 
     def _helm_release(self, verb: str, values: Mapping[str, Any] | None, extra: Sequence[str]) -> float:
         start = time.monotonic()

@@ -363,6 +363,12 @@ def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
     wait_until(lambda: victim["status"]["podIP"] not in endpoint_ips(live) or len(live.webhook_pods()) == 2,
                timeout=30, what="the killed pod's endpoint to go")  # fmt: skip
     after = Burst(live, namespace, 50, prefix="after").run()
+    # The kill happened: the stand-in kubelet saw the container die and restarted it, as kubelet would.
+    name = victim["metadata"]["name"]
+    wait_until(
+        lambda: _core(live).read_namespaced_pod(name, NAMESPACE).status.container_statuses[0].restart_count >= 1,
+        timeout=30, what=f"{name} to be restarted after its SIGKILL",
+    )  # fmt: skip
     return burst, after
 
 
