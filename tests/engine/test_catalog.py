@@ -243,3 +243,13 @@ def test_device_class_defaults_are_flytes(device_class: DeviceClass) -> None:
     assert ours.resource_name == flyte["ResourceName"]
     assert ours.device_node_label == flyte.get("DeviceNodeLabel", "k8s.amazonaws.com/accelerator")
     assert ours.partition_size_node_label == flyte.get("PartitionSizeNodeLabel", "k8s.amazonaws.com/gpu-partition-size")
+
+
+def test_karpenter_places_neuron_devices_by_its_accelerator_labels() -> None:
+    config = WebhookConfig.from_mapping({"preset": "karpenter"})
+    requirements, _ = accelerator_constraints(lookup_accelerator("Trn1"), config)
+    assert requirements == [
+        {"key": "karpenter.k8s.aws/instance-accelerator-name", "operator": "In", "values": ["trainium"]}
+    ]
+    requirements, _ = accelerator_constraints(lookup_accelerator("T4"), config)
+    assert requirements == [{"key": "karpenter.k8s.aws/instance-gpu-name", "operator": "In", "values": ["t4"]}]

@@ -128,6 +128,17 @@ PRESETS: dict[Preset, dict[str, Any]] = {
             "nvidia-a100-80gb": "a100",
             "nvidia-h100": "h100",
             "nvidia-h200": "h200",
+            # Neuron devices: EC2's accelerator names, lower-cased as Karpenter writes them.
+            "aws-neuron-inf1": "inferentia",
+            "aws-neuron-inf2": "inferentia2",
+            "aws-neuron-trn1": "trainium",
+            "aws-neuron-trn1n": "trainium",
+            "aws-neuron-trn2": "trainium2",
+            "aws-neuron-trn2u": "trainium2",
+        },
+        # Karpenter labels GPUs with instance-gpu-* and Neuron devices with instance-accelerator-*.
+        "accelerator-device-classes": {
+            "AMAZON_NEURON": {"device-node-label": "karpenter.k8s.aws/instance-accelerator-name"},
         },
     },
     Preset.gfd: {
