@@ -336,6 +336,7 @@ def _dev_mode(args: argparse.Namespace, config: WebhookConfig, cert_dir: Path) -
             ca_pem=bundle.ca_pem,
             annotation_prefix=config.annotation_prefix,
             failure_policy=args.failure_policy,
+            flyte_task_pods=config.flyte_task_pods,
         )
 
     async def when_listening() -> None:

@@ -269,6 +269,15 @@ def test_flyte_task_pods_widens_the_match_condition_to_flyte_task_pods() -> None
         assert label in expression
     (off,) = find(render(), "MutatingWebhookConfiguration")["webhooks"]
     assert [c["name"] for c in off["matchConditions"]] == ["has-flyte-resources-annotation"]
+    # `run --dev` registers the same conditions, built from the labels the mutation layer tests
+    from webhook.operator import devmode
+
+    for hook_, on in ((hook, True), (off, False)):
+        (rendered,) = hook_["matchConditions"]
+        assert rendered == {
+            "name": devmode.match_condition_name(flyte_task_pods=on),
+            "expression": devmode.match_condition_expression("resources.flyte.org/", flyte_task_pods=on),
+        }
 
 
 def test_values_yaml_passes_schema_and_config_model() -> None:

@@ -17,12 +17,14 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from webhook.engine.policies import FLYTE2_MANAGED_LABEL, FLYTE_TASK_POD_LABELS
 from webhook.operator.selfmanaged import SelfManagedError, kube_api_client
 
 __all__ = [
     "DEV_WEBHOOK_ENTRY_NAME",
     "build_dev_webhook_configuration",
     "match_condition_expression",
+    "match_condition_name",
     "register_dev_webhook",
     "unregister_dev_webhook",
 ]
@@ -37,16 +39,35 @@ def _cel_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def match_condition_expression(annotation_prefix: str) -> str:
-    """CEL that is true for objects carrying at least one annotation starting with the prefix."""
-    return (
+def match_condition_expression(annotation_prefix: str, *, flyte_task_pods: bool = False) -> str:
+    """CEL that is true for objects carrying at least one annotation starting with the prefix; with
+    `flyte_task_pods` also for Flyte task pods (`webhook.engine.policies.is_flyte_task_pod`), as in the chart."""
+    annotated = (
         "has(object.metadata.annotations) && "
         f"object.metadata.annotations.exists(k, k.startsWith({_cel_string(annotation_prefix)}))"
+    )
+    if not flyte_task_pods:
+        return annotated
+    labelled = " && ".join(f"{_cel_string(key)} in object.metadata.labels" for key in FLYTE_TASK_POD_LABELS)
+    managed = _cel_string(FLYTE2_MANAGED_LABEL)
+    flyte2 = f"{managed} in object.metadata.labels && object.metadata.labels[{managed}] == 'true'"
+    return f"({annotated}) || (has(object.metadata.labels) && (({labelled}) || ({flyte2})))"
+
+
+def match_condition_name(*, flyte_task_pods: bool = False) -> str:
+    return (
+        "has-flyte-resources-annotation-or-is-flyte-task-pod" if flyte_task_pods else "has-flyte-resources-annotation"
     )
 
 
 def build_dev_webhook_configuration(
-    *, name: str, url: str, ca_pem: bytes, annotation_prefix: str, failure_policy: str = "Fail"
+    *,
+    name: str,
+    url: str,
+    ca_pem: bytes,
+    annotation_prefix: str,
+    failure_policy: str = "Fail",
+    flyte_task_pods: bool = False,
 ) -> dict[str, Any]:
     if failure_policy not in ("Fail", "Ignore"):
         raise ValueError(f"failure policy must be Fail or Ignore, not {failure_policy!r}")
@@ -92,8 +113,8 @@ def build_dev_webhook_configuration(
                 },
                 "matchConditions": [
                     {
-                        "name": "has-flyte-resources-annotation",
-                        "expression": match_condition_expression(annotation_prefix),
+                        "name": match_condition_name(flyte_task_pods=flyte_task_pods),
+                        "expression": match_condition_expression(annotation_prefix, flyte_task_pods=flyte_task_pods),
                     }
                 ],
             }
@@ -109,6 +130,7 @@ def register_dev_webhook(
     annotation_prefix: str = "resources.flyte.org/",
     failure_policy: str = "Fail",
     api_client: k8s.ApiClient | None = None,
+    flyte_task_pods: bool = False,
 ) -> None:
     """Create the MutatingWebhookConfiguration `name`, or replace it when it exists (blocking call).
 
@@ -122,6 +144,7 @@ def register_dev_webhook(
             ca_pem=ca_pem,
             annotation_prefix=annotation_prefix,
             failure_policy=failure_policy,
+            flyte_task_pods=flyte_task_pods,
         )
     except ValueError as e:
         raise SelfManagedError(str(e)) from None
