@@ -39,6 +39,7 @@ from hack.cluster import placement  # noqa: E402
 from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION  # noqa: E402 - after the sys.path fix above
 from hack.cluster.clusters import LocalCluster  # noqa: E402
 from hack.cluster.controlplane import NAMESPACE_NODE_SELECTOR  # noqa: E402
+from hack.cluster.live import LiveCluster  # noqa: E402
 from hack.cluster.nodepools import load as load_pools  # noqa: E402
 from hack.cluster.processes import HarnessError, tail  # noqa: E402
 
@@ -202,6 +203,56 @@ logs in {cluster.run_dir}. Ctrl-C stops everything.""",
         time.sleep(1)
 
 
+def serve_live_forever(cluster: LiveCluster) -> None:
+    """`--live-chart`: the chart's pods serve; stop on Ctrl-C or when a part of the cluster dies."""
+    assert cluster.control_plane is not None and cluster.kubelet is not None
+    pods = ", ".join(f"{p['metadata']['name']} {p['status']['podIP']}" for p in cluster.webhook_pods())
+    print(
+        f"""
+The chart is installed (helm release {cluster.release} in namespace {cluster.namespace}); its pods serve
+through the Service: {pods}. In another shell:
+
+    export KUBECONFIG={cluster.kubeconfig}
+    {cluster.helm_bin} status {cluster.release} -n {cluster.namespace}
+    kubectl get pods,endpointslices -n {cluster.namespace} -o wide
+    kubectl apply -f examples/shared-memory.yaml --dry-run=server -o yaml
+
+apiserver {cluster.control_plane.server}; logs (container logs under kubelet/logs/) in {cluster.run_dir}.
+Ctrl-C stops everything.""",
+        flush=True,
+    )
+    watched = [*cluster.control_plane.processes, cluster.kubelet]
+    while True:
+        for process in watched:
+            if reason := process.exited():
+                raise HarnessError(reason)
+        time.sleep(1)
+
+
+def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> LiveCluster:
+    """The local cluster with the chart installed by `helm install --wait` (hack.cluster.live); the examples'
+    namespaces are made first, since pods wait for their `default` ServiceAccount there."""
+    started = time.monotonic()
+    print(f"starting the local cluster and the stand-in kubelet (logs in {run_dir}) ...", flush=True)
+    cluster = LiveCluster(run_dir)
+    try:
+        cluster.start()
+        print(f"cluster ready in {time.monotonic() - started:.1f} s; helm install --wait ...", flush=True)
+        install = cluster.install()
+        print(
+            f"serving {time.monotonic() - started:.1f} s after start (helm install --wait: {install:.1f} s): the "
+            "chart's pods run on CPU nodes, the apiserver calls them through the chart's Service",
+            flush=True,
+        )
+        for namespace in dict.fromkeys(pod["metadata"].get("namespace") or "default" for _, pod in examples):
+            cluster.ensure_namespace(namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{CLUSTER_LABEL}=true"})
+            cluster.wait_default_service_account(namespace)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.local_cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--serve", action="store_true", help="keep serving after the examples, until Ctrl-C")
@@ -211,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--diff", action="store_true", help="show each pod's changes as a diff instead of 'after'")
     parser.add_argument("--keep", action="store_true", help="keep the run directory after a clean exit")
+    parser.add_argument(
+        "--live-chart",
+        action="store_true",
+        help="install the chart with helm (its pods run by the stand-in kubelet, in network namespaces; needs root)",
+    )
     args = parser.parse_args(argv)
 
     examples = list(load_examples(args.examples))
@@ -221,27 +277,33 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
-    cluster: LocalCluster | None = None
+    cluster: LocalCluster | LiveCluster | None = None
     failed = False
     try:
         started = time.monotonic()
-        print(
-            "starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and the webhook "
-            f"(logs in {run_dir}) ...",
-            flush=True,
-        )
-        cluster = LocalCluster(run_dir)
-        cluster.start()
-        print(
-            f"ready in {time.monotonic() - started:.1f} s: the chart's MutatingWebhookConfiguration is live", flush=True
-        )
+        if args.live_chart:
+            cluster = start_live(run_dir, examples)
+        else:
+            print(
+                "starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and the webhook "
+                f"(logs in {run_dir}) ...",
+                flush=True,
+            )
+            cluster = LocalCluster(run_dir)
+            cluster.start()
+            print(
+                f"ready in {time.monotonic() - started:.1f} s: the chart's MutatingWebhookConfiguration is live",
+                flush=True,
+            )
         results = [apply_example(cluster, path, pod, args.diff) for path, pod in examples]
         denied = results.count(False)
         print(f"\n{len(results) - denied} of {len(results)} example pods admitted", flush=True)
         admitted = [(path, pod) for (path, pod), ok in zip(examples, results, strict=True) if ok]
         print_placements(cluster, admitted)
         failed = denied > 0
-        if args.serve:
+        if args.serve and isinstance(cluster, LiveCluster):
+            serve_live_forever(cluster)
+        elif args.serve:
             serve_forever(cluster)
     except Stop as stop:
         print(f"\n{stop}: stopping", file=sys.stderr)
