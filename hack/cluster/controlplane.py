@@ -46,7 +46,7 @@ CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
 # * ExtendedResourceToleration, as GKE runs it: a pod that asks for an extended resource (nvidia.com/gpu,
 #   google.com/tpu) tolerates the taint of that name, which is how GKE taints its GPU and TPU nodes;
 # * PodNodeSelector: a namespace annotated `scheduler.alpha.kubernetes.io/node-selector` confines its pods to
-#   matching nodes; the placement tests use it to give each preset a "cluster" of its own nodes.
+#   matching nodes; `make run`/`demo` use it to show the examples on the eks preset's nodes only.
 EXTRA_ADMISSION_PLUGINS = ("ExtendedResourceToleration", "PodNodeSelector")
 NAMESPACE_NODE_SELECTOR = "scheduler.alpha.kubernetes.io/node-selector"
 
