@@ -111,8 +111,10 @@ def test_workflow_is_compared_as_flytepropeller_writes_the_label() -> None:
 def test_pod_facts_and_flyte_task_pods() -> None:
     pod = {"metadata": {"labels": {"project": "p", "domain": "d", "task-name": "t", "n": 1}}}
     found = pod_facts(pod, "p-d")
-    assert found.namespace == "p-d" and "n" not in found.labels
+    assert found.namespace == "p-d"
     assert is_flyte_task_pod(found.labels)
+    config = WebhookConfig.from_mapping({"policies": [{"name": "n", "match": {"labels": {"n": "1"}}}]})
+    assert resolve(config, found).policy is None  # a label value that is not a string equals no policy's
     assert is_flyte_task_pod({"flyte.org/managed": "true"})
     assert not is_flyte_task_pod({"project": "p", "domain": "d"})
     assert not is_flyte_task_pod({"flyte.org/managed": "false"})

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
 from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
@@ -254,3 +257,51 @@ def test_the_review_namespace_counts_for_a_pod_without_one() -> None:
     assert plan_mutation(pod, cfg, namespace="team-a").policy == "ns"
     assert plan_mutation(pod, cfg, namespace="team-b").policy is None
     assert plan_inputs(pod, cfg, "team-a") != plan_inputs(pod, cfg, "team-b")
+
+
+# ------------------------------------------------------------------------------------------------ hostile pods
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=20), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def _or_junk(valid: Any) -> st.SearchStrategy[Any]:
+    return st.one_of(st.just(valid), st.just(valid), _JSON)
+
+
+_LABELS = st.one_of(
+    st.fixed_dictionaries(
+        {"project": _or_junk("ml"), "domain": _or_junk("development"), "task-name": _or_junk("t")},
+        optional={"flyte.org/managed": _or_junk("true"), "workflow-name": _or_junk("w")},
+    ),
+    _JSON,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    labels=_LABELS,
+    namespace=_or_junk("ml-development"),
+    annotations=_or_junk({PREFIX + "accelerator": "T4"}),
+    containers=_or_junk([{"name": "primary", "resources": {"limits": {"cpu": "8", "nvidia.com/gpu": "1"}}}]),
+)
+def test_any_labels_and_namespace_give_a_plan_or_a_short_denial(
+    labels: Any, namespace: Any, annotations: Any, containers: Any
+) -> None:
+    pod = {
+        "metadata": {"labels": labels, "namespace": namespace, "annotations": annotations},
+        "spec": {"containers": containers},
+    }
+    before = copy.deepcopy(pod)
+    cfg = config()
+    key = plan_inputs(pod, cfg, "review-ns")
+    try:
+        plan = plan_mutation(pod, cfg, "review-ns")
+    except Denied as exc:
+        assert len(exc.message.encode()) <= 1100 and key is not None
+    else:
+        assert (plan.outcome == "untouched") == (key is None)
+    assert pod == before

@@ -41,10 +41,11 @@ LEVEL_NAMES = {
 
 @dataclass(frozen=True)
 class PodFacts:
-    """What policies match on: the pod's namespace and labels (only string values count)."""
+    """What policies match on: the pod's namespace and labels. The labels are the pod's own mapping, not a copy
+    (a hostile pod may carry many): matching only looks keys up, and a value that is not a string equals none."""
 
     namespace: str | None
-    labels: Mapping[str, str]
+    labels: Mapping[str, object]
 
 
 def pod_facts(pod: Mapping[str, Any], namespace: str | None = None) -> PodFacts:
@@ -52,12 +53,12 @@ def pod_facts(pod: Mapping[str, Any], namespace: str | None = None) -> PodFacts:
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
     labels = metadata.get("labels")
-    labels = {k: v for k, v in labels.items() if isinstance(v, str)} if isinstance(labels, Mapping) else {}
+    labels = labels if isinstance(labels, Mapping) else {}
     own = metadata.get("namespace")
     return PodFacts(own if isinstance(own, str) and own else namespace, labels)
 
 
-def is_flyte_task_pod(labels: Mapping[str, Any]) -> bool:
+def is_flyte_task_pod(labels: Mapping[str, object]) -> bool:
     """A pod Flyte runs a task in: `project`, `domain` and `task-name` labels (Flyte 1 and 2), or Flyte 2's
     `flyte.org/managed: "true"`. The chart's matchConditions test the same."""
     return all(key in labels for key in FLYTE_TASK_POD_LABELS) or labels.get(FLYTE2_MANAGED_LABEL) == "true"

@@ -132,8 +132,10 @@ def _read_inputs(
     full = None if isinstance(config, str) else config  # policies and flyte-task-pods need the whole config
     metadata = pod.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    if annotations is None and isinstance(metadata, Mapping):
+        annotations = {}  # an unannotated pod: still ours when it is a Flyte task pod under flyte-task-pods
     if not isinstance(annotations, Mapping):
-        annotations = {}
+        return None
     ours = {k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(prefix)}
     facts = pod_facts(pod, namespace) if full is not None and (full.policies or full.flyte_task_pods) else None
     if not our_keys(ours, prefix):
