@@ -137,7 +137,7 @@ class PodReviewer:
                 response["allowed"] = True
                 response["warnings"] = [f"{message}; admitted unchanged (on-error: allow)"]
         finally:
-            self.metrics.reviews.labels(outcome.value).inc()
+            self.metrics.review_counters[outcome].inc()
             self.metrics.duration.observe(time.perf_counter() - started)
         api_version = review.get("apiVersion") if isinstance(review, Mapping) else None
         return {
