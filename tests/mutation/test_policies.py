@@ -305,3 +305,12 @@ def test_any_labels_and_namespace_give_a_plan_or_a_short_denial(
     else:
         assert (plan.outcome == "untouched") == (key is None)
     assert pod == before
+
+
+def test_max_gpus_counts_other_device_classes_and_mig_slices() -> None:
+    tpus = flyte_pod(resources={"limits": {"google.com/tpu": "4"}})
+    with pytest.raises(Denied, match=r"asks for 4 GPUs \(google.com/tpu\); at most 2 allowed"):
+        plan_mutation(tpus, config())
+    slices = flyte_pod(resources={"limits": {"nvidia.com/mig-1g.5gb": "2", "nvidia.com/gpu": "1"}})
+    with pytest.raises(Denied, match=r"asks for 3 GPUs \(nvidia.com/gpu, nvidia.com/mig-1g.5gb\)"):
+        plan_mutation(slices, config())

@@ -255,3 +255,14 @@ def test_a_bug_while_reloading_does_not_stop_the_watcher(setup: Any, monkeypatch
 
     asyncio.run(scenario())
     assert counts(metrics)["invalid"] >= 3
+
+
+def test_a_change_of_what_the_webhook_configuration_selects_is_warned_about(
+    setup: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    volume, reviewer, reloader, _ = setup
+    caplog.set_level(logging.WARNING, logger="flyte_resources_webhook")
+    volume.update(yaml.safe_dump({**OLD, "flyte-task-pods": True}))
+    assert reloader.check() == "applied" and reviewer.config.flyte_task_pods
+    (record,) = caplog.records
+    assert "config flyte-task-pods changed" in record.getMessage() and "helm upgrade" in record.getMessage()

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.excerpt import bounded
 from webhook.engine.pod import (
@@ -272,7 +273,12 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             f"{policy_label(policy)} shared-memory" if policy is not None else "config",
         )
     if policy is not None:
-        problem = gpu_problem(policy, current, (gpu_name, config.gpu_resource_name))
+        devices = (
+            gpu_name,
+            config.gpu_resource_name,
+            *(config.device_class_config(c).resource_name for c in DeviceClass),
+        )
+        problem = gpu_problem(policy, current, [name for name in devices if name])
         if problem is not None:
             raise Denied(problem)
     tolerations = apply_resource_tolerations(current, config=config)

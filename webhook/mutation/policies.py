@@ -50,35 +50,42 @@ def _allows(entry: str, accelerator: BaseAccelerator) -> bool:
     return entry.lower() == accelerator.device.lower()
 
 
-def gpu_count(pod: Mapping[str, Any], resource_names: Iterable[str]) -> int:
-    """The devices the pod's containers ask for under `resource_names` (limit, else request), summed."""
+MIG_PREFIX = "nvidia.com/mig-"  # `mig-strategy: mixed` counts a slice under its own resource name
+
+
+def gpu_counts(pod: Mapping[str, Any], resource_names: Iterable[str]) -> dict[str, int]:
+    """The devices the pod's containers ask for (limit, else request) under each of `resource_names` and each
+    MIG slice resource they use, summed over the containers; only names asked for."""
     names = tuple(dict.fromkeys(resource_names))
-    total = 0
+    counts: dict[str, int] = {}
     for container in (pod.get("spec") or {}).get("containers") or ():
         resources = container.get("resources") or {}
         limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
-        for name in names:
+        slices = [k for k in {**requests, **limits} if isinstance(k, str) and k.startswith(MIG_PREFIX)]
+        for name in (*names, *slices):
             value = limits.get(name, requests.get(name))
             if value is None:
                 continue
             try:
-                total += int(parse_quantity(value))
+                count = int(parse_quantity(value))
             except (InvalidQuantity, ValueError, TypeError):
                 continue  # the pod's own value; the API server refuses it
-    return total
+            if count:
+                counts[name] = counts.get(name, 0) + count
+    return counts
 
 
 def gpu_problem(policy: Policy, pod: Mapping[str, Any], resource_names: Iterable[str]) -> str | None:
-    """Why the pod asks for more GPUs than `policy` allows, or None."""
+    """Why the pod asks for more GPUs (or other accelerator devices) than `policy` allows, or None."""
     if policy.max_gpus is None:
         return None
-    names = tuple(dict.fromkeys(resource_names))
-    count = gpu_count(pod, names)
-    if count <= policy.max_gpus:
+    counts = gpu_counts(pod, resource_names)
+    total = sum(counts.values())
+    if total <= policy.max_gpus:
         return None
     return (
-        f"{policy_label(policy)} ({describe_match(policy.match)}): the pod asks for {count} GPUs "
-        f"({', '.join(names)}); at most {policy.max_gpus} allowed"
+        f"{policy_label(policy)} ({describe_match(policy.match)}): the pod asks for {total} GPUs "
+        f"({', '.join(counts)}); at most {policy.max_gpus} allowed"
     )
 
 

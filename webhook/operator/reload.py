@@ -35,6 +35,8 @@ from webhook.operator.settings import load_config
 logger = logging.getLogger("flyte_resources_webhook")
 
 RESULTS = ("applied", "unchanged", "invalid")
+# Keys the MutatingWebhookConfiguration is built from: which pods reach the webhook at all.
+_WEBHOOK_CONFIGURATION_KEYS = ("annotation_prefix", "flyte_task_pods")
 DEFAULT_INTERVAL = 2.0
 
 
@@ -126,8 +128,16 @@ class ConfigReloader:
             self.metrics.reloads.labels("unchanged").inc()
             logger.info("config file %s changed; the configuration it holds is the active one", self.path)
             return "unchanged"
+        old = self.reviewer.config
         self.reviewer.use_config(config)
         self.metrics.set_active(config)
+        for key in _WEBHOOK_CONFIGURATION_KEYS:
+            if getattr(old, key) != getattr(config, key):
+                logger.warning(
+                    "config %s changed: the MutatingWebhookConfiguration's matchConditions follow it only "
+                    "after `helm upgrade` (or a restart of `run --dev`)",
+                    key.replace("_", "-"),
+                )
         self.metrics.reloads.labels("applied").inc()
         logger.info(
             "config reloaded from %s: hash %s, %d policies", self.path, config_hash(config), len(config.policies)
