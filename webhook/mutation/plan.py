@@ -272,7 +272,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             lambda p: apply_shared_memory(p, shm_target, size_limit=size),
             f"{policy_label(policy)} shared-memory" if policy is not None else "config",
         )
-    if policy is not None:
+    if policy is not None and policy.max_gpus is not None:
         devices = (
             gpu_name,
             config.gpu_resource_name,
