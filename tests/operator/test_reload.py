@@ -150,6 +150,7 @@ def test_an_invalid_version_is_refused_logged_and_counted(setup: Any, caplog: py
 def test_a_change_that_keeps_the_configuration_is_counted_unchanged(setup: Any) -> None:
     volume, reviewer, reloader, metrics = setup
     before = reviewer.config
+    assert reloader.check() is None  # the first look finds the configuration the process started with
     volume.update("# the same keys, another spelling\nplatform-limits:\n  cpu: 4000m\n")
     assert reloader.check() == "unchanged"
     assert reviewer.config is before
@@ -266,3 +267,13 @@ def test_a_change_of_what_the_webhook_configuration_selects_is_warned_about(
     assert reloader.check() == "applied" and reviewer.config.flyte_task_pods
     (record,) = caplog.records
     assert "config flyte-task-pods changed" in record.getMessage() and "helm upgrade" in record.getMessage()
+
+
+def test_a_change_before_the_watcher_started_is_not_missed(tmp_path: Path) -> None:
+    volume = KubeletVolume(tmp_path, yaml.safe_dump(OLD))
+    started_with = WebhookConfig.from_mapping(OLD)  # loaded at start; the file changes before the watcher runs
+    volume.update(yaml.safe_dump(NEW))
+    reviewer = PodReviewer(started_with)
+    reloader = ConfigReloader(volume.path, reviewer, ConfigMetrics(CollectorRegistry(), started_with), environ={})
+    assert reloader.check() == "applied"
+    assert reviewer.config.platform_limits == {"cpu": "2"}

@@ -101,8 +101,11 @@ class ConfigReloader:
         self.metrics = metrics
         self.environ = environ
         self.interval = interval
-        self._seen = _signature(path)
+        # Nothing seen yet: the first look reads the file, so a change between the start's load and the watcher's
+        # start is not missed; a file that still holds the active configuration then counts as no change.
+        self._seen: tuple[int, int, int, int] | None = None
         self._seen_bytes: bytes | None = None
+        self._first = True
 
     def check(self) -> str | None:
         """Look at the file once: the result counted (`applied`, `unchanged`, `invalid`), or None if the file
@@ -124,7 +127,10 @@ class ConfigReloader:
             return self._refuse(f"config file {self.path} is not UTF-8: {exc.reason}")
         except ConfigError as exc:
             return self._refuse(str(exc))
+        first, self._first = self._first, False
         if config_hash(config) == config_hash(self.reviewer.config):
+            if first:
+                return None
             self.metrics.reloads.labels("unchanged").inc()
             logger.info("config file %s changed; the configuration it holds is the active one", self.path)
             return "unchanged"
