@@ -403,6 +403,10 @@ RUN_EXAMPLES = f"""examples:
 
 configuration: --config YAML with the keys listed in the README; FRW_<KEY> environment variables override
 single keys, e.g. FRW_ON_INVALID=ignore or FRW_PLATFORM_LIMITS='{{cpu: "8", memory: 64Gi}}'.
+
+exit status: 0 once stopped by SIGTERM/SIGINT; 1 when a part fails (no API login, self-managed certificates,
+the --dev registration), with one line saying why; 2 for a bad command line, config or TLS files. --dev removes
+its MutatingWebhookConfiguration on every exit.
 """
 
 MUTATE_EXAMPLES = f"""examples:
