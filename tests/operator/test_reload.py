@@ -277,3 +277,48 @@ def test_a_change_before_the_watcher_started_is_not_missed(tmp_path: Path) -> No
     reloader = ConfigReloader(volume.path, reviewer, ConfigMetrics(CollectorRegistry(), started_with), environ={})
     assert reloader.check() == "applied"
     assert reviewer.config.platform_limits == {"cpu": "2"}
+
+
+def test_serve_watches_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` with `config_file` runs the watcher beside the server: the fast handler answers with the new config
+    soon after the swap, and /metrics shows the reload and the active config. kopf's operator is a stand-in that
+    drives the server's handler directly (no API server or TLS here)."""
+    import urllib.request
+
+    import kopf
+
+    from hack.cluster.processes import free_port
+    from webhook.operator.server import HANDLER_ID, ServerOptions, serve
+
+    volume = KubeletVolume(tmp_path, yaml.safe_dump(OLD))
+    seen: list[str] = []
+    metrics_text: list[str] = []
+    options = ServerOptions(
+        addr="127.0.0.1",
+        port=free_port(),
+        probe_addr="127.0.0.1",
+        probe_port=free_port(),
+        config_file=volume.path,
+        config_check_interval=0.02,
+    )
+
+    async def stand_in(*, settings: Any, stop_flag: asyncio.Event, **_: Any) -> None:
+        handler = settings.admission.server.fast[HANDLER_ID]
+        seen.append(cpu_limit(handler(review("8"))["response"]))
+        volume.update(yaml.safe_dump(NEW))
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if cpu_limit(handler(review("8"))["response"]) == "2":
+                break
+        seen.append(cpu_limit(handler(review("8"))["response"]))
+        url = f"http://127.0.0.1:{options.probe_port}/metrics"
+        body = await asyncio.get_running_loop().run_in_executor(None, lambda: urllib.request.urlopen(url).read())
+        metrics_text.append(body.decode())
+        stop_flag.set()
+
+    monkeypatch.setattr(kopf, "operator", stand_in)
+    asyncio.run(serve(WebhookConfig.from_mapping(OLD), options))
+    assert seen == ["4", "2"]
+    assert 'flyte_resources_webhook_config_reloads_total{result="applied"} 1.0' in metrics_text[0]
+    new_hash = config_hash(WebhookConfig.from_mapping(NEW))
+    assert f'flyte_resources_webhook_config_info{{hash="{new_hash}",policies="1"}} 1.0' in metrics_text[0]
