@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -397,13 +397,10 @@ class Report:
     http_500: int = 0
     invalid: int = 0
     errors: int = 0
-    latencies: list[float] | None = None
-    problems: Counter[str] | None = None
-    examples: dict[str, str] | None = None
-    kinds: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.latencies, self.problems, self.examples, self.kinds = [], Counter(), {}, Counter()
+    latencies: list[float] = field(default_factory=list)
+    problems: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # one request body (its start) per problem
+    kinds: Counter[str] = field(default_factory=Counter)
 
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies or [0.0])
@@ -421,6 +418,7 @@ async def drive(url_base: str, ca_file: Path, cases: Any, *, concurrency: int, t
         async def worker() -> None:
             for case in cases:
                 started = time.perf_counter()
+                problem: str | None
                 try:
                     async with session.post(
                         f"{url_base}/{case.path}", data=case.body, headers={"Content-Type": "application/json"}
@@ -431,13 +429,12 @@ async def drive(url_base: str, ca_file: Path, cases: Any, *, concurrency: int, t
                     problem, status = f"request failed: {type(exc).__name__}", 0
                 else:
                     problem = reply_problem(case, status, body, reason)
-                assert report.latencies is not None and report.problems is not None
                 report.latencies.append(time.perf_counter() - started)
                 report.sent += 1
-                report.kinds[case.kind] += 1  # type: ignore[index]
+                report.kinds[case.kind] += 1
                 if problem:
                     report.problems[f"{case.kind}: {problem}"] += 1
-                    report.examples.setdefault(problem, case.body[:300].decode("utf-8", "replace"))  # type: ignore[union-attr]
+                    report.examples.setdefault(problem, case.body[:300].decode("utf-8", "replace"))
                     if status >= 500:
                         report.http_500 += 1
                     elif status == 0:
@@ -486,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     cpu = stats.get("stats", {})
     print(f"fuzz: {report.sent} reviews in {elapsed:.0f} s (seed {args.seed}, concurrency {args.concurrency})")
-    print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted((report.kinds or {}).items())))
+    print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items())))
     print(f"  HTTP 5xx: {report.http_500}   invalid replies: {report.invalid}   failed requests: {report.errors}")
     print(
         f"  latency (client side): p99 {1000 * report.percentile(0.99):.2f} ms, "
@@ -499,9 +496,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         slowest = ", ".join(f"{s['cpu_ms']:.1f} ms ({s['request_bytes'] / 1024:.0f} KiB)" for s in cpu["slowest"])
         print(f"  slowest reviews (server CPU, request size): {slowest}")
-    for problem, count in (report.problems or Counter()).most_common(20):
+    for problem, count in report.problems.most_common(20):
         print(f"  {count:6d}  {problem}")
-    for problem, example in list((report.examples or {}).items())[:8]:
+    for problem, example in list(report.examples.items())[:8]:
         print(f"  example of {problem!r}: {example[:200]!r}")
     return 1 if report.http_500 or report.invalid or report.errors else 0
 

@@ -17,7 +17,6 @@ import random
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  RSS samples (reviews: MiB): " + ", ".join(f"{n}: {kib / 1024:.0f}" for n, kib in samples[::step]))
     print(f"  HTTP 5xx: {report.http_500}   invalid replies: {report.invalid}   failed requests: {report.errors}")
     print(f"  latency (client side): p99 {1000 * report.percentile(0.99):.2f} ms")
-    for problem, count in (report.problems or Counter()).most_common(10):
+    for problem, count in report.problems.most_common(10):
         print(f"  {count:6d}  {problem}")
     ok = growth <= TARGET_GROWTH_MIB and not (report.http_500 or report.invalid or report.errors)
     print("PASS" if ok else f"FAIL: target growth <= {TARGET_GROWTH_MIB} MiB and no bad replies")

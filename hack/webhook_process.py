@@ -11,6 +11,7 @@ request that runs after the body is read.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -114,9 +115,6 @@ async def _serve(port: int, cert_dir: Path) -> None:
 
         server.fast[HANDLER_ID] = measured_handler
     server.fast[STATS_PATH] = lambda _: {"stats": meter.stats(), "rss_kib": rss_kib(os.getpid())}
-    extra = getattr(server, "kopf_ids", None)
-    if extra is not None:
-        extra.add(STATS_PATH)
 
     async def kopf_stand_in(request: Any, **_: Any) -> Any:
         uid = request.get("request", {}).get("uid", "") if isinstance(request, dict) else ""
@@ -128,8 +126,6 @@ async def _serve(port: int, cert_dir: Path) -> None:
 
     async for _ in server(kopf_stand_in):
         print("READY", flush=True)
-        import asyncio
-
         await asyncio.Event().wait()
 
 
