@@ -419,6 +419,41 @@ def test_sigkill_of_a_replica_with_failure_policy_ignore_fails_no_create(live: L
     assert after.failures == [], after.figures()
 
 
+def _evict(live: LiveCluster, name: str) -> int:
+    """POST an Eviction for the pod (what `kubectl drain` does); the HTTP status (201 allowed, 429 refused)."""
+    from kubernetes import client
+
+    body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": NAMESPACE}}
+    try:
+        _core(live).create_namespaced_pod_eviction(name, NAMESPACE, body)
+    except client.ApiException as exc:
+        return int(exc.status)
+    return 201
+
+
+def test_drain_under_load_the_pdb_keeps_one_replica_and_the_prestop_drain_loses_no_review(
+    live: LiveCluster,
+) -> None:
+    """A node drain while pods are created: the first eviction is allowed, the second is refused by the
+    PodDisruptionBudget (minAvailable 1) while the first pod is replaced; the evicted pod's preStop sleep keeps it
+    serving while its endpoint goes, so no create fails or goes unmutated."""
+    namespace = _namespace(live, "frw-live-drain")
+    wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="two ready webhook pods")
+    first, second = (p["metadata"]["name"] for p in live.webhook_pods())
+    burst = Burst(live, namespace, 200, seconds=15, prefix="drain")
+    thread, out = in_background(burst.run)
+    burst.started.wait(30)
+    assert _evict(live, first) == 201
+    assert _evict(live, second) == 429, "the PodDisruptionBudget lets the last ready replica go"
+    thread.join()
+    if out and isinstance(out[0], BaseException):
+        raise out[0]
+    FIGURES["drain drill (eviction under load)"] = burst.figures()
+    assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
+    assert burst.outcomes == {"eks": 200}, burst.figures()
+    wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="the evicted replica replaced")
+
+
 def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: LiveCluster) -> None:
     FIGURES["helm uninstall s"] = round(live.uninstall(), 1)
     for kind in ("mutatingwebhookconfiguration", "clusterrole", "clusterrolebinding",
