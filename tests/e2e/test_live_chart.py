@@ -354,6 +354,42 @@ def _assert_no_unmutated(burst: Burst) -> None:
     assert not [k for k in burst.outcomes if k.startswith("other")], burst.figures()
 
 
+def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(live: LiveCluster) -> None:
+    """`kubectl edit configmap` to `preset: gke` while pods are created: the (stand-in) kubelet swaps the mounted
+    directory's `..data` to the new files, both replicas reload it without a restart, and every pod is mutated by
+    the old or the new config, none fails."""
+    namespace = _namespace(live, "frw-live-reload")
+    core = _core(live)
+    before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"] for p in live.webhook_pods()}
+    original = core.read_namespaced_config_map(RELEASE_NAME, NAMESPACE).data["config.yaml"]
+    edited = yaml.safe_dump({**yaml.safe_load(original), "preset": "gke"})
+    burst = Burst(live, namespace, 200, seconds=20, prefix="reload")
+    thread, out = in_background(burst.run)
+    burst.started.wait(30)
+    core.patch_namespaced_config_map(RELEASE_NAME, NAMESPACE, {"data": {"config.yaml": edited}})
+    start = time.monotonic()
+    probes = iter(range(10_000))
+
+    def serving(preset: str) -> bool:  # ten creates in a row mutated by that config: both replicas have it
+        return all(
+            mutated_by(core.create_namespaced_pod(namespace, drill_pod(f"probe-{next(probes)}"))) == preset
+            for _ in range(10)
+        )
+
+    wait_until(lambda: serving("gke"), timeout=60, what="both replicas serving the edited config", interval=0.5)
+    reload_s = time.monotonic() - start
+    thread.join()
+    core.patch_namespaced_config_map(RELEASE_NAME, NAMESPACE, {"data": {"config.yaml": original}})
+    if out and isinstance(out[0], BaseException):
+        raise out[0]
+    FIGURES["configmap edit drill"] = burst.figures() | {"edit -> both replicas serve it s": round(reload_s, 1)}
+    assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
+    _assert_no_unmutated(burst)
+    after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"] for p in live.webhook_pods()}
+    assert after == before, "the same pods, not restarted"
+    wait_until(lambda: serving("eks"), timeout=60, what="the original config back", interval=0.5)
+
+
 def test_upgrade_to_another_preset_under_load(live: LiveCluster, record_property: Any) -> None:
     """`helm upgrade` to `preset: gke` (the pods roll: maxSurge 1, maxUnavailable 0, preStop drain) while
     DRILL_PODS annotated pods are created: none fails, each is mutated by the old or the new config."""
