@@ -156,9 +156,10 @@ def _short(text: str, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def wait_until_empty(core: Any, nodes: Iterable[str], timeout: float = PLACEMENT_TIMEOUT) -> None:
-    """Until no pod that is still running or pending is bound to `nodes` (deleted pods take KWOK a moment)."""
-    nodes = list(nodes)
+def wait_until_empty(core: Any, pool: str, timeout: float = PLACEMENT_TIMEOUT) -> None:
+    """Until no pod that is still running or pending is bound to a node of `pool` (deleted pods take KWOK a
+    moment). The nodes are found by their pool label, so this works on kind's workers too."""
+    nodes = [n.metadata.name for n in core.list_node(label_selector=f"{POOL_LABEL}={pool}").items]
 
     def busy() -> list[str]:
         names = []

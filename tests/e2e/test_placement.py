@@ -158,7 +158,7 @@ def test_mixed_mig_pod_consumes_the_mig_resource(pods_for: Any, core_v1: Any) ->
     pods = pods_for("gfd")
     node_pool = POOLS.pool("gfd-a100-mig")
     slots = int(node_pool.allocatable["nvidia.com/mig-1g.5gb"]) * node_pool.count
-    placement.wait_until_empty(core_v1, node_pool.node_names())
+    placement.wait_until_empty(core_v1, node_pool.name)
     pod = annotated_pod({"resources": "cpu=100m,mem=64Mi,gpu=1", "accelerator": "A100.partition_1g_5gb"})
     names = pods.create_many((pod, f"mig-{i}-{pods.run}") for i in range(slots + 1))
     views = pods.wait(names, expect_pending=names, timeout=120)
@@ -202,7 +202,7 @@ def test_more_gpus_than_any_node_has_stays_pending_with_the_schedulers_reason(po
 
 def test_a_burst_of_500_annotated_pods_all_run_on_the_right_pools(pods_for: Any, core_v1: Any) -> None:
     pods = pods_for("eks")
-    placement.wait_until_empty(core_v1, POOLS.pool("eks-a100-mig").node_names())
+    placement.wait_until_empty(core_v1, "eks-a100-mig")
     cpu_pod = annotated_pod({"resources": "cpu=10m,mem=128Mi", "shared-memory": "64Mi"})
     mig_pod = annotated_pod({"resources": "cpu=100m,mem=64Mi,gpu=1", "accelerator": "A100.partition_1g_5gb"})
     batch = [(mig_pod if i % 10 == 0 else cpu_pod, f"burst-{i}-{pods.run}") for i in range(500)]
