@@ -106,7 +106,7 @@ def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, 
     text = response["status"]["message"] if not allowed else response["warnings"][0]
     assert "internal error while reviewing pod ns/task-<generated>" in text
     assert "Traceback" not in text and "boom" not in text
-    assert "internal error while reviewing pod ns/task-<generated>" in caplog.text
+    assert "errored pod ns/task-<generated>: internal error while reviewing it" in caplog.text
     assert counts(reviewer)["errored"] == 1
 
 
@@ -140,7 +140,7 @@ def test_invalid_input_admitted_under_on_invalid_ignore_counts_as_ignored(caplog
     assert response["allowed"] is True and "patch" not in response
     assert "on-invalid: ignore" in response["warnings"][0]
     assert counts(reviewer)["ignored"] == 1 and counts(reviewer)["allowed"] == 0
-    assert "admitted pod ns/task-<generated> unchanged" in caplog.text
+    assert "ignored pod ns/task-<generated> (admitted unchanged)" in caplog.text
 
 
 @pytest.mark.parametrize("uid", [None, 1, 2.5, True, [], {"a": [1]}, [[[[["deep"]]]]], "x" * 129, {"uid": "705ab4f5"}])
