@@ -237,9 +237,10 @@ class Policy(BaseModel):
     # `true` (a `/dev/shm` sized by the kubelet), a size such as `2Gi`, or `false`: for pods that ask for none.
     shared_memory: bool | str | None = None
 
-    _quantity_map = field_validator("default_requests", "platform_limits", mode="before")(
-        classmethod(lambda cls, value: _quantity_map(value))
-    )
+    @field_validator("default_requests", "platform_limits", mode="before")
+    @classmethod
+    def _quantities(cls, value: Any) -> Any:
+        return _quantity_map(value)
 
     @field_validator("allowed_accelerators")
     @classmethod
