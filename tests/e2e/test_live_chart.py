@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hack.cluster.chart import APPLIED_ANNOTATION, RELEASE_NAME, render_webhook_config
+from hack.cluster.chart import APPLIED_ANNOTATION, CHART_DIR, RELEASE_NAME, render_webhook_config
 from hack.cluster.live import LiveCluster
 from hack.cluster.nodepools import POOL_LABEL
 from hack.cluster.podnet import ip
@@ -357,7 +357,7 @@ def _assert_no_unmutated(burst: Burst) -> None:
 def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(live: LiveCluster) -> None:
     """`kubectl edit configmap` to `preset: gke` while pods are created: the (stand-in) kubelet swaps the mounted
     directory's `..data` to the new files, both replicas reload it without a restart, and every pod is mutated by
-    the old or the new config, none fails."""
+    the old or the new config, none fails. `helm upgrade --force-conflicts` takes the config back."""
     namespace = _namespace(live, "frw-live-reload")
     core = _core(live)
     before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"] for p in live.webhook_pods()}
@@ -379,7 +379,11 @@ def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(li
     wait_until(lambda: serving("gke"), timeout=60, what="both replicas serving the edited config", interval=0.5)
     reload_s = time.monotonic() - start
     thread.join()
-    core.patch_namespaced_config_map(RELEASE_NAME, NAMESPACE, {"data": {"config.yaml": original}})
+    # The edit made its field manager the owner of the config; helm 4 applies server-side, so the next plain
+    # upgrade conflicts until it takes the field back.
+    plain = live.helm("upgrade", RELEASE_NAME, str(CHART_DIR), "-n", NAMESPACE, "--reset-values", "--wait")
+    assert plain.returncode != 0 and "conflict" in plain.stderr, plain.stderr
+    live.upgrade(extra=["--force-conflicts"])
     if out and isinstance(out[0], BaseException):
         raise out[0]
     FIGURES["configmap edit drill"] = burst.figures() | {"edit -> both replicas serve it s": round(reload_s, 1)}
