@@ -162,8 +162,9 @@ ANNOTATE_EXAMPLES = f"""examples:
   pyflyte run $({PROG} annotate --gpu T4:1 -o flags) workflows.py wf
 
 Flyte 2 spellings (--cpu, --memory, --gpu, --disk, --shm) go into one `resources` annotation; --accelerator and
---shared-memory are the flytekit-style annotations. The values are checked as the webhook checks them, so what
-this prints is never denied. -o flags prints `--annotations key=value` arguments for `pyflyte run`.
+--shared-memory are the flytekit-style annotations. The values are checked as the webhook checks them, so the
+webhook never denies what this prints (a pod can still be denied for what they meet in it: a missing container,
+a platform limit under on-limit-exceeded: reject). -o flags prints `--annotations key=value` for `pyflyte run`.
 """
 
 

@@ -12,7 +12,9 @@ For a `PodTemplate`, a launch plan, `pyflyte run --annotations` or `flyte.with_r
     flytekit_annotations(Resources(cpu=("1", "2"), mem="4Gi", gpu="1"), accelerator=A100.partition_1g_5gb)
 
 Each returns `{annotation: value}`; the webhook reads back exactly what was given (a property test holds it to
-that), and a value the webhook would deny raises `ValueError` here instead.
+that), and a value the webhook would deny raises `ValueError` here instead. What the annotations meet in a pod
+is not known here: a pod can still be denied for a container they name that it lacks, or for a value above a
+platform limit under `on-limit-exceeded: reject`.
 """
 
 from __future__ import annotations
