@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from webhook.engine.accelerators import Accelerator
 from webhook.engine.catalog import DeviceClass
@@ -195,3 +197,38 @@ def test_shm_auto_adds_a_memory_volume_without_size() -> None:
 def test_invalid_flyte2_value_is_denied_with_the_annotation_named() -> None:
     with pytest.raises(Denied, match=r"resources.flyte.org/resources='gpu=A100:16': 'A100:16': A100 comes in"):
         plan_mutation(pod({P + "resources": "gpu=A100:16"}), WebhookConfig.from_mapping({}))
+
+
+# --- the Flyte 2 examples, under every preset -------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+# example -> preset -> (resource counted, device requirement) ; the partition requirement follows when there is one
+EXAMPLE_PLACEMENT = {
+    "flyte2-h100-mig.yaml": {
+        "eks": ("nvidia.com/gpu", "k8s.amazonaws.com/accelerator", "nvidia-h100"),
+        "gke": ("nvidia.com/gpu", "cloud.google.com/gke-accelerator", "nvidia-h100-80gb"),
+        "karpenter": ("nvidia.com/mig-1g.10gb", "karpenter.k8s.aws/instance-gpu-name", "h100"),
+        "gfd": ("nvidia.com/mig-1g.10gb", "nvidia.com/gpu.product", "NVIDIA-H100-80GB-HBM3"),
+    },
+    "flyte2-tpu-v6e.yaml": {
+        preset: ("google.com/tpu", "cloud.google.com/gke-tpu-accelerator", "tpu-v6e-slice")
+        for preset in ("eks", "gke", "karpenter", "gfd", "amd")
+    },
+    "flyte2-neuron.yaml": {
+        "eks": ("aws.amazon.com/neuron", "k8s.amazonaws.com/accelerator", "aws-neuron-trn1"),
+        "karpenter": ("aws.amazon.com/neuron", "karpenter.k8s.aws/instance-accelerator-name", "trainium"),
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("example", "preset", "expected"),
+    [(e, p, x) for e, per in EXAMPLE_PLACEMENT.items() for p, x in per.items()],
+)
+def test_flyte2_examples_per_preset(example: str, preset: str, expected: tuple[str, str, str]) -> None:
+    pod = yaml.safe_load((EXAMPLES / example).read_text())
+    result = plan_mutation(pod, WebhookConfig.from_mapping({"preset": preset}))
+    resource, label, value = expected
+    assert resource in result.pod["spec"]["containers"][0]["resources"]["limits"]
+    assert expressions(result)[0] == {"key": label, "operator": "In", "values": [value]}
+    assert plan_mutation(result.pod, WebhookConfig.from_mapping({"preset": preset})).ops == []  # idempotent
