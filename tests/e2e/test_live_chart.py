@@ -84,7 +84,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     try:
         yield cluster
     finally:
-        print(f"\nlive chart figures: {json.dumps(FIGURES, indent=1)}")
+        print(f"\nlive chart figures: {json.dumps(FIGURES, indent=1)}\n(logs, container logs: {run_dir})")
         (run_dir / "figures.json").write_text(json.dumps(FIGURES, indent=1))
         cluster.stop()
 
