@@ -90,6 +90,18 @@ class LiveCluster(Cluster):
             raise
         return self
 
+    def api_client(self) -> Any:
+        """As `Cluster.api_client`, with a connection pool for the drills' concurrent creates."""
+        if self._api is None:
+            from kubernetes import client, config
+
+            configuration = client.Configuration()
+            configuration.connection_pool_maxsize = 32
+            self._api = config.new_client_from_config(
+                config_file=str(self.kubeconfig), persist_config=False, client_configuration=configuration
+            )
+        return self._api
+
     # --------------------------------------------------------------------------------------------- helm
 
     def helm(self, *args: str, timeout: float = INSTALL_TIMEOUT + 30) -> subprocess.CompletedProcess[str]:
