@@ -347,6 +347,8 @@ def test_deleted_secret_under_load_both_replicas_trusted_again_and_no_review_fai
     }  # fmt: skip
     assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
     assert burst.outcomes == {"eks": 300}, burst.figures()
+    # The first replica to look (at most one check interval later) restores trust; 5 s for the poll above.
+    assert trusted_s <= CHECK_INTERVAL + 5, f"trusted again only after {trusted_s:.1f} s"
 
 
 def _assert_no_unmutated(burst: Burst) -> None:
