@@ -94,7 +94,7 @@ def test_v1beta1_is_echoed():
 
 @pytest.mark.parametrize(("policy", "allowed"), [("deny", False), ("allow", True)])
 def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, caplog, policy, allowed):
-    def broken(pod, config):
+    def broken(pod, *args):
         raise KeyError("boom")
 
     monkeypatch.setattr(review_module, "plan_mutation", broken)

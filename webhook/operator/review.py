@@ -19,7 +19,7 @@ import orjson
 
 from webhook.engine.config import WebhookConfig
 from webhook.engine.excerpt import bounded, excerpt
-from webhook.mutation.plan import Denied, Plan, plan_inputs, plan_mutation
+from webhook.mutation.plan import Denied, Plan, plan_mutation, read_plan_inputs
 from webhook.operator.metrics import Metrics
 from webhook.operator.outcomes import Outcome
 
@@ -155,13 +155,14 @@ class PodReviewer:
         config = generation.config
         namespace = request.get("namespace")
         namespace = namespace if isinstance(namespace, str) else None
-        key = plan_inputs(pod, config, namespace)
-        if key is None:
+        inputs = read_plan_inputs(pod, config, namespace)
+        if inputs is None:
             return Outcome.ALLOWED
+        key = inputs.key
         answer = generation.answers.get(key)
         if answer is None:
             try:
-                plan = plan_mutation(pod, config, namespace)
+                plan = plan_mutation(pod, config, namespace, inputs)
             except Denied as exc:
                 message = bounded(exc.message)
                 logger.info("denied pod %s: %s", pod_ref(request), message)
