@@ -7,7 +7,10 @@ its environment, keeping its PID, so the kubelet's SIGTERM/SIGKILL reach the pro
 host lacks (`/etc/flyte-resources-webhook`, `/var/run/secrets/...`) is made inside an overlay of its top-level
 directory that only this namespace sees, so nothing is written to the host's `/etc` or `/run`.
 
-No image is unpacked: the root file system is the host's (the image's content is the checkout's `.venv`).
+No image is unpacked: the root file system is the host's (the image's content is the checkout's `.venv`). The
+spec's `image` paths are what an image would contain; a volume mounted over one of them (the chart's `/tmp`
+emptyDir over a checkout in /tmp) would hide the program, so they are bound back on top, as an image's files
+would sit beside such a volume rather than under it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,13 @@ def _make_mount_point(target: Path, is_dir: bool, scratch: Path, overlaid: set[P
         target.touch()
 
 
+def _keep_visible(paths: list[str], targets: list[Path], fds: dict[str, int]) -> None:
+    for path in paths:
+        if any(Path(path).is_relative_to(target) for target in targets):
+            Path(path).mkdir(parents=True, exist_ok=True)  # inside the volume that hides it
+            _mount("--bind", f"/proc/{os.getpid()}/fd/{fds[path]}", path)
+
+
 def main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     scratch = Path(spec["scratch"])
@@ -50,6 +60,7 @@ def main(spec_path: str) -> None:
     # Each source is opened before anything is mounted: a volume at /tmp must not hide sources under /tmp.
     # Mount points are made first (overlays), then mounted parents before children, as runtimes order them.
     sources = {mount["target"]: os.open(mount["source"], os.O_PATH) for mount in spec["mounts"]}
+    images = {path: os.open(path, os.O_PATH) for path in spec.get("image", [])}
     for mount in spec["mounts"]:
         _make_mount_point(Path(mount["target"]), Path(mount["source"]).is_dir(), scratch, overlaid)
     for mount in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
@@ -57,6 +68,7 @@ def main(spec_path: str) -> None:
         _mount("--bind", f"/proc/{os.getpid()}/fd/{sources[target]}", target)
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", target)
+    _keep_visible(spec.get("image", []), [Path(m["target"]) for m in spec["mounts"]], images)
     if spec.get("readOnlyRootFilesystem"):
         _mount("-o", "remount,bind,ro", "/")
     os.chdir(spec.get("workingDir") or "/")

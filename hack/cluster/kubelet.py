@@ -478,6 +478,7 @@ class PodWorker(threading.Thread):
             "workingDir": self.container.get("workingDir") or self.kubelet.image_workdir(self.container["image"]),
             "readOnlyRootFilesystem": bool(security.get("readOnlyRootFilesystem")),
             "scratch": str(self.dir / f"scratch-{self.restarts}"),
+            "image": self.kubelet.image_paths(self.container["image"]),
         }
         spec_file = self.dir / f"container-{self.restarts}.json"
         spec_file.write_text(json.dumps(spec))
@@ -646,6 +647,14 @@ class Kubelet:
         if self._repository(image) in self.images and "flyte-resources-webhook" in self._repository(image):
             return {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
         return {}
+
+    def image_paths(self, image: str) -> list[str]:
+        """What the image's file system holds: its entrypoint's directory and, for the project's, the checkout."""
+        entry = self.entrypoint(image)
+        paths = [os.path.dirname(entry[0])] if entry and os.path.isabs(entry[0]) else []
+        if "flyte-resources-webhook" in self._repository(image):
+            paths.append(str(self.repo_root))
+        return paths
 
     def image_workdir(self, image: str) -> str:
         return "/tmp" if "flyte-resources-webhook" in self._repository(image) else "/"
