@@ -28,6 +28,12 @@ def _mount(*args: str) -> None:
         raise SystemExit(f"container: `mount {' '.join(args)}` failed: {result.stderr.strip()}")
 
 
+def _bind(fd: int, target: str) -> None:
+    # The source is the descriptor opened before anything was mounted; mount(8) must not canonicalize it back to
+    # a path name, which a volume mounted meanwhile may hide (or shadow with an empty directory).
+    _mount("--no-canonicalize", "--bind", f"/proc/{os.getpid()}/fd/{fd}", target)
+
+
 def _make_mount_point(target: Path, is_dir: bool, scratch: Path, overlaid: set[Path]) -> None:
     if target.exists():
         return
@@ -49,7 +55,7 @@ def _keep_visible(paths: list[str], targets: list[Path], fds: dict[str, int]) ->
     for path in paths:
         if any(Path(path).is_relative_to(target) for target in targets):
             Path(path).mkdir(parents=True, exist_ok=True)  # inside the volume that hides it
-            _mount("--bind", f"/proc/{os.getpid()}/fd/{fds[path]}", path)
+            _bind(fds[path], path)
 
 
 def main(spec_path: str) -> None:
@@ -65,7 +71,7 @@ def main(spec_path: str) -> None:
         _make_mount_point(Path(mount["target"]), Path(mount["source"]).is_dir(), scratch, overlaid)
     for mount in sorted(spec["mounts"], key=lambda m: len(Path(m["target"]).parts)):
         target = mount["target"]
-        _mount("--bind", f"/proc/{os.getpid()}/fd/{sources[target]}", target)
+        _bind(sources[target], target)
         if mount.get("readOnly"):
             _mount("-o", "remount,bind,ro", target)
     _keep_visible(spec.get("image", []), [Path(m["target"]) for m in spec["mounts"]], images)
