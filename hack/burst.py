@@ -114,7 +114,9 @@ def mutating_policy() -> list[dict[str, Any]]:
             "metadata": {"name": name},
             "spec": {
                 "failurePolicy": "Fail",
-                "reinvocationPolicy": "Never",
+                # As the chart's webhook: a mutation that adds an extended resource makes the apiserver re-run
+                # ExtendedResourceToleration, whose toleration re-invokes the IfNeeded mutators once more.
+                "reinvocationPolicy": "IfNeeded",
                 "matchConstraints": {
                     "resourceRules": [
                         {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
