@@ -260,7 +260,9 @@ def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveC
         assert node.metadata.labels[POOL_LABEL] == "cpu", (pod["metadata"]["name"], node.metadata.name)
         assert pod["status"]["podIP"] in {str(a) for a in live.network.subnet}  # type: ignore[union-attr]
         assert pod["spec"]["volumes"], "the ServiceAccount admission plugin added the token volume"
-    assert endpoint_ips(live) == {p["status"]["podIP"] for p in pods}
+    # The EndpointSlice controller follows readiness a moment after helm's --wait has seen the pods ready.
+    ready_ips = {p["status"]["podIP"] for p in pods}
+    wait_until(lambda: endpoint_ips(live) == ready_ips, timeout=30, what="the Service's endpoints to be both pods")
     mwc = json.loads(live.kubectl("get", "mutatingwebhookconfiguration", RELEASE_NAME, "-o", "json").stdout)
     client_config = mwc["webhooks"][0]["clientConfig"]
     assert "url" not in client_config
