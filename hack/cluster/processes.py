@@ -217,8 +217,11 @@ def stop_together(processes: list[Process], timeout: float = STOP_TIMEOUT) -> No
 
 
 def http_get(url: str, *, timeout: float = 2.0, context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    """Status and body; status 0 and the reason when nothing answers (not listening yet, or gone)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return int(response.status), response.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)

@@ -12,12 +12,9 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +25,7 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from hack.cluster.processes import free_port, http_get
 from webhook.operator import certs, devmode, selfmanaged
 from webhook.operator.selfmanaged import (
     SelfManagedSettings,
@@ -385,29 +383,13 @@ def test_dev_webhook_registration_is_accepted_and_replaced(
 # --- two real `run --cert-mode self-managed` processes, as a ServiceAccount with the chart's rights -------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as reply:
-            return reply.status, reply.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except OSError as e:
-        return 0, str(e)
-
-
 class Replica:
     """One `flyte-resources-webhook run --cert-mode self-managed` process on loopback ports."""
 
     def __init__(self, name: str, run_dir: Path, kubeconfig: Path, args: list[str]) -> None:
         self.name = name
         self.cert_dir = run_dir / name
-        self.port, self.probe_port = _free_port(), _free_port()
+        self.port, self.probe_port = free_port(), free_port()
         self.log = run_dir / f"{name}.log"
         argv = [
             sys.executable,
@@ -430,10 +412,10 @@ class Replica:
     def readyz(self) -> tuple[int, str]:
         if self.process.poll() is not None:
             pytest.fail(f"{self.name} exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
-        return _get(f"http://127.0.0.1:{self.probe_port}/readyz")
+        return http_get(f"http://127.0.0.1:{self.probe_port}/readyz")
 
     def expiry_gauge(self) -> float:
-        _, text = _get(f"http://127.0.0.1:{self.probe_port}/metrics")
+        _, text = http_get(f"http://127.0.0.1:{self.probe_port}/metrics")
         line = next(x for x in text.splitlines() if x.startswith("flyte_resources_webhook_certificate_expiry"))
         return float(line.split()[-1])
 
