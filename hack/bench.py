@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from hack.cluster.processes import free_port
-from hack.webhook_process import cpu_seconds, local_options, rss_kib
+from hack.webhook_process import cpu_seconds, local_options, rss_kib, spawn_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"
@@ -295,19 +295,12 @@ def _check_response(url: str, ca: Path, body: bytes, mode: str) -> None:
 
 def run_mode(mode: str, work: Path, body_file: Path, args: argparse.Namespace) -> dict[str, float]:
     port = free_port()
-    log = work / f"server-{mode}.log"
-    with log.open("ab") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "hack.bench", "--serve", mode, "--port", str(port), "--cert-dir", str(work)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            text=True,
-        )
+    server = spawn_ready(
+        [sys.executable, "-m", "hack.bench", "--serve", mode, "--port", str(port), "--cert-dir", str(work)],
+        work / f"server-{mode}.log",
+        f"bench: the {mode} server",
+    )
     try:
-        line = server.stdout.readline() if server.stdout else ""
-        if "READY" not in line:
-            raise SystemExit(f"bench: the {mode} server did not start; see {log}")
         path = {"ours": "flyte-resources", "distinct": "flyte-resources", "noop": "noop", "bare": "bare"}[mode]
         url = f"https://127.0.0.1:{port}/{path}"
         if mode == "distinct":

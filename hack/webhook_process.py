@@ -129,6 +129,18 @@ async def _serve(port: int, cert_dir: Path) -> None:
         await asyncio.Event().wait()
 
 
+def spawn_ready(argv: list[str], log: Path, what: str, cwd: Path = ROOT) -> subprocess.Popen[str]:
+    """Start a server process whose first line on stdout is READY once it listens (stderr goes to `log`)."""
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=log_file, text=True)
+    line = process.stdout.readline() if process.stdout else ""
+    if "READY" not in line:
+        process.terminate()
+        process.wait(timeout=10)
+        raise SystemExit(f"{what} did not start; see {log}")
+    return process
+
+
 @dataclass
 class RunningServer:
     process: subprocess.Popen[str]
@@ -146,19 +158,13 @@ def running_server(work: Path) -> Iterator[RunningServer]:
 
     write_bundle(generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"]), work)
     port = free_port()
-    log = work / "server.log"
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hack.webhook_process", "--port", str(port), "--cert-dir", str(work)],
-            cwd=Path.cwd() if (Path.cwd() / "webhook").is_dir() else ROOT,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            text=True,
-        )
+    process = spawn_ready(
+        [sys.executable, "-m", "hack.webhook_process", "--port", str(port), "--cert-dir", str(work)],
+        work / "server.log",
+        "the webhook server",
+        cwd=Path.cwd() if (Path.cwd() / "webhook").is_dir() else ROOT,
+    )
     try:
-        line = process.stdout.readline() if process.stdout else ""
-        if "READY" not in line:
-            raise SystemExit(f"the webhook server did not start; see {log}")
         yield RunningServer(process, port, work / "ca.crt")
     finally:
         process.terminate()
