@@ -267,7 +267,56 @@ def fuzz_case(rng: random.Random) -> Case:
     return case
 
 
+# What policies read from a pod besides annotations: device counts under every resource name a policy counts, in
+# every kind of container, and the node selection a pod may bring itself.
+DEVICE_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "google.com/tpu", "aws.amazon.com/neuron", "nvidia.com/mig-1g.5gb")
+HOSTILE_COUNTS = ("1e999999", "1e100000", "9" * 64, "1E18", "0.5", "1e-9", "999999999Ei", "1", "2", "3", "8")
+DOMAINS = ("development", "production", "staging", "x" * 63)
+
+
+def _hostile_resources(rng: random.Random) -> dict[str, Any]:
+    def side() -> dict[str, Any]:
+        names = rng.sample((*DEVICE_RESOURCES, "cpu", "memory"), rng.randint(0, 4))
+        return {n: rng.choice((*HOSTILE_COUNTS, _quantity(rng))) for n in names}
+
+    return {"requests": side(), "limits": side()}
+
+
+def policy_review(rng: random.Random) -> dict[str, Any]:
+    """A Flyte task pod (labels as flytepropeller writes them) with hostile quantities under every key a policy
+    reads: regular, init and sidecar containers, its own accelerator node selection, maybe our annotations."""
+    review = base_review(rng, _our_annotations(rng) if rng.random() < 0.5 else {})
+    domain, project = rng.choice(DOMAINS), rng.choice(("ml", "web", "vision"))
+    request = review["request"]
+    pod = request["object"]
+    request["namespace"] = pod["metadata"]["namespace"] = rng.choice((f"{project}-{domain}", "flyte", "other"))
+    pod["metadata"]["labels"] = {"project": project, "domain": domain, "task-name": "t", "workflow-name": "w"}
+    spec = pod["spec"]
+    for container in spec["containers"]:
+        container["resources"] = _hostile_resources(rng)
+    init = [{"name": f"init{i}", "resources": _hostile_resources(rng)} for i in range(rng.randint(0, 3))]
+    for container in init:
+        if rng.random() < 0.5:
+            container["restartPolicy"] = "Always"
+    if init:
+        spec["initContainers"] = init
+    device = rng.choice(("nvidia-tesla-a100", "nvidia-tesla-t4", "nvidia-l4", "tpu-v5-lite-podslice", "x" * 63))
+    if rng.random() < 0.3:
+        spec["nodeSelector"] = {"k8s.amazonaws.com/accelerator": device}
+    if rng.random() < 0.3:
+        term = {"matchExpressions": [{"key": "k8s.amazonaws.com/accelerator", "operator": "In", "values": [device]}]}
+        spec["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    if rng.random() < 0.3:
+        spec["tolerations"] = [{"key": "k8s.amazonaws.com/accelerator", "operator": "Equal", "value": device}]
+    return review
+
+
 def _fuzz_case(rng: random.Random) -> Case:
+    roll = rng.random()
+    if roll < 0.15:
+        return Case(HANDLER_PATH, _dumps(policy_review(rng)), "review", "policy-pod")
     roll = rng.random()
     if roll < 0.02:  # a quantity that makes a backtracking grammar take seconds
         value = "cpu=" + "0" * rng.randint(1000, ANNOTATION_CAP - 8) + rng.choice(("x", "1x", "m!"))

@@ -1,10 +1,10 @@
 """Our admission server in a process of its own, as `run` builds it, for the fuzz and soak tools.
 
-No API server: the server is `webhook.operator.server.build_server` with the default configuration, started the
-way kopf starts it after discovery. Endpoints other than ours are handed to a stand-in for kopf's generic path
-that answers `allowed: true`, which is what kopf does for an id it does not know; a server that routes an unknown
-path there instead of refusing it is caught by the tools. `POST /tool-stats` returns the CPU the server spent
-per review (thread CPU time, so other processes on the machine do not count), measured around the part of the
+No API server: the server is `webhook.operator.server.build_server` with the default configuration (or `--config`),
+started the way kopf starts it after discovery. Endpoints other than ours are handed to a stand-in for kopf's
+generic path that answers `allowed: true`, which is what kopf does for an id it does not know; a server that routes
+an unknown path there instead of refusing it is caught by the tools. `POST /tool-stats` returns the CPU the server
+spent per review (thread CPU time, so other processes on the machine do not count), measured around the part of the
 request that runs after the body is read.
 """
 
@@ -83,12 +83,12 @@ def local_options(port: int, cert_dir: Path) -> Any:
     )
 
 
-async def _serve(port: int, cert_dir: Path) -> None:
-    from webhook.engine.config import WebhookConfig
+async def _serve(port: int, cert_dir: Path, config_file: Path | None = None) -> None:
     from webhook.operator.review import PodReviewer
     from webhook.operator.server import HANDLER_ID, build_server
+    from webhook.operator.settings import load_config
 
-    server = build_server(local_options(port, cert_dir), PodReviewer(WebhookConfig.from_mapping({})))
+    server = build_server(local_options(port, cert_dir), PodReviewer(load_config(config_file, {})))
     meter = _CpuMeter(budget=0.005)
     # Measure where the server's own code runs once the body is in: `_answer` (decode, review, encode) when the
     # server has it, else the reviewer alone.
@@ -152,14 +152,19 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def running_server(work: Path) -> Iterator[RunningServer]:
-    """Start the server process with a fresh CA and certificate in `work`; stop it on exit."""
+def running_server(work: Path, config_file: Path | None = None) -> Iterator[RunningServer]:
+    """Start the server process with a fresh CA and certificate in `work` (and `config_file`, else the default
+    configuration); stop it on exit."""
     from webhook.operator.certs import generate_bundle, write_bundle
 
     write_bundle(generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"]), work)
     port = free_port()
     process = spawn_ready(
-        [sys.executable, "-m", "hack.webhook_process", "--port", str(port), "--cert-dir", str(work)],
+        [
+            sys.executable,
+            *("-m", "hack.webhook_process", "--port", str(port), "--cert-dir", str(work)),
+            *(("--config", str(config_file)) if config_file else ()),
+        ],
         work / "server.log",
         "the webhook server",
         cwd=Path.cwd() if (Path.cwd() / "webhook").is_dir() else ROOT,
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hack.webhook_process", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert-dir", type=Path, required=True)
+    parser.add_argument("--config", type=Path, help="a config file (default: the default configuration)")
     args = parser.parse_args(argv)
     from webhook.cli import run_loop
 
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("kopf").setLevel(logging.WARNING)
-    run_loop(_serve(args.port, args.cert_dir))
+    run_loop(_serve(args.port, args.cert_dir, args.config))
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
 from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
+from webhook.mutation.policies import DEVICE_COUNT_CAP, gpu_counts
 
 PREFIX = "resources.flyte.org/"
 POLICIES: list[dict[str, Any]] = [
@@ -314,3 +316,53 @@ def test_max_gpus_counts_other_device_classes_and_mig_slices() -> None:
     slices = flyte_pod(resources={"limits": {"nvidia.com/mig-1g.5gb": "2", "nvidia.com/gpu": "1"}})
     with pytest.raises(Denied, match=r"asks for 3 GPUs \(nvidia.com/gpu, nvidia.com/mig-1g.5gb\)"):
         plan_mutation(slices, config())
+
+
+# ------------------------------------------------------------------------------- counting is bounded and whole
+
+
+@pytest.mark.parametrize("huge", ["1e999999", "1e100000", "9" * 64, "999999999Ei"])
+@pytest.mark.parametrize("resource", ["nvidia.com/gpu", "amd.com/gpu"])
+def test_a_huge_device_count_is_denied_without_building_the_integer(huge: str, resource: str) -> None:
+    pod = flyte_pod(containers=2, resources={"limits": {resource: huge}})
+    started = time.process_time()
+    with pytest.raises(Denied, match=r"asks for more than 1000000 GPUs .*; at most 2 allowed"):
+        plan_mutation(pod, config(**{"gpu-resource-name": resource}))
+    assert time.process_time() - started < 1.0  # `int()` of 1e999999 took 30 s of CPU: a stall, not a slow machine
+
+
+def test_device_counts_never_become_large_integers() -> None:
+    assert gpu_counts(flyte_pod(resources={"limits": {"nvidia.com/gpu": "1e999999"}}), ["nvidia.com/gpu"]) == {
+        "nvidia.com/gpu": DEVICE_COUNT_CAP + 1
+    }
+
+
+def _with_init(pod: dict[str, Any], *init: tuple[str, bool]) -> dict[str, Any]:
+    pod["spec"]["initContainers"] = [
+        {
+            "name": f"init{i}",
+            "resources": {"limits": {"nvidia.com/gpu": gpus}},
+            **({"restartPolicy": "Always"} if sidecar else {}),
+        }
+        for i, (gpus, sidecar) in enumerate(init)
+    ]
+    return pod
+
+
+def test_max_gpus_counts_init_containers() -> None:
+    pod = _with_init(flyte_pod(), ("8", False))
+    with pytest.raises(Denied, match=r"asks for 8 GPUs \(nvidia.com/gpu\); at most 2 allowed"):
+        plan_mutation(pod, config())
+
+
+def test_max_gpus_counts_sidecars_beside_every_container_after_them() -> None:
+    pod = _with_init(flyte_pod(resources={"limits": {"nvidia.com/gpu": "2"}}), ("1", True))
+    with pytest.raises(Denied, match=r"asks for 3 GPUs"):
+        plan_mutation(pod, config())
+
+
+def test_an_init_container_runs_before_the_containers_so_its_devices_are_not_added() -> None:
+    # The scheduler's effective request: max(init container, sum of containers), as Kubernetes counts it.
+    pod = _with_init(flyte_pod(resources={"limits": {"nvidia.com/gpu": "2"}}), ("2", False))
+    assert gpu_counts(pod, ["nvidia.com/gpu"]) == {"nvidia.com/gpu": 2}
+    plan_mutation(pod, config())  # 2 GPUs at most at any time: allowed

@@ -7,6 +7,7 @@ policy into denials and into notes that name it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import ROUND_CEILING
 from typing import Any
 
 from webhook.engine.accelerators import BaseAccelerator
@@ -51,28 +52,77 @@ def _allows(entry: str, accelerator: BaseAccelerator) -> bool:
 
 
 MIG_PREFIX = "nvidia.com/mig-"  # `mig-strategy: mixed` counts a slice under its own resource name
+# More devices than any machine holds: a count above it is shown as "more than" and never turned into an int, so
+# a pod's `1e999999` costs a comparison, not the seconds of building a million-digit integer.
+DEVICE_COUNT_CAP = 1_000_000
 
 
 def gpu_counts(pod: Mapping[str, Any], resource_names: Iterable[str]) -> dict[str, int]:
-    """The devices the pod's containers ask for (limit, else request) under each of `resource_names` and each
-    MIG slice resource they use, summed over the containers; only names asked for."""
+    """The devices the pod occupies under each of `resource_names` and each MIG slice resource it uses, by the
+    scheduler's rule for a pod's effective request: the larger of (the regular containers plus every sidecar)
+    and, for each init container, itself plus the sidecars started before it. A container asks for its limit,
+    else its request. Only names asked for; each count is at most `DEVICE_COUNT_CAP + 1`."""
     names = tuple(dict.fromkeys(resource_names))
-    counts: dict[str, int] = {}
-    for container in (pod.get("spec") or {}).get("containers") or ():
-        resources = container.get("resources") or {}
-        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
-        slices = [k for k in {**requests, **limits} if isinstance(k, str) and k.startswith(MIG_PREFIX)]
-        for name in (*names, *slices):
-            value = limits.get(name, requests.get(name))
-            if value is None:
-                continue
-            try:
-                count = int(parse_quantity(value))
-            except (InvalidQuantity, ValueError, TypeError):
-                continue  # the pod's own value; the API server refuses it
-            if count:
-                counts[name] = counts.get(name, 0) + count
-    return counts
+    spec = pod.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    running: dict[str, int] = {}  # regular containers and the sidecars started so far
+    peak: dict[str, int] = {}  # the most any init container needs next to the sidecars started before it
+    for container in _containers(spec, "initContainers"):
+        asked = _device_asks(container, names)
+        if container.get("restartPolicy") == "Always":  # a sidecar: runs beside everything after it
+            running = _plus(running, asked)
+            asked = {}
+        for name, count in _plus(running, asked).items():
+            peak[name] = max(peak.get(name, 0), count)
+    for container in _containers(spec, "containers"):
+        running = _plus(running, _device_asks(container, names))
+    counts = {name: max(running.get(name, 0), peak.get(name, 0)) for name in {**running, **peak}}
+    return {name: count for name, count in counts.items() if count}
+
+
+_OVER = DEVICE_COUNT_CAP + 1
+
+
+def _containers(spec: Mapping[str, Any], key: str) -> Iterable[Mapping[str, Any]]:
+    containers = spec.get(key)
+    if not isinstance(containers, list):
+        return ()
+    return (c for c in containers if isinstance(c, Mapping))
+
+
+def _plus(left: Mapping[str, int], right: Mapping[str, int]) -> dict[str, int]:
+    """Counts added name by name, each at most `_OVER`."""
+    out = dict(left)
+    for name, count in right.items():
+        out[name] = min(out.get(name, 0) + count, _OVER)
+    return out
+
+
+def _device_asks(container: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, int]:
+    resources = container.get("resources")
+    resources = resources if isinstance(resources, Mapping) else {}
+    limits, requests = resources.get("limits"), resources.get("requests")
+    limits = limits if isinstance(limits, Mapping) else {}
+    requests = requests if isinstance(requests, Mapping) else {}
+    slices = [k for k in (*requests, *limits) if isinstance(k, str) and k.startswith(MIG_PREFIX)]
+    asks: dict[str, int] = {}
+    for name in dict.fromkeys((*names, *slices)):
+        value = limits.get(name, requests.get(name))
+        if value is None:
+            continue
+        try:
+            amount = parse_quantity(value)  # bounded: at most 64 characters, exponents within 1e6
+        except (InvalidQuantity, ValueError, TypeError):
+            continue  # the pod's own value; the API server refuses it
+        # Compared as a Decimal first: only a count under the cap ever becomes an int.
+        count = _OVER if amount > DEVICE_COUNT_CAP else int(amount.to_integral_value(rounding=ROUND_CEILING))
+        if count:
+            asks[name] = count
+    return asks
+
+
+def _shown_count(count: int) -> str:
+    return f"more than {DEVICE_COUNT_CAP}" if count >= _OVER else str(count)
 
 
 def gpu_problem(policy: Policy, pod: Mapping[str, Any], resource_names: Iterable[str]) -> str | None:
@@ -80,11 +130,11 @@ def gpu_problem(policy: Policy, pod: Mapping[str, Any], resource_names: Iterable
     if policy.max_gpus is None:
         return None
     counts = gpu_counts(pod, resource_names)
-    total = sum(counts.values())
+    total = min(sum(counts.values()), _OVER)
     if total <= policy.max_gpus:
         return None
     return (
-        f"{policy_label(policy)} ({describe_match(policy.match)}): the pod asks for {total} GPUs "
+        f"{policy_label(policy)} ({describe_match(policy.match)}): the pod asks for {_shown_count(total)} GPUs "
         f"({', '.join(counts)}); at most {policy.max_gpus} allowed"
     )
 
