@@ -242,6 +242,32 @@ def _add_annotate_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     annotate.set_defaults(func=cmd_annotate)
 
 
+# --- validate-config ------------------------------------------------------------------------------------------
+
+
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    """Each file checked as a replica (and the chart's edit-time check) would: exit 1 when any is refused."""
+    from webhook.operator.configreview import validate_config_text
+    from webhook.operator.reload import config_hash
+
+    refused = 0
+    for name in args.files:
+        try:
+            text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+            config = validate_config_text(text, name)
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"{name}: cannot read: {exc}", file=sys.stderr)
+            refused += 1
+        except ConfigError as exc:
+            print(str(exc) if name in str(exc) else f"{name}: {exc}", file=sys.stderr)
+            refused += 1
+        else:
+            print(
+                f"{name}: valid (hash {config_hash(config)}, preset {config.preset}, {len(config.policies)} policies)"
+            )
+    return 1 if refused else 0
+
+
 # --- run ------------------------------------------------------------------------------------------------------
 
 
@@ -253,11 +279,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """One lifecycle for the three modes: the mode says what runs around the server, `serve` runs all of it."""
     import kopf
 
+    from webhook.operator.reload import LastGood, start_config
     from webhook.operator.selfmanaged import SelfManagedError
     from webhook.operator.server import ServerOptions, serve
 
-    config = load_config(args.config)
     _configure_logging(args)
+    last_good = LastGood(Path(args.last_good_config)) if args.last_good_config else None
+    try:
+        config = start_config(Path(args.config) if args.config else None, None, last_good)
+    except ConfigError as exc:
+        # Through the logger, so that `--log-format json` gets JSON; one line, no stack trace.
+        logging.getLogger("flyte_resources_webhook").error("%s", exc)
+        return 2
     cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_CERT_DIR
     if args.dev and not args.cert_dir:
         cert_dir = Path(tempfile.mkdtemp(prefix="frw-dev-certs-"))
@@ -271,6 +304,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ca_file=Path(args.ca_file) if args.ca_file else cert_dir / "ca.crt",
         config_file=Path(args.config) if args.config else None,
         config_check_interval=args.config_check_interval,
+        last_good=last_good,
     )
     if args.dev:
         lifecycle = _dev_mode(args, config, cert_dir)
@@ -482,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
         "invalid one is refused and logged (default: %(default)s)",
     )
     run.add_argument(
+        "--last-good-config",
+        metavar="PATH",
+        help="keep each config served in PATH and start from it when the config file is refused at a restart "
+        "(the chart: a file in the pod's /tmp emptyDir)",
+    )
+    run.add_argument(
         "--cert-check-interval",
         type=_seconds,
         default=30.0,
@@ -536,6 +576,15 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file")
     explain.set_defaults(func=cmd_explain)
     _add_annotate_parser(sub, fmt)
+    validate = sub.add_parser(
+        "validate-config",
+        help="check config files as the webhook loads them (exit 1 when one is refused): for CI",
+        description="Check each config file exactly as a replica loads it and as the chart's edit-time check of "
+        "its ConfigMap does (size, no YAML anchors or aliases, not empty, every key and policy); FRW_* "
+        "environment overrides are not applied. Exit 0 when all are valid, 1 when one is refused.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE", help="config file; - for stdin")
+    validate.set_defaults(func=cmd_validate_config)
     return parser
 
 

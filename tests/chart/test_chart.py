@@ -87,6 +87,12 @@ def render_error(namespace: str = NAMESPACE, **values: Any) -> str:
     return proc.stderr
 
 
+def pod_hook(mwc: dict[str, Any]) -> dict[str, Any]:
+    """The webhook entry for pods (the other one checks the chart's ConfigMap)."""
+    (hook,) = [h for h in mwc["webhooks"] if h["name"] == WEBHOOK_NAME]
+    return hook
+
+
 def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
     found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}: {[d['kind'] for d in docs]}"
@@ -255,9 +261,7 @@ def test_policies_render_into_the_config_file_and_the_schema_refuses_bad_ones() 
 
 
 def test_flyte_task_pods_widens_the_match_condition_to_flyte_task_pods() -> None:
-    (hook,) = find(render(config={"preset": "eks", "flyte-task-pods": True}), "MutatingWebhookConfiguration")[
-        "webhooks"
-    ]
+    hook = pod_hook(find(render(config={"preset": "eks", "flyte-task-pods": True}), "MutatingWebhookConfiguration"))
     (condition,) = hook["matchConditions"]
     assert condition["name"] == "has-flyte-resources-annotation-or-is-flyte-task-pod"
     expression = condition["expression"]
@@ -267,7 +271,7 @@ def test_flyte_task_pods_widens_the_match_condition_to_flyte_task_pods() -> None
     )
     for label in ("'project'", "'domain'", "'task-name'", "'flyte.org/managed'"):
         assert label in expression
-    (off,) = find(render(), "MutatingWebhookConfiguration")["webhooks"]
+    off = pod_hook(find(render(), "MutatingWebhookConfiguration"))
     assert [c["name"] for c in off["matchConditions"]] == ["has-flyte-resources-annotation"]
     # `run --dev` registers the same conditions, built from the labels the mutation layer tests
     from webhook.operator import devmode
@@ -294,7 +298,7 @@ def test_mutating_webhook_configuration_defaults() -> None:
     mwc = find(docs, "MutatingWebhookConfiguration")
     assert mwc["metadata"]["name"] == RELEASE
     assert "cert-manager.io/inject-ca-from" not in (mwc["metadata"].get("annotations") or {})
-    (hook,) = mwc["webhooks"]
+    hook = pod_hook(mwc)
     assert hook["name"] == WEBHOOK_NAME
     assert hook["clientConfig"] == {
         "service": {"name": RELEASE, "namespace": NAMESPACE, "port": 443, "path": "/flyte-resources"}
@@ -307,7 +311,14 @@ def test_mutating_webhook_configuration_defaults() -> None:
             "apiVersions": ["v1"],
             "resources": ["pods"],
             "scope": "Namespaced",
-        }
+        },
+        {
+            "operations": ["UPDATE"],
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["pods/resize"],
+            "scope": "Namespaced",
+        },
     ]
     assert hook["admissionReviewVersions"] == ["v1"]
     assert hook["sideEffects"] == "None"
@@ -355,7 +366,7 @@ def test_mutating_webhook_configuration_knobs() -> None:
     mwc = find(docs, "MutatingWebhookConfiguration")
     assert mwc["metadata"]["name"] == "frw"
     assert mwc["metadata"]["annotations"] == {"example.com/owner": "platform"}
-    (hook,) = mwc["webhooks"]
+    hook = pod_hook(mwc)
     assert (hook["failurePolicy"], hook["timeoutSeconds"], hook["reinvocationPolicy"]) == ("Ignore", 2, "Never")
     assert hook["clientConfig"]["service"]["name"] == "frw"
     assert hook["namespaceSelector"] == {
@@ -374,9 +385,25 @@ def test_mutating_webhook_configuration_knobs() -> None:
     assert "k.startsWith('res.example.com/')" in hook["matchConditions"][0]["expression"]
 
 
+def test_the_config_map_is_checked_at_edit_time_by_a_second_entry_that_never_blocks() -> None:
+    mwc = find(render(), "MutatingWebhookConfiguration")
+    (hook,) = [h for h in mwc["webhooks"] if h["name"] != WEBHOOK_NAME]
+    assert hook["clientConfig"]["service"]["path"] == "/validate-config"
+    assert hook["failurePolicy"] == "Ignore" and hook["reinvocationPolicy"] == "Never"
+    assert hook["rules"][0]["resources"] == ["configmaps"] and hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+    assert hook["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}
+    assert hook["matchConditions"] == [
+        {"name": "is-the-webhook-config", "expression": f"object.metadata.name == '{RELEASE}'"}
+    ]
+    config_map = find(render(), "ConfigMap")
+    assert hook["objectSelector"]["matchLabels"].items() <= config_map["metadata"]["labels"].items()
+    off = find(render(webhook__validateConfig__enabled=False), "MutatingWebhookConfiguration")
+    assert [h["name"] for h in off["webhooks"]] == [WEBHOOK_NAME]
+
+
 def test_match_conditions_can_be_turned_off() -> None:
     docs = render(webhook__matchConditions__enabled=False, webhook__failurePolicy="Ignore")
-    (hook,) = find(docs, "MutatingWebhookConfiguration")["webhooks"]
+    hook = pod_hook(find(docs, "MutatingWebhookConfiguration"))
     assert "matchConditions" not in hook
     assert "enabled" in render_error(
         webhook__matchConditions={"enabled": False, "extra": [{"name": "x", "expression": "true"}]},
@@ -414,9 +441,7 @@ def test_no_match_conditions_with_fail_and_no_selector_is_refused(values: dict[s
     ids=["ignore", "object-labels", "object-expressions", "namespace-labels", "namespace-expressions"],
 )
 def test_no_match_conditions_with_a_narrower_scope_renders(values: dict[str, Any]) -> None:
-    (hook,) = find(render(webhook__matchConditions__enabled=False, **values), "MutatingWebhookConfiguration")[
-        "webhooks"
-    ]
+    hook = pod_hook(find(render(webhook__matchConditions__enabled=False, **values), "MutatingWebhookConfiguration"))
     assert "matchConditions" not in hook
 
 

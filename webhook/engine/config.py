@@ -14,6 +14,8 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from webhook.engine.catalog import DEVICE_CLASS_DEFAULTS, DeviceClass, find_device
+from webhook.engine.excerpt import bounded, excerpt
+from webhook.engine.excerpt import shown as shown_value
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 
 _KEBAB = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
@@ -424,20 +426,27 @@ class ConfigError(ValueError):
     """An invalid configuration; the message names each bad key and its value."""
 
 
+_ERRORS_SHOWN: Final = 10
+
+
 def _describe(exc: ValidationError, data: dict[str, Any]) -> str:
+    """One line per error (at most ten), each value shown bounded: a config can be a megabyte of YAML."""
+    errors = exc.errors()
     lines = []
-    for error in exc.errors():
+    for error in errors[:_ERRORS_SHOWN]:
         path = [str(part) for part in error["loc"]]
         key = path[0] if path else "config"
         where = ".".join(path) or "config"
         nested = len(path) > 1  # inside a policy or a map: show the offending value, not the whole key's
         if error["type"] == "extra_forbidden":
             valid = "" if nested else f" (valid keys: {', '.join(sorted(_KEYS))})"
-            lines.append(f"{where}: unknown key{valid}")
+            lines.append(f"{excerpt(where, 200)}: unknown key{valid}")
             continue
-        shown = error.get("input") if nested else data.get(key, error.get("input"))
+        value = error.get("input") if nested else data.get(key, error.get("input"))
         message = str(error["msg"]).removeprefix("Value error, ")
-        lines.append(f"{where}: {shown!r}: {message}")
+        lines.append(bounded(f"{excerpt(where, 200)}: {shown_value(value)}: {message}", 512))
+    if len(errors) > _ERRORS_SHOWN:
+        lines.append(f"... and {len(errors) - _ERRORS_SHOWN} more errors")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

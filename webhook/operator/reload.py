@@ -4,15 +4,21 @@ The chart mounts the config from a ConfigMap. kubelet updates such a volume atom
 into a fresh timestamped directory and then renames the `..data` symlink onto it, so `config.yaml` (a symlink
 through `..data`) points at the complete old file or at the complete new one, never at a half-written one, and
 its inode changes with every update while the path stays. An editor or `cp` over a plain file does not swap
-atomically; reading a file that is being written may give a truncated version, which then fails validation and is
-refused, and the next poll reads the finished one.
+atomically, and a file truncated mid-write may still be valid YAML (a one-policy prefix of a longer list): a plain
+file's change is read only once the file has stayed the same for a whole interval.
 
 The watcher polls `stat()` of the path (following the symlinks) every `interval` seconds, which sees both kinds of
 change, costs a few microseconds and needs no inotify (which reports changes of the symlink's target directory,
 not of the path). A changed file is read once; the bytes read are the bytes validated and hashed. A valid new
 configuration replaces the reviewer's in one assignment (`PodReviewer.use_config`): a review runs to its end on
 the configuration it started with, and the answers remembered under the old one go with it. An invalid one is
-refused: the running configuration stays, the reason is logged at ERROR, and the refusal is counted.
+refused: the running configuration stays, the reason is logged at ERROR, the refusal is counted, and
+`flyte_resources_webhook_config_stale` says that the file on disk is not the configuration served. Reading and
+validating run in a worker thread, so even a 1 MiB config never holds up a review on the event loop.
+
+`LastGood` keeps the bytes of the last configuration served where a restarted container finds them (the chart's
+`/tmp` emptyDir lives as long as the pod): a replica restarted while the ConfigMap holds an invalid version keeps
+serving the last good one instead of crash-looping.
 """
 
 from __future__ import annotations
@@ -65,6 +71,11 @@ class ConfigMetrics:
             ["hash", "policies"],
             registry=registry,
         )
+        self.stale = Gauge(
+            "flyte_resources_webhook_config_stale",
+            "1 while the config file on disk was refused and an earlier configuration is served, else 0.",
+            registry=registry,
+        )
         self._active: tuple[str, str] | None = None
         self.set_active(config)
 
@@ -95,6 +106,7 @@ class ConfigReloader:
         *,
         environ: Mapping[str, str] | None = None,
         interval: float = DEFAULT_INTERVAL,
+        last_good: LastGood | None = None,
     ) -> None:
         self.path = path
         self.reviewer = reviewer
@@ -106,12 +118,17 @@ class ConfigReloader:
         self._seen: tuple[int, int, int, int] | None = None
         self._seen_bytes: bytes | None = None
         self._first = True
+        self._settling: tuple[int, int, int, int] | None = None
+        self.last_good = last_good
 
     def check(self) -> str | None:
         """Look at the file once: the result counted (`applied`, `unchanged`, `invalid`), or None if the file
         did not change since the last look."""
         signature = _signature(self.path)
         if signature == self._seen:
+            return None
+        if not self._first and not self.path.is_symlink() and signature != self._settling:
+            self._settling = signature  # a plain file that just changed: read it once it stays so
             return None
         self._seen = signature
         try:
@@ -128,6 +145,9 @@ class ConfigReloader:
         except ConfigError as exc:
             return self._refuse(str(exc))
         first, self._first = self._first, False
+        self.metrics.stale.set(0)
+        if self.last_good is not None:
+            self.last_good.save(data)
         if config_hash(config) == config_hash(self.reviewer.config):
             if first:
                 return None
@@ -151,7 +171,9 @@ class ConfigReloader:
         return "applied"
 
     def _refuse(self, reason: str) -> str:
+        self._first = False
         self.metrics.reloads.labels("invalid").inc()
+        self.metrics.stale.set(1)
         logger.error(
             "config file %s refused, still serving configuration %s: %s",
             self.path,
@@ -167,7 +189,59 @@ class ConfigReloader:
             if stop.is_set():
                 return
             try:
-                self.check()
+                await asyncio.to_thread(self.check)
             except Exception:  # a bug in reloading must not stop a webhook that serves a valid configuration
                 logger.exception("config file %s: reload failed; still serving the active configuration", self.path)
                 self.metrics.reloads.labels("invalid").inc()
+
+
+class LastGood:
+    """The bytes of the last config file served, in `path` (written atomically; a failure to write is logged)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def save(self, data: bytes) -> None:
+        try:
+            if self.path.exists() and self.path.read_bytes() == data:
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            logger.warning("cannot keep the last good config in %s: %s", self.path, exc.strerror)
+
+    def load(self) -> bytes | None:
+        try:
+            return self.path.read_bytes()
+        except OSError:
+            return None
+
+
+def start_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, last_good: LastGood | None = None
+) -> WebhookConfig:
+    """The configuration to start with: the file's; else, when the file is refused and `last_good` holds a
+    configuration this pod served before, that one (logged at ERROR; the reloader then counts the refusal). A
+    `ConfigError` when neither is valid."""
+    if path is None:
+        return load_config(None, environ)
+    try:
+        data = path.read_bytes()
+        config = load_config(path, environ, text=data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ConfigError) as exc:
+        previous = last_good.load() if last_good is not None else None
+        if previous is None:
+            if isinstance(exc, ConfigError):
+                raise
+            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        try:
+            config = load_config(last_good.path if last_good else None, environ, text=previous.decode("utf-8"))
+        except (UnicodeDecodeError, ConfigError):
+            raise exc from None
+        logger.error("config file %s refused, serving the last good configuration of this pod: %s", path, exc)
+        return config
+    if last_good is not None:
+        last_good.save(data)
+    return config

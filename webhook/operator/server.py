@@ -26,8 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import ServedCertificate
+from webhook.operator.configreview import VALIDATE_CONFIG_PATH, review_config_map
 from webhook.operator.metrics import Metrics
-from webhook.operator.reload import DEFAULT_INTERVAL, ConfigMetrics, ConfigReloader
+from webhook.operator.reload import DEFAULT_INTERVAL, ConfigMetrics, ConfigReloader, LastGood
 from webhook.operator.review import PodReviewer
 
 HANDLER_ID = "flyte-resources"
@@ -172,6 +173,7 @@ class ServerOptions:
     # The config file to watch for live reloads (None: the configuration never changes while serving).
     config_file: Path | None = None
     config_check_interval: float = DEFAULT_INTERVAL
+    last_good: LastGood | None = None  # where the configurations served are kept for a restart
 
 
 def build_server(options: ServerOptions, reviewer: PodReviewer) -> AdmissionServer:
@@ -182,7 +184,7 @@ def build_server(options: ServerOptions, reviewer: PodReviewer) -> AdmissionServ
         pkeyfile=str(options.key_file) if options.key_file else None,
         cafile=str(options.ca_file) if options.ca_file and options.ca_file.exists() else None,
         file_check_interval=options.file_check_interval,
-        fast={HANDLER_ID: reviewer},
+        fast={HANDLER_ID: reviewer, VALIDATE_CONFIG_PATH: review_config_map},
     )
 
 
@@ -302,7 +304,13 @@ async def _serve_until_stopped(
     if lifecycle.background is not None:
         companions.add(asyncio.create_task(lifecycle.background(stop)))
     if options.config_file is not None:
-        reloader = ConfigReloader(options.config_file, reviewer, config_metrics, interval=options.config_check_interval)
+        reloader = ConfigReloader(
+            options.config_file,
+            reviewer,
+            config_metrics,
+            interval=options.config_check_interval,
+            last_good=options.last_good,
+        )
         companions.add(asyncio.create_task(reloader.run(stop)))
     failure: BaseException | None = None
     try:
