@@ -37,6 +37,7 @@ from typing import Any
 from flyteidl.core import tasks_pb2
 
 from webhook.engine.accelerators import BaseAccelerator
+from webhook.engine.catalog import DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
 from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
@@ -294,6 +295,19 @@ def _gpu_limited(pod: Pod, gpu_resource_name: str) -> bool:
     return False
 
 
+def _whole_device(accelerator: BaseAccelerator, config: WebhookConfig) -> bool:
+    """Whether an accelerator naming no partition is held to whole devices, like `.unpartitioned` (not Flyte:
+    there it may land on a MIG node and get slices). Only for NVIDIA devices that have MIG profiles, and only
+    under `mig-strategy: single`, where a slice is advertised as `nvidia.com/gpu` like a whole GPU; under
+    `mixed` a slice is its own resource, so the GPU count alone keeps the pod off MIG nodes."""
+    if accelerator.partition_size or config.mig_strategy != "single":
+        return False
+    if accelerator.device_class is not DeviceClass.NVIDIA_GPU:
+        return False
+    entry = find_device(accelerator.device)
+    return entry is not None and bool(entry.partitions)
+
+
 def accelerator_constraints(
     accelerator: BaseAccelerator, config: WebhookConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -314,7 +328,7 @@ def accelerator_constraints(
         size = accelerator.partition_size
         requirements.append({"key": partition_label, "operator": "In", "values": [size]})
         tolerations.append({"key": partition_label, "operator": "Equal", "value": size, "effect": "NoSchedule"})
-    elif accelerator.is_unpartitioned:
+    elif accelerator.is_unpartitioned or _whole_device(accelerator, config):
         override = settings.unpartitioned_node_selector_requirement
         requirements.append(override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"})
         if settings.unpartitioned_toleration is not None:
