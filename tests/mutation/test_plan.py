@@ -64,7 +64,10 @@ def test_flyte_task_example_ops_are_minimal():
         f"{c}/limits/nvidia.com~1gpu": ("add", "1"),
     }
     assert by_path[f"/metadata/annotations/{P.replace('/', '~1')}applied"]["op"] == "add"
-    assert len(plan.ops) == 7
+    # the eks preset's toleration of EKS's GPU taint (`resource-tolerations`)
+    tolerated = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert by_path["/spec/tolerations"]["value"] == [tolerated]
+    assert len(plan.ops) == 8
     assert apply(original, plan) == plan.pod
 
 

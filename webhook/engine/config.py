@@ -103,8 +103,17 @@ class Preset(StrEnum):
 # `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100` reach the same value. TPUs need no preset: every
 # preset places them by Flyte 2's `GOOGLE_TPU` class labels, which are GKE's (`gke-tpu-accelerator`,
 # `gke-tpu-topology`).
+# EKS (managed node groups tainted as AWS's GPU guides show, EKS Auto Mode) and Karpenter's GPU NodePools taint
+# accelerator nodes `nvidia.com/gpu:NoSchedule` / `aws.amazon.com/neuron:NoSchedule` and, unlike GKE, do not run
+# the ExtendedResourceToleration admission plugin: their presets bring the tolerations, as Flyte's own EKS
+# deployments configure `resource-tolerations` for this.
+_ACCELERATOR_TAINTS_TOLERATED: Final = {
+    resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+    for resource in ("nvidia.com/gpu", "aws.amazon.com/neuron")
+}
+
 PRESETS: dict[Preset, dict[str, Any]] = {
-    Preset.eks: {},
+    Preset.eks: {"resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED},
     Preset.gke: {
         "gpu-device-node-label": "cloud.google.com/gke-accelerator",
         "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
@@ -114,6 +123,7 @@ PRESETS: dict[Preset, dict[str, Any]] = {
         },
     },
     Preset.karpenter: {
+        "resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED,
         "gpu-device-node-label": "karpenter.k8s.aws/instance-gpu-name",
         "mig-strategy": "mixed",
         "accelerator-devices": {
