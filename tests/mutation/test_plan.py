@@ -356,3 +356,40 @@ def test_every_input_the_plan_reads_is_in_the_key(edit):
 
 def test_no_key_without_our_annotations():
     assert plan_inputs(pod({"other": "x", P + "applied": "{}"}), P) is None
+
+
+# --- warnings: only what changes the request, unless `warnings: all` --------------------------------------------
+
+
+def _mig_pod(extra: dict[str, str] | None = None) -> dict:
+    annotations = {P + "resources": "cpu=1,mem=1Gi,gpu=1", P + "accelerator": "A100.partition_1g_5gb", **(extra or {})}
+    container = {"name": "main", "image": "x", "resources": {"requests": {"cpu": "500m"}}}
+    return {"metadata": {"name": "m", "annotations": annotations}, "spec": {"containers": [container]}}
+
+
+def test_routine_fills_are_no_warnings_by_default_and_every_note_with_warnings_all() -> None:
+    quiet = plan_mutation(_mig_pod(), CONFIG)
+    loud = plan_mutation(_mig_pod(), WebhookConfig.from_mapping({"warnings": "all"}))
+    assert quiet.ops == loud.ops and quiet.warnings == []
+    notes = [f"{step.annotation}: {note}" for step in quiet.steps for note in step.notes]
+    assert loud.warnings == notes and len(notes) >= 4  # affinity, tolerations: what `explain` shows
+
+
+@pytest.mark.parametrize(
+    ("config", "annotations", "warned"),
+    [
+        (
+            {"platform-limits": {"cpu": "2"}},
+            {P + "resources": "cpu=8"},
+            "cpu request 8 clamped to the platform limit 2",
+        ),
+        ({}, {P + "requests": "cpu=4", P + "limits": "cpu=2"}, "cpu request 4 lowered to its limit 2"),
+        ({}, {P + "requests": "gpu=1", P + "limits": "gpu=2"}, "request raised to equal its limit (2)"),
+        ({}, {P + "accelerator": "T4"}, "accelerator nvidia-tesla-t4 ignored: no container has a nvidia.com/gpu limit"),
+        ({}, {P + "limits": "cpu=0,memory=1Gi"}, "cpu limit 0 ignored"),
+    ],
+)
+def test_what_changes_the_request_is_a_warning_by_default(config: dict, annotations: dict, warned: str) -> None:
+    pod = {"metadata": {"name": "c", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
+    plan = plan_mutation(pod, WebhookConfig.from_mapping(config))
+    assert any(warned in w for w in plan.warnings), plan.warnings

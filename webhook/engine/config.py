@@ -323,6 +323,9 @@ class WebhookConfig(BaseModel):
     resource_tolerations: dict[str, list[Toleration]] = Field(default_factory=dict)
     on_invalid: Literal["reject", "ignore"] = "reject"
     on_error: Literal["deny", "allow"] = "deny"
+    # Which notes become admission warnings: `changes` (what alters the user's intent: clamps, lowered or raised
+    # values, dropped or replaced ones) or `all` (routine fills too). Every note is in `explain` either way.
+    warnings: Literal["changes", "all"] = "changes"
     # Also mutate Flyte task pods that carry no annotation of ours (the chart then sends them too).
     flyte_task_pods: bool = False
     policies: list[Policy] = Field(default_factory=list, max_length=256)

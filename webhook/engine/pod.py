@@ -64,6 +64,14 @@ class Result:
     notes: tuple[str, ...] = ()
 
 
+class Change(str):
+    """A note saying the pod does not get what was asked or what it had: a value clamped, lowered or raised, a
+    value dropped or replaced. Other notes are routine fills (a request from its limit, a toleration added).
+    A `str`, so every reader of notes keeps working; `warnings: changes` warns about these only."""
+
+    __slots__ = ()
+
+
 # --- containers -----------------------------------------------------------------------------------------------
 
 
@@ -197,7 +205,7 @@ def apply_container_resources(
             if not _nonzero(value):
                 # Flyte drops zero quantities from override resources (ToK8sResourceList), so a zero
                 # means "not overridden": the container keeps its own value.
-                notes.append(f"{key} {side} 0 ignored: a zero override leaves the container's value")
+                notes.append(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value"))
                 continue
             target[key] = value
 
@@ -233,13 +241,13 @@ def apply_container_resources(
             limit = _clamp(name, "limit", limit, ceiling, config, notes)
         if request is not None and limit is not None and request != limit:
             if _q(request) > _q(limit):
-                notes.append(f"{name} request {request} lowered to its limit {limit}")
+                notes.append(Change(f"{name} request {request} lowered to its limit {limit}"))
                 request = limit
             elif name == gpu_resource_name and _q(request) != _q(limit):
-                notes.append(f"{name} request raised to equal its limit ({limit})")
+                notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
                 request = limit
         elif name == gpu_resource_name and limit is not None and request is None:
-            notes.append(f"{name} request raised to equal its limit ({limit})")
+            notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
             request = limit
         if not assign and explicit_zero_request and request is None and name != gpu_resource_name:
             pass  # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit
@@ -260,7 +268,7 @@ def _clamp(
         return value
     if config.on_limit_exceeded == "reject":
         raise PlatformLimitExceeded(f"{name} {side} {value} is above the platform limit {ceiling}")
-    notes.append(f"{name} {side} {value} clamped to the platform limit {ceiling}")
+    notes.append(Change(f"{name} {side} {value} clamped to the platform limit {ceiling}"))
     return ceiling
 
 
@@ -342,7 +350,7 @@ def apply_accelerator(
     """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
     if not _gpu_limited(pod, gpu_resource_name):
         what = accelerator.device or accelerator.partition_size or "accelerator"
-        return Result(dict(pod), (f"accelerator {what} ignored: no container has a {gpu_resource_name} limit",))
+        return Result(dict(pod), (Change(f"accelerator {what} ignored: no container has a {gpu_resource_name} limit"),))
     requirements, tolerations = accelerator_constraints(accelerator, config)
     notes: list[str] = []
     spec = pod.get("spec") or {}
@@ -355,8 +363,9 @@ def apply_accelerator(
         for requirement in requirements:
             if requirement["operator"] == "In" and len(requirement["values"]) == 1:
                 if selector.get(requirement["key"]) != requirement["values"][0]:
+                    note = f"nodeSelector {requirement['key']}={requirement['values'][0]}"
+                    notes.append(Change(note) if requirement["key"] in selector else note)
                     selector[requirement["key"]] = requirement["values"][0]
-                    notes.append(f"nodeSelector {requirement['key']}={requirement['values'][0]}")
             else:
                 in_affinity.append(requirement)
         requirements = in_affinity
@@ -364,7 +373,9 @@ def apply_accelerator(
         affinity = _without_requirements_on(affinity, set(selector) - {r["key"] for r in requirements}, notes)
     for key in {r["key"] for r in requirements}:
         if key in selector:
-            notes.append(f"nodeSelector {key}={selector.pop(key)} removed: the accelerator's node affinity decides it")
+            notes.append(
+                Change(f"nodeSelector {key}={selector.pop(key)} removed: the accelerator's node affinity decides it")
+            )
     if requirements:
         affinity = _with_requirements(affinity, requirements, notes)
     if selector != (spec.get("nodeSelector") or {}):
@@ -390,7 +401,7 @@ def _without_requirements_on(
     for term in terms:
         expressions = [e for e in term.get("matchExpressions") or () if e.get("key") not in keys]
         for removed in (e for e in term.get("matchExpressions") or () if e.get("key") in keys):
-            note = f"node affinity removed: {_describe_requirement(removed)} (the nodeSelector decides it)"
+            note = Change(f"node affinity removed: {_describe_requirement(removed)} (the nodeSelector decides it)")
             if note not in notes:
                 notes.append(note)
         rest = {k: v for k, v in term.items() if k != "matchExpressions"}
@@ -438,6 +449,7 @@ def _with_requirements(
             changed = True
             verb = "replaced" if same_key else "added"
             note = f"node affinity {verb}: {_describe_requirement(requirement)}"
+            note = Change(note) if same_key else note
             if note not in notes:
                 notes.append(note)
         term["matchExpressions"] = expressions
@@ -543,7 +555,7 @@ def apply_shared_memory(
     elif not have_volume:
         # Our own memory volume with another size (a pod template's, or an earlier annotation's): resize it.
         volumes[existing] = volume
-        notes.append(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}")
+        notes.append(Change(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}"))
     if not have_volume:
         updated = _with_spec(updated, volumes=volumes)
     if not have_mount:
