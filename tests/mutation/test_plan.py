@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
+from webhook.engine.pod import effective_gpu_resource_name
+from webhook.mutation.annotations import read_annotations
 from webhook.mutation.plan import Denied, diff, plan_inputs, plan_mutation
 
 P = "resources.flyte.org/"
@@ -286,7 +288,10 @@ def test_plan_is_idempotent_and_yields_valid_pods(containers, annotations, extra
     if P + "resources" not in annotations:
         return  # the pod's own resources were not ours to fix
     target = mutated["spec"]["containers"][0]["resources"]
-    managed = {"cpu", "memory", "ephemeral-storage", annotations.get(P + "gpu-resource-key", "nvidia.com/gpu")}
+    request = read_annotations(annotations, P)
+    # the pod's GPU is its accelerator's class's resource (a TPU's is google.com/tpu: nvidia.com/gpu is not ours)
+    gpu_key = effective_gpu_resource_name(config, request.accelerator, request.gpu_resource_key) if request else ""
+    managed = {"cpu", "memory", "ephemeral-storage", gpu_key}
     for name, request in (target.get("requests") or {}).items():
         if name not in managed and "mig-" not in name:
             continue  # Flyte's rules cover cpu, memory, ephemeral storage and the pod's GPU only
@@ -387,9 +392,16 @@ def test_routine_fills_are_no_warnings_by_default_and_every_note_with_warnings_a
         ({}, {P + "requests": "gpu=1", P + "limits": "gpu=2"}, "request raised to equal its limit (2)"),
         ({}, {P + "accelerator": "T4"}, "accelerator nvidia-tesla-t4 ignored: no container has a nvidia.com/gpu limit"),
         ({}, {P + "limits": "cpu=0,memory=1Gi"}, "cpu limit 0 ignored"),
+        # more devices than any node has: the pod would sit Pending without a word
+        ({}, {P + "resources": "gpu=100"}, "nvidia.com/gpu 100: more than any node has"),
+        ({}, {P + "resources": "gpu=16", P + "accelerator": "A100"}, "more A100 devices than one node has (at most 8)"),
+        ({"preset": "gke"}, {P + "resources": "gpu=H100:8,cpu=100000"}, "never: a warning below"),
     ],
 )
 def test_what_changes_the_request_is_a_warning_by_default(config: dict, annotations: dict, warned: str) -> None:
     pod = {"metadata": {"name": "c", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
     plan = plan_mutation(pod, WebhookConfig.from_mapping(config))
+    if warned.startswith("never"):  # eight H100s fit a node; cpu without a configured limit is not judged
+        assert plan.warnings == []
+        return
     assert any(warned in w for w in plan.warnings), plan.warnings

@@ -37,7 +37,7 @@ from typing import Any
 from flyteidl.core import tasks_pb2
 
 from webhook.engine.accelerators import BaseAccelerator
-from webhook.engine.catalog import DeviceClass, find_device
+from webhook.engine.catalog import CATALOG, DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
 from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
@@ -48,6 +48,8 @@ ResourceMap = dict[str, str]
 SHM_MOUNT_NAME = SHARED_MEMORY_MOUNT_NAME  # short names used throughout this module
 SHM_MOUNT_PATH = SHARED_MEMORY_MOUNT_PATH
 _FLYTE_PARSE_ERROR = "Failed to parse resource as a valid quantity."
+# The most devices of one type any catalog entry comes in on one node (Inf1: 16): a count above it fits no node.
+MOST_DEVICES_PER_NODE = max(entry.max_count for entry in CATALOG)
 
 
 class PodSemanticsError(ValueError):
@@ -255,6 +257,14 @@ def apply_container_resources(
             _store(req, name, request)
         _store(lim, name, limit)
 
+    gpus = lim.get(gpu_resource_name)
+    if assign and gpus is not None and _q(gpus) > MOST_DEVICES_PER_NODE:
+        notes.append(
+            Change(
+                f"{gpu_resource_name} {gpus}: more than any node has (no device in the catalog comes more than "
+                f"{MOST_DEVICES_PER_NODE} to a node); the pod may stay Pending"
+            )
+        )
     resources = _rebuild(current, req, lim)
     if resources == current:
         return Result(dict(pod), tuple(notes))
@@ -352,7 +362,7 @@ def apply_accelerator(
         what = accelerator.device or accelerator.partition_size or "accelerator"
         return Result(dict(pod), (Change(f"accelerator {what} ignored: no container has a {gpu_resource_name} limit"),))
     requirements, tolerations = accelerator_constraints(accelerator, config)
-    notes: list[str] = []
+    notes: list[str] = _count_notes(pod, accelerator, gpu_resource_name)
     spec = pod.get("spec") or {}
     fields: dict[str, Any] = {}
 
@@ -386,6 +396,27 @@ def apply_accelerator(
     if merged != (spec.get("tolerations") or []):
         fields["tolerations"] = merged
     return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _count_notes(pod: Pod, accelerator: BaseAccelerator, gpu_resource_name: str) -> list[str]:
+    """A `Change` note when the pod asks for more whole devices of its type than one node of it has (Flyte 2's
+    `"<type>:<count>"` strings, which follow the instance sizes); slices and TPU topologies are counted otherwise."""
+    entry = find_device(accelerator.device)
+    if entry is None or not entry.counts or accelerator.partition_size:
+        return []
+    most = 0
+    for container in pod.get("spec", {}).get("containers") or ():
+        value = ((container.get("resources") or {}).get("limits") or {}).get(gpu_resource_name)
+        if value is not None and _q(value) > entry.max_count:
+            most = max(most, int(_q(value)))
+    if not most or most > MOST_DEVICES_PER_NODE:  # above every device's count: the resource step said so
+        return []
+    return [
+        Change(
+            f"{gpu_resource_name} {most}: more {entry.name} devices than one node has (at most {entry.max_count}); "
+            "the pod may stay Pending"
+        )
+    ]
 
 
 def _without_requirements_on(
