@@ -11,10 +11,10 @@ FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test clean
+.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,19 @@ manifests: install control-plane ## render manifests/ from the chart
 
 check-manifests: install control-plane ## fail when manifests/ is out of sync with the chart
 	$(PY) -m hack.manifests --check
+
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/flyteorg/flyte-resources-webhook
+IMAGE_TAG ?= $(VERSION)
+
+image: ## build the webhook image IMAGE:IMAGE_TAG with docker (default ghcr.io/flyteorg/flyte-resources-webhook:<version>)
+	docker build -t $(IMAGE):$(IMAGE_TAG) --build-arg VERSION=$(IMAGE_TAG) .
+
+push: image ## push IMAGE:IMAGE_TAG (log in to the registry first)
+	docker push $(IMAGE):$(IMAGE_TAG)
+
+package: install control-plane ## the chart as dist/flyte-resources-webhook-VERSION.tgz: appVersion IMAGE_TAG, image.repository IMAGE
+	$(PY) -m hack.package --version $(VERSION) --image $(IMAGE) --tag $(IMAGE_TAG)
 
 kind-test: install ## the e2e and placement tests on a kind cluster (needs Docker and kind; fails loudly without them)
 	@bash hack/kind-test.sh

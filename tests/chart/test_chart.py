@@ -807,3 +807,16 @@ def test_kind_script_fails_loudly_without_a_docker_engine(tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert "no Docker engine" in proc.stderr
     assert "FAILED (nothing was tested)" in proc.stderr
+
+
+def test_packaged_chart_is_versioned_and_pulls_the_image_it_was_packaged_for(tmp_path: Path) -> None:
+    from hack.package import package, project_version
+
+    archive = package("0.1.0", "registry.example.com/ml/frw", "0.1.0-rc1", tmp_path, helm=helm())
+    assert archive.name == f"flyte-resources-webhook-{project_version()}.tgz"
+    chart = yaml.safe_load(run_helm("show", "chart", str(archive)).stdout)
+    assert (chart["version"], chart["appVersion"]) == ("0.1.0", "0.1.0-rc1")
+    rendered = list(yaml.safe_load_all(run_helm("template", RELEASE, str(archive)).stdout))
+    deployment = next(d for d in rendered if d and d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/ml/frw:0.1.0-rc1"
+    assert "ci/" not in run_helm("show", "values", str(archive)).stdout  # the CI value files stay out
