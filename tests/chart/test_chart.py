@@ -483,7 +483,8 @@ def test_self_managed_mode() -> None:
 
 def test_cert_manager_mode() -> None:
     docs = [d for d in render(certificates__mode="cert-manager") if not is_test_hook(d)]
-    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+    webhook_rbac = [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+    assert [d["metadata"]["name"] for d in webhook_rbac] == [f"{RELEASE}-test"] * 2  # the helm test pod's only
     args = container(docs)["args"]
     assert "--cert-mode" not in args and "--cert-secret" not in args
     mwc = find(docs, "MutatingWebhookConfiguration")
@@ -726,8 +727,15 @@ def test_cert_check_interval_value_matches_the_cli_default() -> None:
 
 
 def test_helm_test_pod() -> None:
+    # One test hook, so `helm test` lists one suite; its ServiceAccount and Role are ordinary release objects
+    # (created before any test runs, removed by `helm uninstall`).
     docs = [d for d in render() if is_test_hook(d)]
-    assert sorted(kinds(docs)) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds(docs) == ["Pod"]
+    test_name = docs[0]["metadata"]["name"]
+    rbac = [d for d in render() if d["metadata"]["name"] == test_name and not is_test_hook(d)]
+    assert sorted(kinds(rbac)) == ["Role", "RoleBinding", "ServiceAccount"]
+    assert all("helm.sh/hook" not in (d["metadata"].get("annotations") or {}) for d in rbac)
+    docs += rbac
     pod = find(docs, "Pod")
     assert pod["metadata"]["namespace"] == NAMESPACE
     args = pod["spec"]["containers"][0]["args"]
@@ -740,8 +748,8 @@ def test_helm_test_pod() -> None:
     assert role["metadata"]["namespace"] == "default"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]
     # The dry-run namespace must reach the webhook, or the test pod is not rendered.
-    assert not [d for d in render(tests__namespace=NAMESPACE) if is_test_hook(d)]
-    assert not [d for d in render(tests__enabled=False) if is_test_hook(d)]
+    for values in ({"tests__namespace": NAMESPACE}, {"tests__enabled": False}):
+        assert not [d for d in render(**values) if d["metadata"]["name"] == test_name]
 
 
 def test_bad_annotation_prefix_fails_render() -> None:

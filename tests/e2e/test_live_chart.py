@@ -299,6 +299,7 @@ def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passe
     result = live.helm("test", RELEASE_NAME, "--namespace", NAMESPACE, "--timeout=120s")
     assert result.returncode == 0, result.stderr
     assert "Phase:          Succeeded" in result.stdout, result.stdout
+    assert result.stdout.count("TEST SUITE:") == 1, result.stdout  # one suite, listed once
 
 
 def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: LiveCluster) -> None:
