@@ -180,10 +180,10 @@ def test_allowed_accelerators(domain: str, accelerator: str) -> None:
 @pytest.mark.parametrize(
     ("domain", "annotation", "value", "shown"),
     [
-        ("development", "accelerator", "A100", "'nvidia-tesla-a100'"),
-        ("development", "resources", '{"gpu": "H100:1"}', "'nvidia-h100'"),
-        ("production", "accelerator", "T4", "'nvidia-tesla-t4'"),
-        ("production", "extended-resources", '{"gpuAccelerator": {"device": "nvidia-l4"}}', "'nvidia-l4'"),
+        ("development", "accelerator", "A100", "'A100' (nvidia-tesla-a100)"),
+        ("development", "resources", '{"gpu": "H100:1"}', "'H100' (nvidia-h100)"),
+        ("production", "accelerator", "T4", "'T4' (nvidia-tesla-t4)"),
+        ("production", "extended-resources", '{"gpuAccelerator": {"device": "nvidia-l4"}}', "'L4' (nvidia-l4)"),
     ],
 )
 def test_other_accelerators_are_denied_naming_the_policy(domain: str, annotation: str, value: str, shown: str) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import abc
 import copy
-import difflib
 import re
 from typing import Final, Self
 
 from flyteidl.core import tasks_pb2
 
 from webhook.engine.catalog import CATALOG, DeviceClass, DeviceType, by_name, find_device
+from webhook.engine.excerpt import did_you_mean
 
 __all__ = [
     "A10G",
@@ -404,8 +404,7 @@ def _lookup_constant(text: str) -> BaseAccelerator:
         if entry is not None and entry.partitions:
             return _catalog_partition(text, entry, attrs)
     if constant is None:
-        close = difflib.get_close_matches(name, _all_names(), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(name, _all_names())
         raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}")
     if not attrs:
         return constant
@@ -441,8 +440,7 @@ def _catalog_partition(text: str, entry: DeviceType, attrs: list[str]) -> BaseAc
 
 
 def _not_a_partition(text: str, valid: list[str]) -> ValueError:
-    close = difflib.get_close_matches(text, valid, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    hint = did_you_mean(text, valid)
     return ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}")
 
 
