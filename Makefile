@@ -45,16 +45,18 @@ test: install lint control-plane pod-network ## everything CI runs: lint, unit, 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
 HELM_ARGS ?=
 
-run: install pod-network ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples applied and placed), serving until Ctrl-C
+DEMO_ARGS ?=
+
+run: install pod-network ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples placed, each under its preset; DEMO_ARGS=--full shows every pod before/after), serving until Ctrl-C
 	@if [ -n "$$KUBECONFIG" ]; then \
 	  $(HELM) upgrade --install flyte-resources-webhook charts/flyte-resources-webhook --namespace flyte-resources-webhook \
 	    --create-namespace --wait --timeout 300s $(HELM_ARGS) && \
 	  $(HELM) test flyte-resources-webhook --namespace flyte-resources-webhook; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve --live-chart; \
+	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve --live-chart $(DEMO_ARGS); \
 	else \
 	  echo "make run: not root, so the chart's pods get no network namespaces: the webhook runs as a local process behind the chart's MutatingWebhookConfiguration (URL) instead"; \
-	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve; \
+	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve $(DEMO_ARGS); \
 	fi
 
 run-dev: install ## the webhook as a local process registered on $$KUBECONFIG's cluster (`run --dev`)
@@ -64,8 +66,8 @@ pod-network: ## iproute2 (`ip`), for the network namespaces of the live chart's 
 	@command -v ip >/dev/null || { echo "installing iproute2 (ip) from Debian"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq iproute2; }
 
-demo: install control-plane ## like `make run` on the local cluster (before/after and where each example landed), then exits
-	$(PY) -m hack.local_cluster
+demo: install control-plane ## like `make run` on the local cluster (where each example landed; DEMO_ARGS=--full for before/after), then exits
+	$(PY) -m hack.local_cluster $(DEMO_ARGS)
 
 bench: install control-plane ## admission server vs kopf's no-op floor, then a 1000-pod burst through the apiserver (none, MAP, patch-less webhook, ours)
 	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) from Debian"; \

@@ -405,3 +405,9 @@ def test_what_changes_the_request_is_a_warning_by_default(config: dict, annotati
         assert plan.warnings == []
         return
     assert any(warned in w for w in plan.warnings), plan.warnings
+
+
+def test_no_count_warning_for_types_flyte2_offers_singly() -> None:
+    annotations = {P + "resources": "gpu=2", P + "accelerator": "amd-mi300x", P + "gpu-resource-key": "amd.com/gpu"}
+    pod = {"metadata": {"name": "a", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
+    assert plan_mutation(pod, WebhookConfig.from_mapping({"preset": "amd"})).warnings == []

@@ -402,7 +402,9 @@ def _count_notes(pod: Pod, accelerator: BaseAccelerator, gpu_resource_name: str)
     """A `Change` note when the pod asks for more whole devices of its type than one node of it has (Flyte 2's
     `"<type>:<count>"` strings, which follow the instance sizes); slices and TPU topologies are counted otherwise."""
     entry = find_device(accelerator.device)
-    if entry is None or not entry.counts or accelerator.partition_size:
+    # Only where Flyte 2's counts follow the instance sizes (8 GPUs, 16 Trainium); a type it offers singly
+    # (`MI300X:1`, `T4 shared:1`) still comes 8 to a node.
+    if entry is None or entry.max_count < 8 or accelerator.partition_size:
         return []
     most = 0
     for container in pod.get("spec", {}).get("containers") or ():
