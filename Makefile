@@ -11,10 +11,10 @@ FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test clean
+.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
-	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,16 +45,18 @@ test: install lint control-plane pod-network ## everything CI runs: lint, unit, 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
 HELM_ARGS ?=
 
-run: install pod-network ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples applied and placed), serving until Ctrl-C
+DEMO_ARGS ?=
+
+run: install pod-network ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples placed, each under its preset; DEMO_ARGS=--full shows every pod before/after), serving until Ctrl-C
 	@if [ -n "$$KUBECONFIG" ]; then \
 	  $(HELM) upgrade --install flyte-resources-webhook charts/flyte-resources-webhook --namespace flyte-resources-webhook \
 	    --create-namespace --wait --timeout 300s $(HELM_ARGS) && \
 	  $(HELM) test flyte-resources-webhook --namespace flyte-resources-webhook; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve --live-chart; \
+	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve --live-chart $(DEMO_ARGS); \
 	else \
 	  echo "make run: not root, so the chart's pods get no network namespaces: the webhook runs as a local process behind the chart's MutatingWebhookConfiguration (URL) instead"; \
-	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve; \
+	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve $(DEMO_ARGS); \
 	fi
 
 run-dev: install ## the webhook as a local process registered on $$KUBECONFIG's cluster (`run --dev`)
@@ -64,8 +66,8 @@ pod-network: ## iproute2 (`ip`), for the network namespaces of the live chart's 
 	@command -v ip >/dev/null || { echo "installing iproute2 (ip) from Debian"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq iproute2; }
 
-demo: install control-plane ## like `make run` on the local cluster (before/after and where each example landed), then exits
-	$(PY) -m hack.local_cluster
+demo: install control-plane ## like `make run` on the local cluster (where each example landed; DEMO_ARGS=--full for before/after), then exits
+	$(PY) -m hack.local_cluster $(DEMO_ARGS)
 
 bench: install control-plane ## admission server vs kopf's no-op floor, then a 1000-pod burst through the apiserver (none, MAP, patch-less webhook, ours)
 	@command -v wrk >/dev/null || { echo "installing wrk (the load generator) from Debian"; \
@@ -83,6 +85,19 @@ manifests: install control-plane ## render manifests/ from the chart
 
 check-manifests: install control-plane ## fail when manifests/ is out of sync with the chart
 	$(PY) -m hack.manifests --check
+
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+IMAGE ?= ghcr.io/flyteorg/flyte-resources-webhook
+IMAGE_TAG ?= $(VERSION)
+
+image: ## build the webhook image IMAGE:IMAGE_TAG with docker (default ghcr.io/flyteorg/flyte-resources-webhook:<version>)
+	docker build -t $(IMAGE):$(IMAGE_TAG) --build-arg VERSION=$(IMAGE_TAG) .
+
+push: image ## push IMAGE:IMAGE_TAG (log in to the registry first)
+	docker push $(IMAGE):$(IMAGE_TAG)
+
+package: install control-plane ## the chart as dist/flyte-resources-webhook-VERSION.tgz: appVersion IMAGE_TAG, image.repository IMAGE
+	$(PY) -m hack.package --version $(VERSION) --image $(IMAGE) --tag $(IMAGE_TAG)
 
 kind-test: install ## the e2e and placement tests on a kind cluster (needs Docker and kind; fails loudly without them)
 	@bash hack/kind-test.sh

@@ -1,30 +1,33 @@
-"""`make demo` / `make run`: the webhook on a local cluster that schedules, with examples/ applied.
+"""`make demo` / `make run`: the webhook on a local cluster that schedules, with examples/ applied and placed.
 
-    python -m hack.local_cluster            # start, apply examples/*.yaml, show each pod before/after and where
-                                            # it landed, stop
+    python -m hack.local_cluster            # start, apply examples/*.yaml, show where each landed, stop
+    python -m hack.local_cluster --full     # the same with each pod before and after (or --diff)
     python -m hack.local_cluster --serve    # the same, then keep serving until Ctrl-C (prints the KUBECONFIG)
 
 The cluster (etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK with the node pools of
 hack/cluster/nodepools.yaml), the webhook process and the chart's MutatingWebhookConfiguration (service swapped for
-a 127.0.0.1 URL + caBundle) come from the hack.cluster package, the same harness the e2e tests use. The examples'
-namespaces are confined to the eks preset's nodes (the chart's default preset) by the PodNodeSelector admission
-plugin. Binaries come from `make control-plane` ($FRW_BIN_DIR). Everything listens on 127.0.0.1; every process is
-stopped by its PID on exit, on Ctrl-C and on SIGTERM.
+a 127.0.0.1 URL + caBundle) come from the hack.cluster package, the same harness the e2e tests use. Each example
+runs under the preset it is written for (`hack.cluster.presets.preset_of`): the chart's default, eks, in the
+example's own namespace, confined to the eks nodes by the PodNodeSelector admission plugin; the others (a TPU on
+gke, an MI300X on amd) through a webhook of their preset (`hack.cluster.presets`), on that preset's nodes. Binaries
+come from `make control-plane` ($FRW_BIN_DIR). Everything listens on 127.0.0.1; every process is stopped by its PID
+on exit, on Ctrl-C and on SIGTERM; the logs stay in the run directory, whose path is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import difflib
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -41,12 +44,33 @@ from hack.cluster.clusters import LocalCluster  # noqa: E402
 from hack.cluster.controlplane import NAMESPACE_NODE_SELECTOR  # noqa: E402
 from hack.cluster.live import LiveCluster  # noqa: E402
 from hack.cluster.nodepools import load as load_pools  # noqa: E402
+from hack.cluster.presets import PresetWebhooks, preset_of  # noqa: E402
 from hack.cluster.processes import HarnessError, tail  # noqa: E402
 
 EXAMPLES_DIR = REPO_ROOT / "examples"
 FLYTE_ANNOTATIONS = ("primary_container_name",)
 DEMO_PRESET = "eks"  # the chart's default preset: the examples' namespaces see only its nodes
 CLUSTER_LABEL = load_pools().cluster_label(DEMO_PRESET)
+CLUSTER_LABELS = {load_pools().cluster_label(p) for pool in load_pools().pools for p in pool.presets}
+SUMMARY_FILE = "showcase.json"  # in the run directory: each example's preset, pool and phase (for tests)
+# A CREATE of a new pod, which is what the webhook acts on (an apply of an existing pod is an UPDATE or nothing).
+TRY_NAMESPACE = "flytesnacks-development"
+TRY_ANNOTATIONS = {
+    ANNOTATION_PREFIX + "resources": "cpu=2:4,mem=8Gi,gpu=1",
+    ANNOTATION_PREFIX + "accelerator": "A100.partition_1g_5gb",
+}
+
+
+def try_command(name: str) -> list[str]:
+    """kubectl arguments that create pod `name` with a server-side dry run: admission runs, nothing is stored."""
+    return [
+        "run", name, "-n", TRY_NAMESPACE, "--image=busybox", "--restart=Never", "--dry-run=server", "-o", "yaml",
+        *(f"--annotations={key}={value}" for key, value in TRY_ANNOTATIONS.items()),
+    ]  # fmt: skip
+
+
+def try_command_text() -> str:
+    return "kubectl " + " ".join(try_command("try-$RANDOM")).replace(" --annotations", " \\\n        --annotations")
 
 
 class Stop(BaseException):
@@ -95,8 +119,8 @@ def relevant(pod: dict[str, Any]) -> dict[str, Any]:
     for key in ("volumes", "affinity"):
         if spec.get(key):
             view[key] = spec[key]
-    # The namespace's PodNodeSelector adds the preset-cluster label: not the webhook's doing, so not shown.
-    node_selector = {k: v for k, v in (spec.get("nodeSelector") or {}).items() if k != CLUSTER_LABEL}
+    # The namespace's PodNodeSelector (or the showcase) adds the preset-cluster label: not the webhook's doing.
+    node_selector = {k: v for k, v in (spec.get("nodeSelector") or {}).items() if k not in CLUSTER_LABELS}
     if node_selector:
         view["nodeSelector"] = node_selector
     tolerations = [
@@ -123,113 +147,162 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "".join(prefix + line for line in text.splitlines(keepends=True))
 
 
-def apply_example(cluster: LocalCluster, source: Path, pod: dict[str, Any], show_diff: bool = False) -> bool:
-    """Apply one example pod with kubectl, read it back, print before and after (or the diff) and the warnings."""
+@dataclass
+class Shown:
+    """One example as applied: where it went and what the apiserver said."""
+
+    source: Path
+    preset: str
+    namespace: str
+    name: str
+    admitted: bool
+    warnings: list[str]
+    denial: str = ""
+
+
+def showcase_pod(pod: dict[str, Any], preset: str, presets: PresetWebhooks | None) -> dict[str, Any]:
+    """The example as the showcase creates it: under eks in its own namespace, under another preset through that
+    preset's webhook; without its FlyteWorkflow owner, which does not exist here."""
+    body = copy.deepcopy(pod) if preset == DEMO_PRESET or presets is None else presets.pod(pod, preset)
+    body["metadata"].pop("ownerReferences", None)
+    body["metadata"].setdefault("namespace", "default")
+    return body
+
+
+def apply_example(
+    cluster: LocalCluster | LiveCluster, source: Path, pod: dict[str, Any], preset: str, view: str = ""
+) -> Shown:
+    """Create one example pod with kubectl and read it back; with `view` ("full" or "diff") print before and
+    after (or the diff) and the warnings."""
     from kubernetes import client
 
-    name = pod["metadata"]["name"]
-    namespace = pod["metadata"].get("namespace") or "default"
-    cluster.ensure_namespace(namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{CLUSTER_LABEL}=true"})
-    print(f"\n=== {source.relative_to(REPO_ROOT)}: pod {namespace}/{name}")
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    if preset == DEMO_PRESET:
+        cluster.ensure_namespace(namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{CLUSTER_LABEL}=true"})
+    result = cluster.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    warnings = [line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    shown = Shown(source, preset, namespace, name, result.returncode == 0, warnings)
+    if not shown.admitted:
+        shown.denial = result.stderr.strip()
+    if not view:
+        return shown
+    print(f"\n=== {source.relative_to(REPO_ROOT)} (preset {preset}): pod {namespace}/{name}")
     before = _yaml(relevant(pod))
     print("--- before\n" + _indent(before), end="")
-    result = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
-    if result.returncode != 0:
-        print("--- DENIED by the apiserver:\n" + _indent(result.stderr.strip()))
-        return False
+    if not shown.admitted:
+        print("--- DENIED by the apiserver:\n" + _indent(shown.denial))
+        return shown
     api = cluster.api_client()
     stored = api.sanitize_for_serialization(client.CoreV1Api(api).read_namespaced_pod(name, namespace))
     after = _yaml(relevant(stored))
-    if show_diff:
+    if view == "diff":
         diff = list(difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=1))
         print("--- changes\n" + _indent("\n".join(diff[2:]) + "\n" if diff else "(none)\n"), end="")
     else:
         print("--- after (as stored by the apiserver)\n" + _indent(after), end="")
-    warnings = [line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning:")]
     print("--- warnings\n" + _indent("".join(f"- {w}\n" for w in warnings) or "(none)\n"), end="")
     if APPLIED_ANNOTATION not in ((stored.get("metadata") or {}).get("annotations") or {}):
         print(f"    (no {APPLIED_ANNOTATION} annotation: the webhook left this pod unchanged)")
-    return True
+    return shown
 
 
-def print_placements(cluster: LocalCluster, examples: list[tuple[Path, dict[str, Any]]]) -> None:
-    """Wait for the scheduler and KWOK, then show where each example landed (or why it waits)."""
+def print_placements(cluster: LocalCluster | LiveCluster, shown: list[Shown], run_dir: Path, full: bool) -> bool:
+    """Wait for the scheduler and KWOK, then show where each example landed (or why it waits); True when every
+    admitted example runs on a pool `placements` names for its preset. Writes SUMMARY_FILE in `run_dir`."""
     from kubernetes import client
 
     core = client.CoreV1Api(cluster.api_client())
+    pools = load_pools()
     by_namespace: dict[str, list[str]] = {}
-    titles = {}
-    for path, pod in examples:
-        namespace = pod["metadata"].get("namespace") or "default"
-        by_namespace.setdefault(namespace, []).append(pod["metadata"]["name"])
-        titles[pod["metadata"]["name"]] = path.name
-    views = []
+    for item in shown:
+        if item.admitted:
+            by_namespace.setdefault(item.namespace, []).append(item.name)
+    views: dict[tuple[str, str], placement.Placement] = {}
     for namespace, names in by_namespace.items():
-        # Without the scheduler's answer in a few seconds, a pod counts as Pending and its reason is shown.
-        views += list(placement.wait(core, namespace, names, expect_pending=names, timeout=30).values())
+        for name, waited in placement.wait(core, namespace, names, timeout=60).items():
+            views[namespace, name] = waited
+    rows = [("example", "preset", "node", "GPU resource", "phase")]
+    summary: list[dict[str, Any]] = []
+    fitting = True
+    for item in shown:
+        view = views.get((item.namespace, item.name))
+        expected = pools.expected(item.source.name, item.preset)
+        fitting = fitting and view is not None and view.running and view.pool in expected
+        phase = "DENIED" if view is None else view.phase if view.running or not view.reason else "Pending"
+        gpu = ", ".join(f"{k}: {v}" for k, v in (view.accelerators if view else {}).items()) or "-"
+        rows.append((item.source.name, item.preset, (view.node or "-") if view else "-", gpu, phase))
+        summary.append(
+            {
+                "example": item.source.name,
+                "preset": item.preset,
+                "pool": view.pool if view else None,
+                "expected": list(expected),
+                "phase": phase,
+                "warnings": item.warnings,
+            }
+        )
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    placed = sum(1 for entry in summary if entry["phase"] == "Running" and entry["pool"] in entry["expected"])
     print(
-        f"\n=== where the examples landed (preset {DEMO_PRESET}: the chart's default; nodes from "
-        "hack/cluster/nodepools.yaml, run by KWOK)\n"
-        + placement.table(views, titles)
-        + "\n(Pending: no eks node has that hardware, or no toleration for its taint; the scheduler's reason is"
-        " shown. Where each example should land under each preset: `placements` in hack/cluster/nodepools.yaml.)",
+        f"\n{placed} of {len(shown)} examples running on a node that fits them, each under the preset it is written "
+        "for (nodes: hack/cluster/nodepools.yaml, run by KWOK):\n" + "\n".join(lines),
         flush=True,
     )
+    for item in shown:
+        if item.denial:
+            print(f"  {item.source.name}: denied: {item.denial.splitlines()[-1][:200]}")
+    for (_, name), waited in views.items():
+        if not waited.running and waited.reason:
+            print(f"  {name}: {waited.reason[:200]}")
+    warned = [(item.source.name, w) for item in shown for w in item.warnings]
+    if warned and not full:
+        print(f"warnings (what changed a request; routine fills are in {APPLIED_ANNOTATION}):")
+        for example, warning in warned[:4]:
+            print(f"  {example}: {warning[:150]}")
+        if len(warned) > 4:
+            print(f"  ... {len(warned) - 4} more; every pod before and after: make run DEMO_ARGS=--full")
+    return fitting
 
 
 # --------------------------------------------------------------------------------------------- main
 
 
-def serve_forever(cluster: LocalCluster) -> None:
-    assert cluster.webhook is not None and cluster.control_plane is not None
+def serve_forever(cluster: LocalCluster | LiveCluster, presets: PresetWebhooks | None) -> None:
+    """Print how to reach the cluster, then wait for Ctrl-C or for a part of it to die."""
+    assert cluster.control_plane is not None
+    if isinstance(cluster, LiveCluster):
+        assert cluster.kubelet is not None
+        pods = ", ".join(f"{p['metadata']['name']} {p['status']['podIP']}" for p in cluster.webhook_pods())
+        serving = f"the chart (helm release {cluster.release}, namespace {cluster.namespace}): pods {pods}"
+        watched = [*cluster.control_plane.processes, cluster.kubelet]
+    else:
+        assert cluster.webhook is not None
+        serving = f"the webhook {cluster.webhook.url}/flyte-resources behind the chart's MutatingWebhookConfiguration"
+        watched = [*cluster.control_plane.processes, *([cluster.webhook.process] if cluster.webhook.process else [])]
+    others = f"; presets {', '.join(presets.hooks)} by a webhook each" if presets and presets.hooks else ""
     print(
         f"""
-The webhook is serving. In another shell:
+Serving {serving}{others}. In another shell (a new pod: the webhook acts on CREATE):
 
     export KUBECONFIG={cluster.kubeconfig}
-    kubectl get pods -A
-    kubectl apply -f examples/shared-memory.yaml --dry-run=server -o yaml
-    curl -s {cluster.webhook.probe_url}/metrics | grep flyte_resources_webhook_reviews_total
+    {try_command_text()}
 
-apiserver {cluster.control_plane.server}, webhook {cluster.webhook.url}/flyte-resources
-logs in {cluster.run_dir}. Ctrl-C stops everything.""",
+apiserver {cluster.control_plane.server}; logs in {cluster.run_dir}. Ctrl-C stops everything.""",
         flush=True,
     )
-    watched = [*cluster.control_plane.processes, *([cluster.webhook.process] if cluster.webhook.process else [])]
     while True:
         for process in watched:
             if reason := process.exited():
                 raise HarnessError(reason)
+        if presets is not None and (reason := presets.exited()):
+            raise HarnessError(reason)
         time.sleep(1)
 
 
-def serve_live_forever(cluster: LiveCluster) -> None:
-    """`--live-chart`: the chart's pods serve; stop on Ctrl-C or when a part of the cluster dies."""
-    assert cluster.control_plane is not None and cluster.kubelet is not None
-    pods = ", ".join(f"{p['metadata']['name']} {p['status']['podIP']}" for p in cluster.webhook_pods())
-    print(
-        f"""
-The chart is installed (helm release {cluster.release} in namespace {cluster.namespace}); its pods serve
-through the Service: {pods}. In another shell:
-
-    export KUBECONFIG={cluster.kubeconfig}
-    {cluster.helm_bin} status {cluster.release} -n {cluster.namespace}
-    kubectl get pods,endpointslices -n {cluster.namespace} -o wide
-    kubectl apply -f examples/shared-memory.yaml --dry-run=server -o yaml
-
-apiserver {cluster.control_plane.server}; logs (container logs under kubelet/logs/) in {cluster.run_dir}.
-Ctrl-C stops everything.""",
-        flush=True,
-    )
-    watched = [*cluster.control_plane.processes, cluster.kubelet]
-    while True:
-        for process in watched:
-            if reason := process.exited():
-                raise HarnessError(reason)
-        time.sleep(1)
-
-
-def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> LiveCluster:
+def start_live(run_dir: Path, namespaces: list[str]) -> LiveCluster:
     """The local cluster with the chart installed by `helm install --wait` (hack.cluster.live); the examples'
     namespaces are made first, since pods wait for their `default` ServiceAccount there."""
     started = time.monotonic()
@@ -237,19 +310,32 @@ def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> Li
     cluster = LiveCluster(run_dir)
     try:
         cluster.start()
-        print(f"cluster ready in {time.monotonic() - started:.1f} s; helm install --wait ...", flush=True)
         install = cluster.install()
         print(
             f"serving {time.monotonic() - started:.1f} s after start (helm install --wait: {install:.1f} s): the "
             "chart's pods run on CPU nodes, the apiserver calls them through the chart's Service",
             flush=True,
         )
-        for namespace in dict.fromkeys(pod["metadata"].get("namespace") or "default" for _, pod in examples):
+        for namespace in namespaces:
             cluster.ensure_namespace(namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{CLUSTER_LABEL}=true"})
             cluster.wait_default_service_account(namespace)
+        cluster.wait_default_service_account(cluster.namespace)
     except BaseException:
         cluster.stop()
         raise
+    return cluster
+
+
+def start_local(run_dir: Path) -> LocalCluster:
+    started = time.monotonic()
+    print(
+        "starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and the webhook "
+        f"(logs in {run_dir}) ...",
+        flush=True,
+    )
+    cluster = LocalCluster(run_dir)
+    cluster.start()
+    print(f"ready in {time.monotonic() - started:.1f} s: the chart's MutatingWebhookConfiguration is live", flush=True)
     return cluster
 
 
@@ -260,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--run-dir", type=Path, help="where logs, certificates and the kubeconfig go (default: a new temp dir)"
     )
-    parser.add_argument("--diff", action="store_true", help="show each pod's changes as a diff instead of 'after'")
-    parser.add_argument("--keep", action="store_true", help="keep the run directory after a clean exit")
+    parser.add_argument("--full", action="store_true", help="show each pod before and after, and its warnings")
+    parser.add_argument("--diff", action="store_true", help="show each pod's changes as a diff (implies --full)")
     parser.add_argument(
         "--live-chart",
         action="store_true",
@@ -269,60 +355,48 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    examples = list(load_examples(args.examples))
+    examples = [(path, pod, preset_of(path.name)) for path, pod in load_examples(args.examples)]
     if not examples:
         print(f"no Pod manifests in {args.examples}/*.yaml", file=sys.stderr)
         return 2
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="frw-local-"))
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    view = "diff" if args.diff else "full" if args.full else ""
 
     cluster: LocalCluster | LiveCluster | None = None
+    presets: PresetWebhooks | None = None
     failed = False
     try:
-        started = time.monotonic()
-        if args.live_chart:
-            cluster = start_live(run_dir, examples)
-        else:
-            print(
-                "starting etcd, kube-apiserver, kube-scheduler, kube-controller-manager, kwok and the webhook "
-                f"(logs in {run_dir}) ...",
-                flush=True,
-            )
-            cluster = LocalCluster(run_dir)
-            cluster.start()
-            print(
-                f"ready in {time.monotonic() - started:.1f} s: the chart's MutatingWebhookConfiguration is live",
-                flush=True,
-            )
-        results = [apply_example(cluster, path, pod, args.diff) for path, pod in examples]
-        denied = results.count(False)
-        print(f"\n{len(results) - denied} of {len(results)} example pods admitted", flush=True)
-        admitted = [(path, pod) for (path, pod), ok in zip(examples, results, strict=True) if ok]
-        print_placements(cluster, admitted)
-        failed = denied > 0
-        if args.serve and isinstance(cluster, LiveCluster):
-            serve_live_forever(cluster)
-        elif args.serve:
-            serve_forever(cluster)
+        eks_namespaces = [pod["metadata"].get("namespace") or "default" for _, pod, p in examples if p == DEMO_PRESET]
+        cluster = start_live(run_dir, list(dict.fromkeys(eks_namespaces))) if args.live_chart else start_local(run_dir)
+        others = list(dict.fromkeys(p for *_, p in examples if p != DEMO_PRESET))
+        if others:
+            started = time.monotonic()
+            presets = PresetWebhooks(cluster, cluster.namespace).start(others)
+            print(f"a webhook each for {', '.join(others)} in {time.monotonic() - started:.1f} s", flush=True)
+        shown = [apply_example(cluster, path, showcase_pod(pod, p, presets), p, view) for path, pod, p in examples]
+        failed = not print_placements(cluster, shown, run_dir, bool(view))
+        if args.serve:
+            serve_forever(cluster, presets)
     except Stop as stop:
         print(f"\n{stop}: stopping", file=sys.stderr)
     except HarnessError as exc:
         failed = True
         print(f"error: {exc}", file=sys.stderr)
         if cluster is not None:
-            for name, path in cluster.log_files().items():
+            logs = {**cluster.log_files(), **(presets.log_files() if presets else {})}
+            for name, path in logs.items():
                 print(f"----- {name}: end of {path}\n{tail(path, 30)}", file=sys.stderr)
     finally:
         # Ignore further signals while the children stop, so a second Ctrl-C cannot leave one behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if presets is not None:
+            presets.stop()
         if cluster is not None:
             cluster.stop()
-        if failed or args.keep or args.run_dir:
-            print(f"run directory kept: {run_dir}", file=sys.stderr)
-        else:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        print(f"logs kept in {run_dir}", file=sys.stderr)
     return 1 if failed else 0
 
 

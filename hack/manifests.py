@@ -75,6 +75,8 @@ def render(variant: Variant) -> str:
         "--namespace",
         NAMESPACE,
         "--skip-tests",
+        "--set",
+        "tests.enabled=false",  # the helm test pod's ServiceAccount and Role are release objects, not hooks
     ]
     for value in variant.set_values:
         cmd += ["--set", value]

@@ -35,3 +35,14 @@ def test_annotation_table_names_every_annotation():
 def test_configuration_table_names_every_key():
     keys = {name.replace("_", "-") for name in WebhookConfig.model_fields}
     assert keys <= first_cells("## Configuration"), keys - first_cells("## Configuration")
+
+
+def test_make_help_prints_what_a_shell_would_show():
+    import subprocess
+
+    root = Path(__file__).parents[1]
+    done = subprocess.run(["make", "-s", "-C", str(root), "help"], capture_output=True, text=True, check=True)
+    assert "$KUBECONFIG's cluster" in done.stdout and "$$" not in done.stdout, done.stdout
+    targets = re.findall(r"^  make (\S+)", done.stdout, re.M)
+    assert {"run", "test", "image", "push", "package"} <= set(targets)
+    assert all(f"make {name}" in README for name in ("image", "push", "package")), "README, Install in a cluster"

@@ -86,7 +86,7 @@ def cmd_mutate(args: argparse.Namespace) -> int:
             plan = plan_mutation(pod, config)
         except Denied as exc:
             print(
-                f"Error from server: admission webhook denied pod {_name(pod)}: {exc.message}",
+                f"Denied: the webhook would deny pod {_name(pod)}: {exc.message}",
                 file=sys.stderr,
             )
             denied = True

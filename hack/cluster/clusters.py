@@ -101,12 +101,13 @@ class Cluster:
             self._api = None
 
     def add_webhook_configuration(
-        self, *, release: str, base_url: str, values: Mapping[str, Any] | None = None
+        self, *, release: str, base_url: str, values: Mapping[str, Any] | None = None, ca_pem: bytes | None = None
     ) -> dict[str, Any]:
         """Register another copy of the chart's MWC, rendered for `release` (its own name, its own namespace
-        `release` excluded) with `values` on top, pointing at `base_url`. `stop()` removes it again."""
+        `release` excluded) with `values` on top, pointing at `base_url` (served with a certificate of `ca_pem`,
+        default the main webhook's CA). `stop()` removes it again."""
         mwc = render_mwc(self.helm_bin, release=release, namespace=release, values=values, work_dir=self.run_dir)
-        local = localize_mwc(mwc, base_url, self.ca_pem)
+        local = localize_mwc(mwc, base_url, ca_pem or self.ca_pem)
         self.apply(local)
         self._mwcs.append(local["metadata"]["name"])
         return local

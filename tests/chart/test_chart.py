@@ -508,7 +508,8 @@ def test_self_managed_mode() -> None:
 
 def test_cert_manager_mode() -> None:
     docs = [d for d in render(certificates__mode="cert-manager") if not is_test_hook(d)]
-    assert not [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+    webhook_rbac = [d for d in docs if d["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+    assert [d["metadata"]["name"] for d in webhook_rbac] == [f"{RELEASE}-test"] * 2  # the helm test pod's only
     args = container(docs)["args"]
     assert "--cert-mode" not in args and "--cert-secret" not in args
     mwc = find(docs, "MutatingWebhookConfiguration")
@@ -751,8 +752,15 @@ def test_cert_check_interval_value_matches_the_cli_default() -> None:
 
 
 def test_helm_test_pod() -> None:
+    # One test hook, so `helm test` lists one suite; its ServiceAccount and Role are ordinary release objects
+    # (created before any test runs, removed by `helm uninstall`).
     docs = [d for d in render() if is_test_hook(d)]
-    assert sorted(kinds(docs)) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
+    assert kinds(docs) == ["Pod"]
+    test_name = docs[0]["metadata"]["name"]
+    rbac = [d for d in render() if d["metadata"]["name"] == test_name and not is_test_hook(d)]
+    assert sorted(kinds(rbac)) == ["Role", "RoleBinding", "ServiceAccount"]
+    assert all("helm.sh/hook" not in (d["metadata"].get("annotations") or {}) for d in rbac)
+    docs += rbac
     pod = find(docs, "Pod")
     assert pod["metadata"]["namespace"] == NAMESPACE
     args = pod["spec"]["containers"][0]["args"]
@@ -765,8 +773,8 @@ def test_helm_test_pod() -> None:
     assert role["metadata"]["namespace"] == "default"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]
     # The dry-run namespace must reach the webhook, or the test pod is not rendered.
-    assert not [d for d in render(tests__namespace=NAMESPACE) if is_test_hook(d)]
-    assert not [d for d in render(tests__enabled=False) if is_test_hook(d)]
+    for values in ({"tests__namespace": NAMESPACE}, {"tests__enabled": False}):
+        assert not [d for d in render(**values) if d["metadata"]["name"] == test_name]
 
 
 def test_bad_annotation_prefix_fails_render() -> None:
@@ -832,3 +840,16 @@ def test_kind_script_fails_loudly_without_a_docker_engine(tmp_path: Path) -> Non
     assert proc.returncode != 0
     assert "no Docker engine" in proc.stderr
     assert "FAILED (nothing was tested)" in proc.stderr
+
+
+def test_packaged_chart_is_versioned_and_pulls_the_image_it_was_packaged_for(tmp_path: Path) -> None:
+    from hack.package import package, project_version
+
+    archive = package("0.1.0", "registry.example.com/ml/frw", "0.1.0-rc1", tmp_path, helm=helm())
+    assert archive.name == f"flyte-resources-webhook-{project_version()}.tgz"
+    chart = yaml.safe_load(run_helm("show", "chart", str(archive)).stdout)
+    assert (chart["version"], chart["appVersion"]) == ("0.1.0", "0.1.0-rc1")
+    rendered = list(yaml.safe_load_all(run_helm("template", RELEASE, str(archive)).stdout))
+    deployment = next(d for d in rendered if d and d["kind"] == "Deployment")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example.com/ml/frw:0.1.0-rc1"
+    assert "ci/" not in run_helm("show", "values", str(archive)).stdout  # the CI value files stay out

@@ -66,6 +66,10 @@ def test_annotate(flags: list[str], expected: dict[str, str]) -> None:
         (["--cpu", "abc"], "Resources.cpu: 'abc' is not a valid Kubernetes quantity"),
         (["--shm", "lots"], "shm: expected a size like '2Gi' or 'auto'"),
         ([], "nothing to annotate"),
+        (
+            ["--gpu", "A100:2", "--accelerator", "H100"],
+            f"{P}accelerator='H100': contradicts the gpu device of {P}resources (A100 there, H100 here)",
+        ),
     ],
 )
 def test_annotate_refuses_what_the_webhook_would_deny(flags: list[str], message: str) -> None:

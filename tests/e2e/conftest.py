@@ -37,10 +37,11 @@ import pytest
 
 from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
 from hack.cluster.clusters import Cluster, ExistingCluster, LocalCluster, dry_run_create, probe_pod, wait_for_mutation
-from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free_port, stop_together, tail, wait_until
+from hack.cluster.presets import PRESET_ORDER as PRESETS
+from hack.cluster.presets import SELECTOR_LABEL, PresetWebhooks
+from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free_port, tail, wait_until
 from hack.cluster.webhook import WebhookProcess
 
-SELECTOR_LABEL = "e2e.flyte.org/webhook"
 _CLUSTER = pytest.StashKey[Cluster]()
 
 
@@ -167,9 +168,6 @@ def mixed_mig_webhook(cluster: Cluster) -> Iterator[ExtraWebhook]:
     process.stop()
 
 
-PRESETS = ("eks", "gke", "karpenter", "gfd", "amd")
-
-
 @pytest.fixture(scope="session")
 def preset_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
     """One webhook process per preset (the chart's config with `preset: <name>`), each behind its own copy of the
@@ -186,30 +184,9 @@ def preset_webhooks(cluster: Cluster) -> Iterator[dict[str, ExtraWebhook]]:
             wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe)
         yield existing
         return
-    hooks: dict[str, ExtraWebhook] = {}
-    processes = {}
-    for preset in PRESETS:  # start them all first: they boot in parallel
-        config = render_webhook_config(
-            cluster.helm_bin, values={"config": {"preset": preset}}, work_dir=cluster.run_dir
-        )
-        processes[preset] = cluster.start_extra_webhook(f"webhook-{preset}", config, wait=False)
-    for preset, process in processes.items():
-        process.wait_ready()
-        labels = {SELECTOR_LABEL: f"preset-{preset}"}
-        mwc = cluster.add_webhook_configuration(
-            release=f"frw-e2e-preset-{preset}",
-            base_url=process.url,
-            values={"webhook": {"objectSelector": {"matchLabels": labels}}},
-        )
-        hooks[preset] = ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace, process)
-    for preset, hook in hooks.items():
-        probe = probe_pod(f"frw-preset-{preset}-probe")
-        probe["metadata"]["labels"] = hook.labels
-        wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=hook.process.process.exited)  # type: ignore[union-attr]
-    yield hooks
-    for hook in hooks.values():
-        cluster.remove_webhook_configuration(hook.name)
-    stop_together([h.process.process for h in hooks.values() if h.process is not None and h.process.process])
+    presets = PresetWebhooks(cluster, cluster.namespace).start(PRESETS)
+    yield {p: ExtraWebhook(h.mwc_name, h.labels, cluster.namespace, h.process) for p, h in presets.hooks.items()}
+    presets.stop()
 
 
 @pytest.fixture(scope="session")

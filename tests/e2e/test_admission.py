@@ -350,6 +350,15 @@ def test_warning_for_gpu_request_raised(cluster: Cluster, namespace: str) -> Non
     assert re.search(r"Warning: .*nvidia\.com/gpu request raised to equal its limit", stderr), stderr
 
 
+def test_routine_fills_reach_applied_not_kubectl(cluster: Cluster, namespace: str) -> None:
+    """`warnings: changes` (the default): a plain MIG request, whose limits, affinity and tolerations are all
+    filled in, prints no warning; the `applied` annotation carries the result."""
+    pod = make_pod({P + "resources": "gpu=1", P + "accelerator": "A100.partition_1g_5gb"}, [container()])
+    stored, stderr = create(cluster, "kubectl", namespace, pod)
+    assert "Warning:" not in stderr, stderr
+    assert applied(stored)["accelerator"] == {"device": "nvidia-tesla-a100", "partitionSize": "1g.5gb"}
+
+
 # --------------------------------------------------------------------------------------------- MIG, mixed strategy
 
 

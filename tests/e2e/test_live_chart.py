@@ -299,6 +299,7 @@ def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passe
     result = live.helm("test", RELEASE_NAME, "--namespace", NAMESPACE, "--timeout=120s")
     assert result.returncode == 0, result.stderr
     assert "Phase:          Succeeded" in result.stdout, result.stdout
+    assert result.stdout.count("TEST SUITE:") == 1, result.stdout  # one suite, listed once
 
 
 def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: LiveCluster) -> None:
@@ -508,7 +509,13 @@ def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: LiveCluster) ->
         result = live.kubectl("get", kind, RELEASE_NAME, "-n", NAMESPACE)
         assert result.returncode != 0 and "NotFound" in result.stderr, f"{kind} {RELEASE_NAME} stays"
     wait_until(lambda: not live.webhook_pods(ready_only=False), timeout=60, what="the webhook pods to go")
-    # What stays, as the chart README says: the Secret the webhook created at run time (not a helm resource).
-    remaining = sorted(s.metadata.name for s in _core(live).list_namespaced_secret(NAMESPACE).items)
-    assert remaining in ([SECRET], []), f"secrets left besides the documented one: {remaining}"
-    FIGURES["left after uninstall"] = [f"secret/{name}" for name in remaining]
+    # The Secret the webhook created at run time (not a helm resource) is owned by the MutatingWebhookConfiguration:
+    # the garbage collector (kube-controller-manager) deletes it once helm has deleted the configuration.
+    started = time.monotonic()
+
+    def secrets() -> list[str]:
+        return sorted(s.metadata.name for s in _core(live).list_namespaced_secret(NAMESPACE).items)
+
+    wait_until(lambda: not secrets(), timeout=60, what=f"the garbage collector to delete {secrets()}")
+    FIGURES["Secret gone after uninstall s"] = round(time.monotonic() - started, 1)
+    FIGURES["left after uninstall"] = secrets()

@@ -140,12 +140,25 @@ def test_every_example_lands_on_its_pool_and_no_other(preset: str, pods_for: Any
 # --------------------------------------------------------------------------------------------- partitions
 
 
-@pytest.mark.parametrize(("preset", "pool"), [("eks", "eks-a100"), ("gke", "gke-a100")])
-def test_unpartitioned_a100_never_lands_on_a_partitioned_node(preset: str, pool: str, pods_for: Any) -> None:
-    """Both A100 pools fit the GPU count and the device; only the partition requirement keeps these pods off the
-    MIG node, which the scheduler would otherwise favour (it has the most free GPUs)."""
+@pytest.mark.parametrize(
+    ("preset", "accelerator", "pool"),
+    [
+        ("eks", "A100.unpartitioned", "eks-a100"),
+        ("gke", "A100.unpartitioned", "gke-a100"),
+        # No partition named: a whole device too (not Flyte, which lets these land on the MIG pool).
+        ("eks", "A100", "eks-a100"),
+        ("gke", "nvidia-tesla-a100", "gke-a100"),
+        ("gke", "H100", "gke-h100"),
+        ("gke", "H100.unpartitioned", "gke-h100"),  # flytekit's H100 has no partitions; the catalog's has
+    ],
+)
+def test_a_whole_device_request_never_lands_on_a_partitioned_node(
+    preset: str, accelerator: str, pool: str, pods_for: Any
+) -> None:
+    """Both pools of the device fit the GPU count and the device label; only the partition requirement keeps these
+    pods off the MIG node, which the scheduler would otherwise favour (it has the most free GPUs)."""
     pods = pods_for(preset)
-    pod = annotated_pod({"limits": "gpu=1", "accelerator": "A100.unpartitioned"})
+    pod = annotated_pod({"limits": "gpu=1", "accelerator": accelerator})
     names = [pods.create(pod, f"unpartitioned-{i}-{pods.run}") for i in range(4)]
     views = pods.wait(names)
     landed = {name: (v.phase, v.pool) for name, v in views.items()}
@@ -174,14 +187,17 @@ def test_mixed_mig_pod_consumes_the_mig_resource(pods_for: Any, core_v1: Any) ->
 
 
 def test_the_same_gpu_pod_without_annotations_stays_off_tainted_gpu_nodes(pods_for: Any) -> None:
-    """The A100 MIG example with its GPU written straight into the pod and our annotations removed: nothing adds
-    the device toleration, so the tainted eks GPU nodes refuse it."""
+    """The A100 MIG example with its GPU and device written straight into the pod and our annotations removed:
+    nothing adds the device toleration, so the tainted eks A100 nodes refuse it. (The device nodeSelector keeps
+    it off eks-t4, whose `nvidia.com/gpu` taint this apiserver's ExtendedResourceToleration tolerates; EKS runs
+    no such plugin, the eks preset's `resource-tolerations` stand in for it.)"""
     pods = pods_for("eks")
     pod = copy.deepcopy(EXAMPLES["gpu-a100-mig.yaml"])
     pod["metadata"]["annotations"] = {
         k: v for k, v in pod["metadata"]["annotations"].items() if not k.startswith(ANNOTATION_PREFIX)
     }
     pod["spec"]["containers"][0]["resources"] = {"limits": {"nvidia.com/gpu": "1", "cpu": "500m", "memory": "1Gi"}}
+    pod["spec"]["nodeSelector"] = {"k8s.amazonaws.com/accelerator": "nvidia-tesla-a100"}
     name = pods.create(pod, f"no-annotations-{pods.run}")
     view = pods.wait([name], expect_pending=[name])[name]
     assert view.node is None, f"landed on {view.node} (pool {view.pool})"

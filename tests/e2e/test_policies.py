@@ -137,7 +137,7 @@ def test_a_disallowed_accelerator_is_denied_naming_the_policy(cluster: Cluster, 
         dry_run_create(cluster, policy_webhook.namespace, pod)
     message = str(caught.value)
     assert "denied the request" in message
-    assert "policy development (domain=development): accelerator 'nvidia-tesla-a100' is not allowed" in message
+    assert "policy development (domain=development): accelerator 'A100' (nvidia-tesla-a100) is not allowed" in message
 
 
 def test_a_flyte_pod_outside_every_policy_gets_the_global_limits(

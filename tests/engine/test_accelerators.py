@@ -146,7 +146,10 @@ def test_lookup_returns_the_constants() -> None:
     [
         ("A999", ["'A999' is not a known accelerator name", "known: A10G, L4"]),
         ("H10", ["did you mean H100"]),
-        ("A100.partition_9g", ["did you mean A100.partition_", "valid: A100.partition_1g_5gb", "A100.unpartitioned"]),
+        # suggestions are bounded (at most 2 edits): far ones give none, the list of valid names instead
+        ("A100.partition_9g", ["name; valid: A100.partition_1g_5gb", "A100.unpartitioned"]),
+        ("A100.partition_1g_5g", ["did you mean A100.partition_1g_5gb? valid:"]),
+        ("A10O", ["did you mean A10G, A100, A10?"]),
         ("A100.unpartitioned.partition_1g_5gb", ["is not a known accelerator name"]),
         ("T4.unpartitioned", ["T4 has no partitions"]),
         ("a b", ["neither a known accelerator name", "nor a device name"]),

@@ -253,3 +253,50 @@ def test_karpenter_places_neuron_devices_by_its_accelerator_labels() -> None:
     ]
     requirements, _ = accelerator_constraints(lookup_accelerator("T4"), config)
     assert requirements == [{"key": "karpenter.k8s.aws/instance-gpu-name", "operator": "In", "values": ["t4"]}]
+
+
+# --- whole devices: `.unpartitioned` for every device with partitions, and the default without a partition ----
+
+
+# Names with spaces (`H100 80G`) have no dotted form; they are asked for by their device string.
+DOTTED = [e for e in CATALOG if e.partitions and " " not in (e.flytekit or e.name)]
+
+
+@pytest.mark.parametrize("entry", DOTTED, ids=lambda e: e.name)
+def test_every_device_with_partitions_accepts_unpartitioned(entry: Any) -> None:
+    name = entry.flytekit or entry.name
+    accelerator = lookup_accelerator(f"{name}.unpartitioned")
+    assert accelerator.is_unpartitioned and accelerator.partition_size is None
+    assert find_device(accelerator.device) is entry
+    assert accelerator.to_flyte_idl().unpartitioned  # what flytekit sends for `.unpartitioned`
+
+
+def test_a_named_partition_of_a_device_flytekit_has_no_partitioned_constant_for() -> None:
+    assert lookup_accelerator("H100.partition_1g_10gb") == Accelerator("nvidia-h100", "1g.10gb")
+    with pytest.raises(ValueError, match=r"did you mean H100\.partition_1g_10gb"):
+        lookup_accelerator("H100.partition_1g_10g")
+    with pytest.raises(ValueError, match="T4 has no partitions"):
+        lookup_accelerator("T4.unpartitioned")
+
+
+PARTITION_ABSENT = {"key": "cloud.google.com/gke-gpu-partition-size", "operator": "DoesNotExist"}
+
+
+@pytest.mark.parametrize("text", ["H100", "H100.unpartitioned", "nvidia-tesla-h100", "A100"])
+def test_a_device_with_mig_profiles_and_no_partition_is_held_to_whole_devices(text: str) -> None:
+    requirements, _ = accelerator_constraints(lookup_accelerator(text), WebhookConfig.from_mapping({"preset": "gke"}))
+    assert PARTITION_ABSENT in requirements
+
+
+@pytest.mark.parametrize(
+    ("text", "config"),
+    [
+        ("T4", {"preset": "gke"}),  # no MIG profiles
+        ("H100.partition_1g_10gb", {"preset": "gke"}),  # a slice asked for
+        ("H100", {"preset": "gfd"}),  # mixed: the slice is its own resource, nvidia.com/gpu never lands there
+        ("V5E", {"preset": "gke"}),  # a TPU topology is not a slice of a device
+    ],
+)
+def test_no_whole_device_requirement_where_it_is_not_needed(text: str, config: dict[str, str]) -> None:
+    requirements, _ = accelerator_constraints(lookup_accelerator(text), WebhookConfig.from_mapping(config))
+    assert all(r["operator"] != "DoesNotExist" for r in requirements), requirements

@@ -78,7 +78,8 @@ def test_valid_forms(made: Device, expected: Device, accelerator: Accelerator | 
         (lambda: parse_accelerator("A100:9"), "'A100:9': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
         (lambda: parse_accelerator("Trn1:2"), "'Trn1:2': Trn1 comes in counts of 1, 4, 8, 16"),
         (lambda: parse_accelerator("A100"), "'A100': a Flyte 2 accelerator needs a count, e.g. 'A100:1'"),
-        (lambda: parse_accelerator("a100:1"), "'a100:1' is not a Flyte 2 accelerator: 'a100' is not one of A2,"),
+        (lambda: parse_accelerator("a100:1"), "'a100:1' is not a Flyte 2 accelerator: did you mean A100,"),
+        (lambda: parse_accelerator("H10:2"), "'H10:2' is not a Flyte 2 accelerator: did you mean H100, A10? 'H10'"),
         (lambda: parse_accelerator("V6E:1"), "'V6E:1' is not a Flyte 2 accelerator"),  # TPUs only as TPU(...)
         # stricter than Flyte 2, which accepts these and builds a pod no node can run
         (lambda: GPU("T4", 1, "1g.5gb"), "T4 has no partitions (partitions exist for A100, A100_80G, H100,"),

@@ -341,7 +341,22 @@ SELECTOR_VECTORS = [
         [[req_in(DL, A100), req_in("gpu-unpartitioned", "true")]],
         [tol(DL, A100), tol("gpu-unpartitioned", "true")],
     ),
-    ("v77", Accelerator(A100, unpartitioned=False), DEFAULT, [[req_in(DL, A100)]], [tol(DL, A100)]),
+    # Not Flyte's v77 on purpose: a device with MIG profiles and no partition named is held to whole devices
+    # (README, "Annotations"); under `mig-strategy: mixed` (v77-mixed) and for a device without MIG, Flyte's.
+    (
+        "v77",
+        Accelerator(A100, unpartitioned=False),
+        DEFAULT,
+        [[req_in(DL, A100), {"key": PL, "operator": "DoesNotExist"}]],
+        [tol(DL, A100)],
+    ),
+    (
+        "v77-mixed",
+        Accelerator(A100, unpartitioned=False),
+        WebhookConfig.from_mapping({"mig-strategy": "mixed"}),
+        [[req_in(DL, A100)]],
+        [tol(DL, A100)],
+    ),
     ("v78", Accelerator(partition_size="2x4"), DEFAULT, [[req_in(PL, "2x4")]], [tol(PL, "2x4")]),
 ]
 

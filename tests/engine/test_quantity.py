@@ -299,3 +299,25 @@ def test_scanner_splits_like_the_regular_grammar(text: str) -> None:
     else:
         sign, zeros, integer, fraction, suffix = match.groups()
         assert split == (sign, zeros, integer, (fraction or ".")[1:], suffix)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("4gi", "did you mean 4Gi?"),
+        ("4GI", "did you mean 4Gi?"),
+        ("4 Gi", "did you mean 4Gi?"),
+        ("4GB", "did you mean 4Gi or 4G?"),
+        ("512mb", "did you mean 512Mi or 512M?"),
+        ("2kb", "did you mean 2Ki or 2k?"),
+    ],
+)
+def test_usual_suffix_slips_get_the_spelling_kubernetes_takes(text: str, hint: str) -> None:
+    with pytest.raises(InvalidQuantity, match=re.escape(hint)):
+        parse_quantity(text)
+
+
+def test_no_hint_for_what_is_no_slip() -> None:
+    with pytest.raises(InvalidQuantity) as info:
+        parse_quantity("10x")
+    assert "did you mean" not in str(info.value)

@@ -140,3 +140,44 @@ def test_gpu_key_and_container():
 def test_custom_prefix():
     request = read_annotations({"acme.io/resources": "cpu=1"}, "acme.io/")
     assert request.requests == {"cpu": "1"}
+
+
+@pytest.mark.parametrize(
+    ("resources", "accelerator", "there", "here"),
+    [
+        ("gpu=A100:2", "H100", "A100", "H100"),
+        (
+            '{"gpu": {"device": "H100", "partition": "1g.10gb"}}',
+            "H100.partition_2g_20gb",
+            "H100 1g.10gb",
+            "H100 2g.20gb",
+        ),
+        (
+            '{"gpu": {"device": "A100", "partition": "1g.5gb"}}',
+            "A100.unpartitioned",
+            "A100 1g.5gb",
+            "A100 unpartitioned",
+        ),
+        ("gpu=L4:1", "nvidia-tesla-t4", "L4", "T4"),
+    ],
+)
+def test_contradicting_devices_are_refused_naming_both_fields(resources, accelerator, there, here):
+    with pytest.raises(InvalidAnnotation) as info:
+        read_annotations({P + "resources": resources, P + "accelerator": accelerator}, P)
+    message = str(info.value)
+    assert message.startswith(f"annotation {P}accelerator=")
+    assert f"contradicts the gpu device of {P}resources ({there} there, {here} here)" in message
+
+
+@pytest.mark.parametrize(
+    ("resources", "accelerator", "wanted"),
+    [
+        ("gpu=A100:2", "A100.partition_1g_5gb", Accelerator("nvidia-tesla-a100", "1g.5gb")),  # a slice of it
+        ("gpu=H100:1", "nvidia-tesla-h100", Accelerator("nvidia-h100")),  # one device, two spellings
+        ("gpu=A100:2", "A100.unpartitioned", Accelerator("nvidia-tesla-a100", unpartitioned=True)),
+    ],
+)
+def test_the_same_device_in_both_places_is_one_request(resources, accelerator, wanted):
+    request = read_annotations({P + "resources": resources, P + "accelerator": accelerator}, P)
+    assert request.accelerator == wanted
+    assert request.limits["gpu"] == resources.rsplit(":", 1)[1]

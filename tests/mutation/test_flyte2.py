@@ -133,10 +133,16 @@ def test_extended_resources_accept_the_device_class() -> None:
 
 def test_specific_annotations_replace_the_flyte2_parts() -> None:
     request = read_annotations(
-        {P + "resources": "gpu=A100:1,shm=auto", P + "accelerator": "T4", P + "shared-memory": "1Gi"}, P
+        {
+            P + "resources": "gpu=A100:1,shm=auto",
+            P + "accelerator": "A100.partition_1g_5gb",
+            P + "shared-memory": "1Gi",
+        },
+        P,
     )
     assert request is not None
-    assert (request.accelerator, request.accelerator_from) == (Accelerator("nvidia-tesla-t4"), "accelerator")
+    wanted = Accelerator("nvidia-tesla-a100", "1g.5gb")
+    assert (request.accelerator, request.accelerator_from) == (wanted, "accelerator")
     assert request.shared_memory == SharedMemory(size_limit="1Gi")
 
 

@@ -13,6 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
+from webhook.engine.pod import effective_gpu_resource_name
+from webhook.mutation.annotations import read_annotations
 from webhook.mutation.plan import Denied, diff, plan_inputs, plan_mutation
 
 P = "resources.flyte.org/"
@@ -64,7 +66,10 @@ def test_flyte_task_example_ops_are_minimal():
         f"{c}/limits/nvidia.com~1gpu": ("add", "1"),
     }
     assert by_path[f"/metadata/annotations/{P.replace('/', '~1')}applied"]["op"] == "add"
-    assert len(plan.ops) == 7
+    # the eks preset's toleration of EKS's GPU taint (`resource-tolerations`)
+    tolerated = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    assert by_path["/spec/tolerations"]["value"] == [tolerated]
+    assert len(plan.ops) == 8
     assert apply(original, plan) == plan.pod
 
 
@@ -283,7 +288,10 @@ def test_plan_is_idempotent_and_yields_valid_pods(containers, annotations, extra
     if P + "resources" not in annotations:
         return  # the pod's own resources were not ours to fix
     target = mutated["spec"]["containers"][0]["resources"]
-    managed = {"cpu", "memory", "ephemeral-storage", annotations.get(P + "gpu-resource-key", "nvidia.com/gpu")}
+    request = read_annotations(annotations, P)
+    # the pod's GPU is its accelerator's class's resource (a TPU's is google.com/tpu: nvidia.com/gpu is not ours)
+    gpu_key = effective_gpu_resource_name(config, request.accelerator, request.gpu_resource_key) if request else ""
+    managed = {"cpu", "memory", "ephemeral-storage", gpu_key}
     for name, request in (target.get("requests") or {}).items():
         if name not in managed and "mig-" not in name:
             continue  # Flyte's rules cover cpu, memory, ephemeral storage and the pod's GPU only
@@ -353,3 +361,53 @@ def test_every_input_the_plan_reads_is_in_the_key(edit):
 
 def test_no_key_without_our_annotations():
     assert plan_inputs(pod({"other": "x", P + "applied": "{}"}), P) is None
+
+
+# --- warnings: only what changes the request, unless `warnings: all` --------------------------------------------
+
+
+def _mig_pod(extra: dict[str, str] | None = None) -> dict:
+    annotations = {P + "resources": "cpu=1,mem=1Gi,gpu=1", P + "accelerator": "A100.partition_1g_5gb", **(extra or {})}
+    container = {"name": "main", "image": "x", "resources": {"requests": {"cpu": "500m"}}}
+    return {"metadata": {"name": "m", "annotations": annotations}, "spec": {"containers": [container]}}
+
+
+def test_routine_fills_are_no_warnings_by_default_and_every_note_with_warnings_all() -> None:
+    quiet = plan_mutation(_mig_pod(), CONFIG)
+    loud = plan_mutation(_mig_pod(), WebhookConfig.from_mapping({"warnings": "all"}))
+    assert quiet.ops == loud.ops and quiet.warnings == []
+    notes = [f"{step.annotation}: {note}" for step in quiet.steps for note in step.notes]
+    assert loud.warnings == notes and len(notes) >= 4  # affinity, tolerations: what `explain` shows
+
+
+@pytest.mark.parametrize(
+    ("config", "annotations", "warned"),
+    [
+        (
+            {"platform-limits": {"cpu": "2"}},
+            {P + "resources": "cpu=8"},
+            "cpu request 8 clamped to the platform limit 2",
+        ),
+        ({}, {P + "requests": "cpu=4", P + "limits": "cpu=2"}, "cpu request 4 lowered to its limit 2"),
+        ({}, {P + "requests": "gpu=1", P + "limits": "gpu=2"}, "request raised to equal its limit (2)"),
+        ({}, {P + "accelerator": "T4"}, "accelerator nvidia-tesla-t4 ignored: no container has a nvidia.com/gpu limit"),
+        ({}, {P + "limits": "cpu=0,memory=1Gi"}, "cpu limit 0 ignored"),
+        # more devices than any node has: the pod would sit Pending without a word
+        ({}, {P + "resources": "gpu=100"}, "nvidia.com/gpu 100: more than any node has"),
+        ({}, {P + "resources": "gpu=16", P + "accelerator": "A100"}, "more A100 devices than one node has (at most 8)"),
+        ({"preset": "gke"}, {P + "resources": "gpu=H100:8,cpu=100000"}, "never: a warning below"),
+    ],
+)
+def test_what_changes_the_request_is_a_warning_by_default(config: dict, annotations: dict, warned: str) -> None:
+    pod = {"metadata": {"name": "c", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
+    plan = plan_mutation(pod, WebhookConfig.from_mapping(config))
+    if warned.startswith("never"):  # eight H100s fit a node; cpu without a configured limit is not judged
+        assert plan.warnings == []
+        return
+    assert any(warned in w for w in plan.warnings), plan.warnings
+
+
+def test_no_count_warning_for_types_flyte2_offers_singly() -> None:
+    annotations = {P + "resources": "gpu=2", P + "accelerator": "amd-mi300x", P + "gpu-resource-key": "amd.com/gpu"}
+    pod = {"metadata": {"name": "a", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
+    assert plan_mutation(pod, WebhookConfig.from_mapping({"preset": "amd"})).warnings == []

@@ -84,8 +84,11 @@ def test_an_unannotated_flyte_pod_gets_the_policy_defaults_and_limits() -> None:
     }
     assert summary(plan)["policy"] == "dev"
     assert "policy dev: cpu limit 8 clamped to the limit of policy dev 2" in plan.warnings
-    assert "policy dev: memory request defaulted to the default of policy dev (1Gi)" in plan.warnings
-    assert any(w.startswith("policy dev: matched domain=development (domain level)") for w in plan.warnings)
+    # routine fills and the match are in `explain` (the steps), not warnings (`warnings: changes`)
+    notes = [f"{step.annotation}: {note}" for step in plan.steps for note in step.notes]
+    assert "policy dev: memory request defaulted to the default of policy dev (1Gi)" in notes
+    assert any(n.startswith("policy dev: matched domain=development (domain level)") for n in notes)
+    assert all("clamped" in w for w in plan.warnings), plan.warnings
     assert plan_inputs(pod, config()) is not None
 
 
@@ -179,10 +182,10 @@ def test_allowed_accelerators(domain: str, accelerator: str) -> None:
 @pytest.mark.parametrize(
     ("domain", "annotation", "value", "shown"),
     [
-        ("development", "accelerator", "A100", "'nvidia-tesla-a100'"),
-        ("development", "resources", '{"gpu": "H100:1"}', "'nvidia-h100'"),
-        ("production", "accelerator", "T4", "'nvidia-tesla-t4'"),
-        ("production", "extended-resources", '{"gpuAccelerator": {"device": "nvidia-l4"}}', "'nvidia-l4'"),
+        ("development", "accelerator", "A100", "'A100' (nvidia-tesla-a100)"),
+        ("development", "resources", '{"gpu": "H100:1"}', "'H100' (nvidia-h100)"),
+        ("production", "accelerator", "T4", "'T4' (nvidia-tesla-t4)"),
+        ("production", "extended-resources", '{"gpuAccelerator": {"device": "nvidia-l4"}}', "'L4' (nvidia-l4)"),
     ],
 )
 def test_other_accelerators_are_denied_naming_the_policy(domain: str, annotation: str, value: str, shown: str) -> None:
@@ -224,7 +227,8 @@ def test_a_policy_default_shared_memory() -> None:
         {"name": "flyte-shared-memory", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
     ]
     assert summary(plan)["sharedMemory"] == {"mountPath": "/dev/shm", "sizeLimit": "2Gi"}
-    assert any(w.startswith("policy shm shared-memory: ") for w in plan.warnings)
+    assert any(step.annotation == "policy shm shared-memory" and step.notes for step in plan.steps)
+    assert plan.warnings == []  # a routine fill: `explain` shows it (`warnings: changes`)
 
 
 def test_the_annotation_overrides_the_default_shared_memory() -> None:

@@ -655,3 +655,33 @@ def test_dev_webhook_rejects_bad_arguments() -> None:
         devmode.register_dev_webhook(
             name="x", url="https://x", ca_pem=b"", failure_policy="Maybe", api_client=k8s.ApiClient()
         )
+
+
+@run_async
+async def test_the_secret_is_owned_by_the_webhook_configuration_so_uninstall_removes_it(
+    cluster: FakeCluster, tmp_path: Path
+) -> None:
+    """An ownerReference to the MutatingWebhookConfiguration: deleting it (`helm uninstall`) lets the garbage
+    collector delete the Secret, which a reinstall would otherwise silently reuse."""
+    cluster.add_mwc("frw", ["a.resources.flyte.org"])
+    cluster.mwcs["frw"]["metadata"]["uid"] = "uid-1"
+    settings = _settings(tmp_path)
+    await ensure_certificates(settings)  # creates the Secret, then learns the configuration's uid
+    await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+
+    def owners() -> list[dict[str, Any]]:
+        return list(cluster.secrets["ns", "frw-certs"]["metadata"].get("ownerReferences") or [])
+
+    wanted = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "name": "frw"}
+    assert owners() == [{**wanted, "uid": "uid-1"}]
+    data = cluster.secret_data()
+    cluster.calls.clear()
+    await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+    assert "update secret" not in cluster.calls  # adopted once, then left alone
+
+    # The configuration deleted and created again (a new uid): the reference follows, the certificates stay.
+    cluster.mwcs["frw"]["metadata"]["uid"] = "uid-2"
+    await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+    await asyncio.to_thread(selfmanaged._sync_once, settings, at_start=False)
+    assert owners() == [{**wanted, "uid": "uid-2"}]
+    assert cluster.secret_data() == data

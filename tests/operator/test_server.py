@@ -95,7 +95,7 @@ def test_fast_path_answers_over_https_kopf_ids_go_to_kopf_and_other_paths_are_40
 
 def test_kopf_handler_through_kopfs_admission_path_gives_the_same_pod():
     """When kopf serves the review itself (e.g. behind another kopf server), the result must be identical."""
-    config = WebhookConfig.from_mapping({})
+    config = WebhookConfig.from_mapping({"warnings": "all"})  # routine fills as warnings too: some to compare
     reviewer = PodReviewer(config)
     registry = kopf.OperatorRegistry()
     register_handler(registry, reviewer)
@@ -119,7 +119,7 @@ def test_kopf_handler_through_kopfs_admission_path_gives_the_same_pod():
     direct = reviewer(copy.deepcopy(review))
     assert via_kopf["response"]["allowed"] is True
     assert patched(review, via_kopf) == patched(review, direct)
-    assert via_kopf["response"]["warnings"] == direct["response"]["warnings"]
+    assert via_kopf["response"]["warnings"] == direct["response"]["warnings"] != []
 
     bad = admission_review({P + "accelerator": "A999"})
     denied = asyncio.run(through_kopf(bad))

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import abc
 import copy
-import difflib
 import re
 from typing import Final, Self
 
 from flyteidl.core import tasks_pb2
 
-from webhook.engine.catalog import CATALOG, DeviceClass, by_name, find_device
+from webhook.engine.catalog import CATALOG, DeviceClass, DeviceType, by_name, find_device
+from webhook.engine.excerpt import did_you_mean
 
 __all__ = [
     "A10G",
@@ -399,9 +399,12 @@ def _lookup_constant(text: str) -> BaseAccelerator:
     entry = by_name(name) if constant is None else None
     if entry is not None and not attrs:
         return Accelerator(entry.device, device_class=entry.device_class)  # a Flyte 2 type name: B200, MI300X
+    if attrs and not isinstance(constant, MultiInstanceGPUAccelerator):
+        entry = entry or find_device(name)
+        if entry is not None and entry.partitions:
+            return _catalog_partition(text, entry, attrs)
     if constant is None:
-        close = difflib.get_close_matches(name, _all_names(), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
+        hint = did_you_mean(name, _all_names())
         raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}known: {_names_hint()}")
     if not attrs:
         return constant
@@ -419,10 +422,26 @@ def _lookup_constant(text: str) -> BaseAccelerator:
         return result.unpartitioned
     if not rest:
         return result
-    valid = [f"{name}.{attr}" for attr in partitions] + [f"{name}.unpartitioned"]
-    close = difflib.get_close_matches(text, valid, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}")
+    raise _not_a_partition(text, [f"{name}.{attr}" for attr in partitions] + [f"{name}.unpartitioned"])
+
+
+def _catalog_partition(text: str, entry: DeviceType, attrs: list[str]) -> BaseAccelerator:
+    """`H100.unpartitioned`, `H100.partition_1g_10gb`, `A100_80G.unpartitioned`: the flytekit spelling for a
+    catalog device with partitions that flytekit has no partitioned constant for (its `H100` is a plain
+    `GPUAccelerator`), so that every device with partitions can be asked for whole."""
+    prefix = "slice_" if entry.device_class is DeviceClass.GOOGLE_TPU else "partition_"
+    named = {prefix + size.replace(".", "_"): size for size in entry.partitions}
+    size = named.get(attrs[0]) if attrs else None
+    rest = attrs[1:] if size is not None else attrs
+    if rest in ([], ["unpartitioned"]):
+        return Accelerator(entry.device, size, unpartitioned=bool(rest), device_class=entry.device_class)
+    name = text.split(".", 1)[0]
+    raise _not_a_partition(text, [f"{name}.{attr}" for attr in named] + [f"{name}.unpartitioned"])
+
+
+def _not_a_partition(text: str, valid: list[str]) -> ValueError:
+    hint = did_you_mean(text, valid)
+    return ValueError(f"accelerator: {text!r} is not a known accelerator name; {hint}valid: {', '.join(valid)}")
 
 
 def _names_hint() -> str:

@@ -105,8 +105,17 @@ class Preset(StrEnum):
 # `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100` reach the same value. TPUs need no preset: every
 # preset places them by Flyte 2's `GOOGLE_TPU` class labels, which are GKE's (`gke-tpu-accelerator`,
 # `gke-tpu-topology`).
+# EKS (managed node groups tainted as AWS's GPU guides show, EKS Auto Mode) and Karpenter's GPU NodePools taint
+# accelerator nodes `nvidia.com/gpu:NoSchedule` / `aws.amazon.com/neuron:NoSchedule` and, unlike GKE, do not run
+# the ExtendedResourceToleration admission plugin: their presets bring the tolerations, as Flyte's own EKS
+# deployments configure `resource-tolerations` for this.
+_ACCELERATOR_TAINTS_TOLERATED: Final = {
+    resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
+    for resource in ("nvidia.com/gpu", "aws.amazon.com/neuron")
+}
+
 PRESETS: dict[Preset, dict[str, Any]] = {
-    Preset.eks: {},
+    Preset.eks: {"resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED},
     Preset.gke: {
         "gpu-device-node-label": "cloud.google.com/gke-accelerator",
         "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
@@ -116,6 +125,7 @@ PRESETS: dict[Preset, dict[str, Any]] = {
         },
     },
     Preset.karpenter: {
+        "resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED,
         "gpu-device-node-label": "karpenter.k8s.aws/instance-gpu-name",
         "mig-strategy": "mixed",
         "accelerator-devices": {
@@ -315,6 +325,9 @@ class WebhookConfig(BaseModel):
     resource_tolerations: dict[str, list[Toleration]] = Field(default_factory=dict)
     on_invalid: Literal["reject", "ignore"] = "reject"
     on_error: Literal["deny", "allow"] = "deny"
+    # Which notes become admission warnings: `changes` (what alters the user's intent: clamps, lowered or raised
+    # values, dropped or replaced ones) or `all` (routine fills too). Every note is in `explain` either way.
+    warnings: Literal["changes", "all"] = "changes"
     # Also mutate Flyte task pods that carry no annotation of ours (the chart then sends them too).
     flyte_task_pods: bool = False
     policies: list[Policy] = Field(default_factory=list, max_length=256)

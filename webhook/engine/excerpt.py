@@ -59,3 +59,55 @@ def bounded(message: str, limit: int = MESSAGE_BYTES) -> str:
         return message
     cut = message.encode("utf-8", "surrogatepass")[: limit - 32].decode("utf-8", "ignore")
     return f"{cut}…({size} bytes in all)"
+
+
+# Suggestions: names within a small edit distance of what was written, so that every "did you mean" in our
+# messages follows one rule (difflib's ratio finds `V100` close to `H10`, and nothing for a long list).
+_MAX_EDITS: Final = 2
+_MAX_SUGGESTIONS: Final = 3
+
+
+def _edits(a: str, b: str, bound: int) -> int:
+    """The optimal-string-alignment distance of `a` and `b` (insert, delete, substitute, swap two neighbours),
+    case-insensitive; `bound + 1` as soon as it must exceed `bound`."""
+    a, b = a.lower(), b.lower()
+    if abs(len(a) - len(b)) > bound:
+        return bound + 1
+    before: list[int] | None = None
+    row = list(range(len(b) + 1))
+    for i, char in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, other in enumerate(b, 1):
+            cost = 0 if char == other else 1
+            current[j] = min(row[j] + 1, current[j - 1] + 1, row[j - 1] + cost)
+            if before is not None and i > 1 and j > 1 and char == b[j - 2] and a[i - 2] == other:
+                current[j] = min(current[j], before[j - 2] + 1)
+        if min(current) > bound:
+            return bound + 1
+        before, row = row, current
+    return row[-1]
+
+
+def suggestions(word: str, candidates: list[str] | tuple[str, ...], bound: int | None = None) -> list[str]:
+    """At most three `candidates` within `bound` edits of `word` (case-insensitive; default 1 for words of up
+    to 4 characters, else 2): the closest first, then those sharing the longest start with it."""
+    if len(word) > SHOWN_CHARS:
+        return []
+    if bound is None:
+        bound = 1 if len(word) <= 4 else _MAX_EDITS
+    scored = []
+    for index, name in enumerate(candidates):
+        distance = _edits(word, name, bound)
+        if distance <= bound:
+            shared = next(
+                (k for k, (x, y) in enumerate(zip(word.lower(), name.lower(), strict=False)) if x != y), len(name)
+            )
+            scored.append((distance, -shared, index, name))
+    scored.sort()
+    return [name for *_, name in scored[:_MAX_SUGGESTIONS]]
+
+
+def did_you_mean(word: str, candidates: list[str] | tuple[str, ...]) -> str:
+    """`"did you mean A, B? "`, or "" when nothing is close."""
+    close = suggestions(word, candidates)
+    return f"did you mean {', '.join(close)}? " if close else ""

@@ -22,7 +22,7 @@ from typing import Final
 
 from webhook.engine.accelerators import Accelerator
 from webhook.engine.catalog import CATALOG, DeviceClass, DeviceType, by_name
-from webhook.engine.excerpt import excerpt, shown
+from webhook.engine.excerpt import did_you_mean, excerpt, shown
 
 __all__ = [
     "AMD_GPU",
@@ -159,8 +159,11 @@ def parse_accelerator(text: str) -> Device:
     name, count = name.strip(), count.strip()
     entry = by_name(name)
     if entry is None or not entry.counts:
-        types = ", ".join(e.name for e in CATALOG if e.counts)
-        raise ValueError(f"{shown(text)} is not a Flyte 2 accelerator: {shown(name)} is not one of {types}")
+        names = [e.name for e in CATALOG if e.counts]
+        hint = did_you_mean(name, names)
+        raise ValueError(
+            f"{shown(text)} is not a Flyte 2 accelerator: {hint}{shown(name)} is not one of {', '.join(names)}"
+        )
     if not count:
         raise ValueError(f"{shown(text)}: a Flyte 2 accelerator needs a count, e.g. '{entry.name}:{entry.counts[0]}'")
     if not (count.isascii() and count.isdigit()) or len(count) > 3 or int(count) not in entry.counts:

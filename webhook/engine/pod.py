@@ -37,6 +37,7 @@ from typing import Any
 from flyteidl.core import tasks_pb2
 
 from webhook.engine.accelerators import BaseAccelerator
+from webhook.engine.catalog import CATALOG, DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
 from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
@@ -47,6 +48,8 @@ ResourceMap = dict[str, str]
 SHM_MOUNT_NAME = SHARED_MEMORY_MOUNT_NAME  # short names used throughout this module
 SHM_MOUNT_PATH = SHARED_MEMORY_MOUNT_PATH
 _FLYTE_PARSE_ERROR = "Failed to parse resource as a valid quantity."
+# The most devices of one type any catalog entry comes in on one node (Inf1: 16): a count above it fits no node.
+MOST_DEVICES_PER_NODE = max(entry.max_count for entry in CATALOG)
 
 
 class PodSemanticsError(ValueError):
@@ -61,6 +64,14 @@ class PlatformLimitExceeded(PodSemanticsError):
 class Result:
     pod: dict[str, Any]
     notes: tuple[str, ...] = ()
+
+
+class Change(str):
+    """A note saying the pod does not get what was asked or what it had: a value clamped, lowered or raised, a
+    value dropped or replaced. Other notes are routine fills (a request from its limit, a toleration added).
+    A `str`, so every reader of notes keeps working; `warnings: changes` warns about these only."""
+
+    __slots__ = ()
 
 
 # --- containers -----------------------------------------------------------------------------------------------
@@ -196,7 +207,7 @@ def apply_container_resources(
             if not _nonzero(value):
                 # Flyte drops zero quantities from override resources (ToK8sResourceList), so a zero
                 # means "not overridden": the container keeps its own value.
-                notes.append(f"{key} {side} 0 ignored: a zero override leaves the container's value")
+                notes.append(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value"))
                 continue
             target[key] = value
 
@@ -232,13 +243,13 @@ def apply_container_resources(
             limit = _clamp(name, "limit", limit, ceiling, config, notes)
         if request is not None and limit is not None and request != limit:
             if _q(request) > _q(limit):
-                notes.append(f"{name} request {request} lowered to its limit {limit}")
+                notes.append(Change(f"{name} request {request} lowered to its limit {limit}"))
                 request = limit
             elif name == gpu_resource_name and _q(request) != _q(limit):
-                notes.append(f"{name} request raised to equal its limit ({limit})")
+                notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
                 request = limit
         elif name == gpu_resource_name and limit is not None and request is None:
-            notes.append(f"{name} request raised to equal its limit ({limit})")
+            notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
             request = limit
         if not assign and explicit_zero_request and request is None and name != gpu_resource_name:
             pass  # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit
@@ -246,6 +257,14 @@ def apply_container_resources(
             _store(req, name, request)
         _store(lim, name, limit)
 
+    gpus = lim.get(gpu_resource_name)
+    if assign and gpus is not None and _q(gpus) > MOST_DEVICES_PER_NODE:
+        notes.append(
+            Change(
+                f"{gpu_resource_name} {gpus}: more than any node has (no device in the catalog comes more than "
+                f"{MOST_DEVICES_PER_NODE} to a node); the pod may stay Pending"
+            )
+        )
     resources = _rebuild(current, req, lim)
     if resources == current:
         return Result(dict(pod), tuple(notes))
@@ -259,7 +278,7 @@ def _clamp(
         return value
     if config.on_limit_exceeded == "reject":
         raise PlatformLimitExceeded(f"{name} {side} {value} is above the platform limit {ceiling}")
-    notes.append(f"{name} {side} {value} clamped to the platform limit {ceiling}")
+    notes.append(Change(f"{name} {side} {value} clamped to the platform limit {ceiling}"))
     return ceiling
 
 
@@ -294,6 +313,19 @@ def _gpu_limited(pod: Pod, gpu_resource_name: str) -> bool:
     return False
 
 
+def _whole_device(accelerator: BaseAccelerator, config: WebhookConfig) -> bool:
+    """Whether an accelerator naming no partition is held to whole devices, like `.unpartitioned` (not Flyte:
+    there it may land on a MIG node and get slices). Only for NVIDIA devices that have MIG profiles, and only
+    under `mig-strategy: single`, where a slice is advertised as `nvidia.com/gpu` like a whole GPU; under
+    `mixed` a slice is its own resource, so the GPU count alone keeps the pod off MIG nodes."""
+    if accelerator.partition_size or config.mig_strategy != "single":
+        return False
+    if accelerator.device_class is not DeviceClass.NVIDIA_GPU:
+        return False
+    entry = find_device(accelerator.device)
+    return entry is not None and bool(entry.partitions)
+
+
 def accelerator_constraints(
     accelerator: BaseAccelerator, config: WebhookConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -314,7 +346,7 @@ def accelerator_constraints(
         size = accelerator.partition_size
         requirements.append({"key": partition_label, "operator": "In", "values": [size]})
         tolerations.append({"key": partition_label, "operator": "Equal", "value": size, "effect": "NoSchedule"})
-    elif accelerator.is_unpartitioned:
+    elif accelerator.is_unpartitioned or _whole_device(accelerator, config):
         override = settings.unpartitioned_node_selector_requirement
         requirements.append(override.to_pod() if override else {"key": partition_label, "operator": "DoesNotExist"})
         if settings.unpartitioned_toleration is not None:
@@ -328,9 +360,9 @@ def apply_accelerator(
     """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
     if not _gpu_limited(pod, gpu_resource_name):
         what = accelerator.device or accelerator.partition_size or "accelerator"
-        return Result(dict(pod), (f"accelerator {what} ignored: no container has a {gpu_resource_name} limit",))
+        return Result(dict(pod), (Change(f"accelerator {what} ignored: no container has a {gpu_resource_name} limit"),))
     requirements, tolerations = accelerator_constraints(accelerator, config)
-    notes: list[str] = []
+    notes: list[str] = _count_notes(pod, accelerator, gpu_resource_name)
     spec = pod.get("spec") or {}
     fields: dict[str, Any] = {}
 
@@ -341,8 +373,9 @@ def apply_accelerator(
         for requirement in requirements:
             if requirement["operator"] == "In" and len(requirement["values"]) == 1:
                 if selector.get(requirement["key"]) != requirement["values"][0]:
+                    note = f"nodeSelector {requirement['key']}={requirement['values'][0]}"
+                    notes.append(Change(note) if requirement["key"] in selector else note)
                     selector[requirement["key"]] = requirement["values"][0]
-                    notes.append(f"nodeSelector {requirement['key']}={requirement['values'][0]}")
             else:
                 in_affinity.append(requirement)
         requirements = in_affinity
@@ -350,7 +383,9 @@ def apply_accelerator(
         affinity = _without_requirements_on(affinity, set(selector) - {r["key"] for r in requirements}, notes)
     for key in {r["key"] for r in requirements}:
         if key in selector:
-            notes.append(f"nodeSelector {key}={selector.pop(key)} removed: the accelerator's node affinity decides it")
+            notes.append(
+                Change(f"nodeSelector {key}={selector.pop(key)} removed: the accelerator's node affinity decides it")
+            )
     if requirements:
         affinity = _with_requirements(affinity, requirements, notes)
     if selector != (spec.get("nodeSelector") or {}):
@@ -361,6 +396,29 @@ def apply_accelerator(
     if merged != (spec.get("tolerations") or []):
         fields["tolerations"] = merged
     return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _count_notes(pod: Pod, accelerator: BaseAccelerator, gpu_resource_name: str) -> list[str]:
+    """A `Change` note when the pod asks for more whole devices of its type than one node of it has (Flyte 2's
+    `"<type>:<count>"` strings, which follow the instance sizes); slices and TPU topologies are counted otherwise."""
+    entry = find_device(accelerator.device)
+    # Only where Flyte 2's counts follow the instance sizes (8 GPUs, 16 Trainium); a type it offers singly
+    # (`MI300X:1`, `T4 shared:1`) still comes 8 to a node.
+    if entry is None or entry.max_count < 8 or accelerator.partition_size:
+        return []
+    most = 0
+    for container in pod.get("spec", {}).get("containers") or ():
+        value = ((container.get("resources") or {}).get("limits") or {}).get(gpu_resource_name)
+        if value is not None and _q(value) > entry.max_count:
+            most = max(most, int(_q(value)))
+    if not most or most > MOST_DEVICES_PER_NODE:  # above every device's count: the resource step said so
+        return []
+    return [
+        Change(
+            f"{gpu_resource_name} {most}: more {entry.name} devices than one node has (at most {entry.max_count}); "
+            "the pod may stay Pending"
+        )
+    ]
 
 
 def _without_requirements_on(
@@ -376,7 +434,7 @@ def _without_requirements_on(
     for term in terms:
         expressions = [e for e in term.get("matchExpressions") or () if e.get("key") not in keys]
         for removed in (e for e in term.get("matchExpressions") or () if e.get("key") in keys):
-            note = f"node affinity removed: {_describe_requirement(removed)} (the nodeSelector decides it)"
+            note = Change(f"node affinity removed: {_describe_requirement(removed)} (the nodeSelector decides it)")
             if note not in notes:
                 notes.append(note)
         rest = {k: v for k, v in term.items() if k != "matchExpressions"}
@@ -424,6 +482,7 @@ def _with_requirements(
             changed = True
             verb = "replaced" if same_key else "added"
             note = f"node affinity {verb}: {_describe_requirement(requirement)}"
+            note = Change(note) if same_key else note
             if note not in notes:
                 notes.append(note)
         term["matchExpressions"] = expressions
@@ -529,7 +588,7 @@ def apply_shared_memory(
     elif not have_volume:
         # Our own memory volume with another size (a pod template's, or an earlier annotation's): resize it.
         volumes[existing] = volume
-        notes.append(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}")
+        notes.append(Change(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}"))
     if not have_volume:
         updated = _with_spec(updated, volumes=volumes)
     if not have_mount:

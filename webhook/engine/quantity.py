@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeAlias
@@ -233,7 +234,7 @@ def _parse_short(text: str) -> Quantity:
         raise InvalidQuantity(text, "empty string")
     parts = _split(text)
     if parts is None:
-        raise InvalidQuantity(text, f"expected <number><suffix>, {_SUFFIX_HELP}")
+        raise InvalidQuantity(text, f"expected <number><suffix>, {_SUFFIX_HELP}{_spelling_hint(text)}")
     sign, zeros, integer, denom, suffix = parts
     num = integer or "0"
     fmt, exponent = _interpret_suffix(text, suffix)
@@ -317,7 +318,30 @@ def _interpret_suffix(text: str, suffix: str) -> tuple[QuantityFormat, int]:
         if abs(exponent) > _MAX_EXPONENT:
             raise InvalidQuantity(text, f"exponent {exponent} is out of range", go_error=GO_ERR_SUFFIX)
         return QuantityFormat.DECIMAL_EXPONENT, exponent
-    raise InvalidQuantity(text, f"unknown suffix {suffix!r}; {_SUFFIX_HELP}", go_error=GO_ERR_SUFFIX)
+    raise InvalidQuantity(
+        text, f"unknown suffix {suffix!r}; {_SUFFIX_HELP}{_spelling_hint(text)}", go_error=GO_ERR_SUFFIX
+    )
+
+
+_MISSPELT: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]{1,3})")
+
+
+def _spelling_hint(text: str) -> str:
+    """`; did you mean 4Gi?` for the usual slips (`4gi`, `4GB`, `4 Gi`, `512mb`), else ""."""
+    found = _MISSPELT.fullmatch(text.strip())
+    if found is None:
+        return ""
+    number, suffix = found.groups()
+    letter = suffix[0].upper() if suffix[0].lower() != "k" else "k"
+    if letter not in _DECIMAL_SUFFIXES or suffix.lower() not in {
+        letter.lower(),
+        letter.lower() + "i",
+        letter.lower() + "b",
+    }:
+        return ""
+    binary = f"{number}{letter.upper() if letter == 'k' else letter}i"
+    wanted = binary if suffix.lower().endswith("i") else f"{binary} or {number}{letter}"
+    return "" if wanted == text else f"; did you mean {wanted}?"
 
 
 def _make_value(negative: bool, magnitude: int, exponent: int, *, cap: int | None = None) -> Decimal:

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from webhook.engine.accelerators import Accelerator, BaseAccelerator, accelerator_from_idl, lookup_accelerator
+from webhook.engine.catalog import find_device
 from webhook.engine.excerpt import SHOWN_CHARS, bounded, excerpt, shown, utf8_size
 from webhook.engine.names import FIELD_TO_K8S, FLYTE2_SHARED_MEMORY_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
@@ -205,6 +206,13 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
             _parse_accelerator(prefix + ACCELERATOR, given[ACCELERATOR]),
             ACCELERATOR,
         )
+        if extras.accelerator is not None and _contradict(extras.accelerator, accelerator):
+            raise InvalidAnnotation(
+                prefix + ACCELERATOR,
+                given[ACCELERATOR],
+                f"contradicts the gpu device of {prefix}{RESOURCES} ({_device_text(extras.accelerator)} there, "
+                f"{_device_text(accelerator)} here): a pod gets one device type; name it in one of the two",
+            )
     if SHARED_MEMORY in given:
         shared_memory = _parse_shared_memory(prefix + SHARED_MEMORY, given[SHARED_MEMORY])
         shared_memory_from = SHARED_MEMORY
@@ -236,6 +244,26 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
         gpu_resource_key=gpu_key,
         container=container,
     )
+
+
+def _contradict(a: BaseAccelerator, b: BaseAccelerator) -> bool:
+    """Two device requests that cannot both hold: other devices (every spelling of one catalog device is that
+    device), or both naming a partition (or `unpartitioned`) and not the same one."""
+    first, second = find_device(a.device), find_device(b.device)
+    same_device = first is second if first is not None else a.device.lower() == b.device.lower()
+    if not same_device:
+        return True
+    a_partition = a.partition_size or a.is_unpartitioned
+    b_partition = b.partition_size or b.is_unpartitioned
+    return bool(a_partition and b_partition and a_partition != b_partition)
+
+
+def _device_text(accelerator: BaseAccelerator) -> str:
+    entry = find_device(accelerator.device)
+    name = entry.name if entry is not None else accelerator.device
+    if accelerator.partition_size:
+        return f"{name} {accelerator.partition_size}"
+    return f"{name} unpartitioned" if accelerator.is_unpartitioned else name
 
 
 def _parse_resources(

@@ -19,6 +19,7 @@ from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.excerpt import bounded
 from webhook.engine.pod import (
+    Change,
     PodSemanticsError,
     Result,
     apply_accelerator,
@@ -238,7 +239,8 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             if not names:  # nothing the user wrote: a policy or the global config refuses the pod
                 raise Denied(f"{annotation}: {reason}") from None
             raise InvalidAnnotation(annotation, value, reason) from None
-        steps.append(Step(annotation, value, credit(result.notes, policy), target, current, result.pod, policy))
+        notes = _same_kinds(result.notes, credit(result.notes, policy))
+        steps.append(Step(annotation, value, notes, target, current, result.pod, policy))
         current = result.pod
 
     resource_sources = [k for k in (RESOURCES, REQUESTS, LIMITS) if k in request.given]
@@ -311,10 +313,20 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
     summary = _summary(current, request, target, gpu_name, resolved_resources, policy)
     current = _with_annotation(current, prefix + APPLIED, summary)
     ops = diff(pod, current)
-    warnings = [bounded(f"{step.annotation}: {note}") for step in steps for note in step.notes]
+    warnings = [
+        bounded(f"{step.annotation}: {note}")
+        for step in steps
+        for note in step.notes
+        if config.warnings == "all" or isinstance(note, Change)
+    ]
     only_summary = all(op["path"].startswith("/metadata/annotations") for op in ops)
     outcome: Outcome = "unchanged" if not ops or only_summary else "mutated"
     return Plan(outcome, current, ops, warnings, tuple(steps), target, policy.name if policy else None)
+
+
+def _same_kinds(original: tuple[str, ...], reworded: tuple[str, ...]) -> tuple[str, ...]:
+    """`reworded` (the notes with a policy credited) with each note still a `Change` where the original was."""
+    return tuple(Change(new) if isinstance(old, Change) else new for old, new in zip(original, reworded, strict=True))
 
 
 def _describe_resource_changes(

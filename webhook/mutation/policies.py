@@ -34,8 +34,10 @@ def accelerator_problem(policy: Policy, accelerator: BaseAccelerator) -> str | N
     if allowed is None or any(_allows(entry, accelerator) for entry in allowed):
         return None
     wanted = accelerator.device + (f":{accelerator.partition_size}" if accelerator.partition_size else "")
+    entry = find_device(accelerator.device)  # the name users write (`A100`), then the device string
+    named = f"{shown(entry.name)} ({wanted})" if entry is not None else shown(wanted)
     return (
-        f"{policy_label(policy)} ({describe_match(policy.match)}): accelerator {shown(wanted)} is not allowed; "
+        f"{policy_label(policy)} ({describe_match(policy.match)}): accelerator {named} is not allowed; "
         f"allowed: {', '.join(allowed) or 'none'}"
     )
 

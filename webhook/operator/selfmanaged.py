@@ -111,6 +111,9 @@ class SelfManagedSettings:
     api_client: k8s.ApiClient | None = field(default=None, repr=False, compare=False)
     # When given, its `trusted` follows the caBundle last read from the webhook configuration (readiness).
     served: certs.ServedCertificate | None = field(default=None, repr=False, compare=False)
+    # The webhook configuration's uid, once read: the Secret names it as its owner, so that deleting the
+    # configuration (`helm uninstall`) lets the garbage collector delete the Secret too.
+    webhook_uid: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.cert_dir = Path(self.cert_dir)
@@ -387,7 +390,8 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
             validity=s.validity,
             ca_validity=s.ca_validity,
         )
-        if reason is None:
+        owners = _owners(secret, s)
+        if reason is None and owners == _owner_references(secret):
             return desired
 
         encoded = {k: _encode(v) for k, v in desired.to_data().items()}
@@ -401,6 +405,7 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
                             "name": s.secret_name,
                             "namespace": s.namespace,
                             "labels": _SECRET_LABELS,
+                            "ownerReferences": owners or None,
                         },
                         "type": "kubernetes.io/tls",
                         "data": encoded,
@@ -411,9 +416,12 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
             else:
                 # Keys we do not own are kept; the resourceVersion read above makes a concurrent writer's
                 # update fail with 409 instead of being silently overwritten.
-                secret.data = {**(secret.data or {}), **encoded}
-                if PREVIOUS_CA_KEY not in encoded and secret.data:
-                    secret.data.pop(PREVIOUS_CA_KEY, None)
+                if reason is not None:
+                    secret.data = {**(secret.data or {}), **encoded}
+                    if PREVIOUS_CA_KEY not in encoded and secret.data:
+                        secret.data.pop(PREVIOUS_CA_KEY, None)
+                if secret.metadata is not None:
+                    secret.metadata.owner_references = owners or None
                 core.replace_namespaced_secret(s.secret_name, s.namespace, secret, _request_timeout=_REQUEST_TIMEOUT)
                 verb = "updated"
         except ApiException as e:
@@ -425,6 +433,9 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
         except _API_ERRORS as e:
             raise _api_error(f"write Secret {s.secret_ref}", e, rbac_hint=secret_rbac) from None
 
+        if reason is None:
+            logger.info("Secret %s now owned by MutatingWebhookConfiguration %s", s.secret_ref, s.webhook_config_name)
+            return desired
         logger.info(
             "%s Secret %s because %s; serving certificate valid until %s",
             verb.capitalize(),
@@ -437,6 +448,27 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
         f"Secret {s.secret_ref} kept changing under us ({_MAX_ATTEMPTS} conflicting writes in a row); "
         "is another controller rewriting it?"
     )
+
+
+def _owners(secret: k8s.V1Secret | None, s: SelfManagedSettings) -> list[Any]:
+    """The Secret's owner references with the webhook configuration's (once its uid is known) in place of any
+    older one of that name (a configuration deleted and created again); others' references are kept."""
+    current = _owner_references(secret)
+    if s.webhook_uid is None:
+        return current
+    ours = k8s.V1OwnerReference(
+        api_version="admissionregistration.k8s.io/v1",
+        kind="MutatingWebhookConfiguration",
+        name=s.webhook_config_name,
+        uid=s.webhook_uid,
+    )
+    kept = [r for r in current if not (r.kind == ours.kind and r.name == ours.name)]
+    return [*kept, ours] if ours not in current else current
+
+
+def _owner_references(secret: k8s.V1Secret | None) -> list[Any]:
+    metadata = secret.metadata if secret is not None else None
+    return list((metadata.owner_references or []) if metadata is not None else [])
 
 
 class _WebhookState(enum.Enum):
@@ -464,6 +496,7 @@ def _sync_ca_bundle(
         except _API_ERRORS as e:
             raise _api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
 
+        s.webhook_uid = (mwc.metadata.uid if mwc.metadata else None) or s.webhook_uid
         webhooks = mwc.webhooks or []
         current = [_decode(w.client_config.ca_bundle if w.client_config else None) for w in webhooks]
         if s.served is not None:

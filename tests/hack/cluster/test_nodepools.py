@@ -63,3 +63,31 @@ def test_the_readme_shows_the_placements_of_the_data_file() -> None:
     from hack.cluster.processes import REPO_ROOT
 
     assert placement_markdown() in (REPO_ROOT / "README.md").read_text(), "regenerate the README's placement table"
+
+
+def _tolerates(toleration: dict[str, str], taint: dict[str, str]) -> bool:
+    """Kubernetes' toleration matching (`ToleratesTaint`) for the fields the pools use."""
+    if toleration.get("effect") not in (None, taint["effect"]) or toleration.get("key") not in (None, taint["key"]):
+        return False
+    return toleration.get("operator") == "Exists" or toleration.get("value") == taint.get("value")
+
+
+# GKE tolerates its GPU and TPU taints by the ExtendedResourceToleration admission plugin; EKS and Karpenter do not,
+# so there the preset must (the local apiserver runs that plugin for GKE, so the placement tests cannot tell).
+PRESETS_WITHOUT_THE_PLUGIN = sorted(PRESETS - {"gke"})
+
+
+def test_presets_tolerate_the_resource_taints_of_their_clusters_without_extended_resource_toleration() -> None:
+    from webhook.engine.config import WebhookConfig
+    from webhook.engine.pod import apply_resource_tolerations
+
+    checked = []
+    for preset in PRESETS_WITHOUT_THE_PLUGIN:
+        config = WebhookConfig.from_mapping({"preset": preset})
+        for pool in (p for p in DATA.pools if preset in p.presets):
+            for taint in (t for t in pool.taints if t["key"] in pool.gpu_resources):
+                pod = {"spec": {"containers": [{"name": "c", "resources": {"limits": {taint["key"]: "1"}}}]}}
+                tolerations = apply_resource_tolerations(pod, config=config).pod["spec"].get("tolerations") or []
+                assert any(_tolerates(t, dict(taint)) for t in tolerations), (preset, pool.name, taint)
+                checked.append((preset, pool.name))
+    assert {("eks", "eks-t4"), ("karpenter", "karpenter-t4"), ("karpenter", "karpenter-trn1")} <= set(checked)
