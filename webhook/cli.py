@@ -372,6 +372,7 @@ def _dev_mode(args: argparse.Namespace, config: WebhookConfig, cert_dir: Path) -
             annotation_prefix=config.annotation_prefix,
             failure_policy=args.failure_policy,
             flyte_task_pods=config.flyte_task_pods,
+            namespace_template=config.namespace_template,
         )
 
     async def when_listening() -> None:

@@ -29,7 +29,9 @@ CONFIG = WebhookConfig.from_mapping({**GLOBAL, "policies": POLICIES})
 
 
 def facts(namespace: str | None = None, **labels: str) -> PodFacts:
-    return PodFacts(namespace, {k.replace("_", "-"): v for k, v in labels.items()})
+    """A pod's facts with its labels taken at their word (no namespace template): precedence alone."""
+    pod = {"metadata": {"labels": {k.replace("_", "-"): v for k, v in labels.items()}}}
+    return pod_facts(pod, namespace, "")
 
 
 @pytest.mark.parametrize(
@@ -112,12 +114,30 @@ def test_pod_facts_and_flyte_task_pods() -> None:
     pod = {"metadata": {"labels": {"project": "p", "domain": "d", "task-name": "t", "n": 1}}}
     found = pod_facts(pod, "p-d")
     assert found.namespace == "p-d"
-    assert is_flyte_task_pod(found.labels)
+    assert is_flyte_task_pod(found)
     config = WebhookConfig.from_mapping({"policies": [{"name": "n", "match": {"labels": {"n": "1"}}}]})
     assert resolve(config, found).policy is None  # a label value that is not a string equals no policy's
-    assert is_flyte_task_pod({"flyte.org/managed": "true"})
-    assert not is_flyte_task_pod({"project": "p", "domain": "d"})
-    assert not is_flyte_task_pod({"flyte.org/managed": "false"})
+    assert is_flyte_task_pod(PodFacts("x", {"flyte.org/managed": "true"}))
+    assert not is_flyte_task_pod(PodFacts("p-d", {"project": "p", "domain": "d"}, "p", "d"))
+    assert not is_flyte_task_pod(PodFacts("x", {"flyte.org/managed": "false"}))
+
+
+TEMPLATE = "{{ project }}-{{ domain }}"
+
+
+def test_project_and_domain_labels_count_only_in_their_flyte_namespace() -> None:
+    labels = {"project": "ml", "domain": "production", "task-name": "t"}
+    pod = {"metadata": {"namespace": "ml-development", "labels": labels}}
+    spoofed = pod_facts(pod, None, TEMPLATE)
+    assert (spoofed.project, spoofed.domain) == (None, None) and not is_flyte_task_pod(spoofed)
+    config = WebhookConfig.from_mapping(
+        {"policies": [{"name": "prod", "match": {"domain": "production"}, "max-gpus": 8}]}
+    )
+    assert resolve(config, spoofed).policy is None
+    honest = pod_facts({"metadata": {"namespace": "ml-production", "labels": labels}}, None, TEMPLATE)
+    assert resolve(config, honest).policy is not None and is_flyte_task_pod(honest)
+    assert pod_facts(pod, None, "flyte-{{ project }}").project is None
+    assert pod_facts(pod, None, "").project == "ml"  # no template: the labels alone
     assert pod_facts({"metadata": {"namespace": "own", "labels": "x"}}, "review").namespace == "own"
     assert pod_facts({"metadata": {"labels": "x"}}).labels == {}
 

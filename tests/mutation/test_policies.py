@@ -258,11 +258,34 @@ def test_plan_inputs_with_a_prefix_alone_ignore_policies() -> None:
 
 def test_the_review_namespace_counts_for_a_pod_without_one() -> None:
     cfg = config(policies=[{"name": "ns", "match": {"namespace": "team-a"}, "platform-limits": {"cpu": "1"}}])
-    pod = flyte_pod(resources={"limits": {"cpu": "3"}})
+    pod = flyte_pod(resources={"limits": {"cpu": "3"}}, annotations={PREFIX + "resources": "cpu=2"})
     del pod["metadata"]["namespace"]
     assert plan_mutation(pod, cfg, namespace="team-a").policy == "ns"
     assert plan_mutation(pod, cfg, namespace="team-b").policy is None
     assert plan_inputs(pod, cfg, "team-a") != plan_inputs(pod, cfg, "team-b")
+
+
+def test_a_pods_own_labels_never_select_the_policy_of_another_namespaces_domain() -> None:
+    # In ml-development, a pod labelled domain=production gets neither production's policy nor development's.
+    spoofed = flyte_pod(domain="production", annotations={PREFIX + "accelerator": "A100"})
+    spoofed["metadata"]["namespace"] = "ml-development"
+    with pytest.raises(Denied, match="is not allowed"):  # the global config allows A100; dev does not
+        plan_mutation(
+            spoofed,
+            config(
+                policies=[
+                    *POLICIES,
+                    {"name": "ns", "match": {"namespace": "ml-development"}, "allowed-accelerators": ["T4"]},
+                ]
+            ),
+        )
+    assert plan_mutation(spoofed, config()).policy is None
+    # unannotated, it is no Flyte task pod there: flyte-task-pods leaves it alone
+    bare = flyte_pod(domain="production", resources={"limits": {"cpu": "64"}})
+    bare["metadata"]["namespace"] = "ml-development"
+    assert plan_mutation(bare, config()).outcome == "untouched"
+    # an empty namespace-template trusts the labels (documented as a convenience, not a boundary)
+    assert plan_mutation(spoofed, config(**{"namespace-template": ""})).policy == "prod"
 
 
 # ------------------------------------------------------------------------------------------------ hostile pods

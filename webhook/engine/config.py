@@ -295,6 +295,11 @@ def _is_device_class(text: str) -> bool:
     return True
 
 
+# flyteadmin's default `namespace_mapping.template`: every task of a project's domain runs in `<project>-<domain>`.
+DEFAULT_NAMESPACE_TEMPLATE: Final = "{{ project }}-{{ domain }}"
+_NAMESPACE_TEMPLATE_TEXT = re.compile(r"[a-z0-9.-]*")
+
+
 class WebhookConfig(BaseModel):
     """Validated configuration. Construct with `WebhookConfig.from_mapping(...)` to apply the preset."""
 
@@ -330,6 +335,9 @@ class WebhookConfig(BaseModel):
     warnings: Literal["changes", "all"] = "changes"
     # Also mutate Flyte task pods that carry no annotation of ours (the chart then sends them too).
     flyte_task_pods: bool = False
+    # The namespace Flyte runs a project's domain in (flyteadmin's `namespace_mapping.template`): a pod's `project`
+    # and `domain` labels count only there. Empty: the labels alone (a convenience, not a boundary).
+    namespace_template: str = Field(default=DEFAULT_NAMESPACE_TEMPLATE, max_length=253)
     policies: list[Policy] = Field(default_factory=list, max_length=256)
 
     @field_validator("annotation_prefix")
@@ -337,6 +345,14 @@ class WebhookConfig(BaseModel):
     def _prefix_shape(cls, value: str) -> str:
         if not value.endswith("/") or value.count("/") != 1 or len(value) < 2:
             raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. 'resources.flyte.org/'")
+        return value
+
+    @field_validator("namespace_template")
+    @classmethod
+    def _namespace_template(cls, value: str) -> str:
+        rest = value.replace("{{ project }}", "").replace("{{ domain }}", "")
+        if value and not _NAMESPACE_TEMPLATE_TEXT.fullmatch(rest):
+            raise ValueError("a namespace name around '{{ project }}' and '{{ domain }}': lower case, digits, '-', '.'")
         return value
 
     @field_validator("default_cpus", "default_memory")

@@ -9,6 +9,12 @@ namespace mapping, so a namespace counts as project+domain). Two levels Flyte la
 alone, then pod labels alone. Within one level the first policy of the list wins. The winner's keys are merged
 key by key onto the global configuration, and its resource maps resource by resource.
 
+A pod's own labels are not a boundary: anyone who may create a pod may write `project: ml` and `domain: production`
+on it. So, as Flyte runs every task of a project and domain in the namespace its `namespace-template` names
+(`{{ project }}-{{ domain }}` by default), a pod's `project` and `domain` labels count only when the pod stands in
+that namespace; elsewhere it carries neither, for policies and for `flyte-task-pods` alike. An empty
+`namespace-template` trusts the labels alone (a convenience for clusters that map namespaces otherwise).
+
 Namespace labels are not matched: an AdmissionReview of a pod carries no namespace object, so they would need a
 lookup of the namespace on every review; the webhook configuration's `namespaceSelector` narrows by them instead.
 """
@@ -41,27 +47,44 @@ LEVEL_NAMES = {
 
 @dataclass(frozen=True)
 class PodFacts:
-    """What policies match on: the pod's namespace and labels. The labels are the pod's own mapping, not a copy
-    (a hostile pod may carry many): matching only looks keys up, and a value that is not a string equals none."""
+    """What policies match on: the pod's namespace and labels, and the project and domain those labels may claim
+    there (None where its namespace is not the one Flyte gives them). The labels are the pod's own mapping, not a
+    copy (a hostile pod may carry many): matching only looks keys up, and a value that is not a string equals none."""
 
     namespace: str | None
     labels: Mapping[str, object]
+    project: object = None
+    domain: object = None
 
 
-def pod_facts(pod: Mapping[str, Any], namespace: str | None = None) -> PodFacts:
+def pod_facts(pod: Mapping[str, Any], namespace: str | None = None, namespace_template: str = "") -> PodFacts:
     """The facts of a pod as the API server sends it; `namespace` is the review's, for a pod that names none."""
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
     labels = metadata.get("labels")
     labels = labels if isinstance(labels, Mapping) else {}
     own = metadata.get("namespace")
-    return PodFacts(own if isinstance(own, str) and own else namespace, labels)
+    namespace = own if isinstance(own, str) and own else namespace
+    project, domain = labels.get(PROJECT_LABEL), labels.get(DOMAIN_LABEL)
+    if namespace_template and flyte_namespace(namespace_template, project, domain) != namespace:
+        project = domain = None
+    return PodFacts(namespace, labels, project, domain)
 
 
-def is_flyte_task_pod(labels: Mapping[str, object]) -> bool:
-    """A pod Flyte runs a task in: `project`, `domain` and `task-name` labels (Flyte 1 and 2), or Flyte 2's
-    `flyte.org/managed: "true"`. The chart's matchConditions test the same."""
-    return all(key in labels for key in FLYTE_TASK_POD_LABELS) or labels.get(FLYTE2_MANAGED_LABEL) == "true"
+def flyte_namespace(template: str, project: object, domain: object) -> str | None:
+    """The namespace Flyte runs a project and domain in: `template` with `{{ project }}` and `{{ domain }}`
+    replaced (flyteadmin's `namespace_mapping.template`); None unless both are strings."""
+    if not isinstance(project, str) or not isinstance(domain, str):
+        return None
+    return template.replace("{{ project }}", project).replace("{{ domain }}", domain)
+
+
+def is_flyte_task_pod(facts: PodFacts) -> bool:
+    """A pod Flyte runs a task in: `project`, `domain` (in their namespace) and `task-name` labels (Flyte 1 and 2),
+    or Flyte 2's `flyte.org/managed: "true"`. The chart's matchConditions test the same."""
+    labels = facts.labels
+    flyte1 = facts.project is not None and facts.domain is not None and TASK_LABEL in labels
+    return flyte1 or labels.get(FLYTE2_MANAGED_LABEL) == "true"
 
 
 def level(match: PolicyMatch) -> int:
@@ -80,8 +103,8 @@ def level(match: PolicyMatch) -> int:
 def matches(match: PolicyMatch, facts: PodFacts) -> bool:
     labels = facts.labels
     return (
-        (match.project is None or labels.get(PROJECT_LABEL) == match.project)
-        and (match.domain is None or labels.get(DOMAIN_LABEL) == match.domain)
+        (match.project is None or facts.project == match.project)
+        and (match.domain is None or facts.domain == match.domain)
         and (match.workflow is None or labels.get(WORKFLOW_LABEL) == match.workflow_label)
         and (match.namespace is None or facts.namespace == match.namespace)
         and all(labels.get(key) == value for key, value in match.labels.items())

@@ -155,9 +155,10 @@ def _read_inputs(
     if not isinstance(annotations, Mapping):
         return None
     ours = {k: v for k, v in annotations.items() if isinstance(k, str) and k.startswith(prefix)}
-    facts = pod_facts(pod, namespace) if full is not None and (full.policies or full.flyte_task_pods) else None
+    wanted = full is not None and (full.policies or full.flyte_task_pods)
+    facts = pod_facts(pod, namespace, full.namespace_template) if full is not None and wanted else None
     if not our_keys(ours, prefix):
-        flyte_pod = full is not None and full.flyte_task_pods and facts is not None and is_flyte_task_pod(facts.labels)
+        flyte_pod = full is not None and full.flyte_task_pods and facts is not None and is_flyte_task_pod(facts)
         if not flyte_pod:
             return None
     primary = annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION)
@@ -201,7 +202,11 @@ def plan_mutation(
             return Plan("untouched", pod)
         # No annotation of ours: a Flyte task pod under `flyte-task-pods`, planned with no request of its own.
         request = read_annotations(found[0], config.annotation_prefix) or ResourceRequest(config.annotation_prefix, {})
-        resolved = resolve(config, pod_facts(pod, namespace)) if config.policies else Resolved(config)
+        resolved = (
+            resolve(config, pod_facts(pod, namespace, config.namespace_template))
+            if config.policies
+            else Resolved(config)
+        )
         return _plan(pod, request, resolved)
     except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":

@@ -17,7 +17,8 @@ import urllib3.exceptions
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.engine.policies import FLYTE2_MANAGED_LABEL, FLYTE_TASK_POD_LABELS
+from webhook.engine.config import DEFAULT_NAMESPACE_TEMPLATE
+from webhook.engine.policies import DOMAIN_LABEL, FLYTE2_MANAGED_LABEL, FLYTE_TASK_POD_LABELS, PROJECT_LABEL
 from webhook.operator.selfmanaged import SelfManagedError, kube_api_client
 
 __all__ = [
@@ -39,9 +40,12 @@ def _cel_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def match_condition_expression(annotation_prefix: str, *, flyte_task_pods: bool = False) -> str:
+def match_condition_expression(
+    annotation_prefix: str, *, flyte_task_pods: bool = False, namespace_template: str = DEFAULT_NAMESPACE_TEMPLATE
+) -> str:
     """CEL that is true for objects carrying at least one annotation starting with the prefix; with
-    `flyte_task_pods` also for Flyte task pods (`webhook.engine.policies.is_flyte_task_pod`), as in the chart."""
+    `flyte_task_pods` also for Flyte task pods (`webhook.engine.policies.is_flyte_task_pod`: their `project` and
+    `domain` labels in the namespace `namespace_template` names), as in the chart."""
     annotated = (
         "has(object.metadata.annotations) && "
         f"object.metadata.annotations.exists(k, k.startsWith({_cel_string(annotation_prefix)}))"
@@ -49,9 +53,20 @@ def match_condition_expression(annotation_prefix: str, *, flyte_task_pods: bool 
     if not flyte_task_pods:
         return annotated
     labelled = " && ".join(f"{_cel_string(key)} in object.metadata.labels" for key in FLYTE_TASK_POD_LABELS)
+    if namespace_template:
+        labelled += f" && request.namespace == {namespace_cel(namespace_template)}"
     managed = _cel_string(FLYTE2_MANAGED_LABEL)
     flyte2 = f"{managed} in object.metadata.labels && object.metadata.labels[{managed}] == 'true'"
     return f"({annotated}) || (has(object.metadata.labels) && (({labelled}) || ({flyte2})))"
+
+
+def namespace_cel(template: str) -> str:
+    """CEL for the namespace `template` names for a pod's `project` and `domain` labels; the chart builds the same
+    string with two `replace`s (config validation keeps quotes and backslashes out of the template)."""
+    quoted = "'" + template + "'"
+    for placeholder, label in (("{{ project }}", PROJECT_LABEL), ("{{ domain }}", DOMAIN_LABEL)):
+        quoted = quoted.replace(placeholder, f"' + object.metadata.labels['{label}'] + '")
+    return quoted
 
 
 def match_condition_name(*, flyte_task_pods: bool = False) -> str:
@@ -68,6 +83,7 @@ def build_dev_webhook_configuration(
     annotation_prefix: str,
     failure_policy: str = "Fail",
     flyte_task_pods: bool = False,
+    namespace_template: str = DEFAULT_NAMESPACE_TEMPLATE,
 ) -> dict[str, Any]:
     if failure_policy not in ("Fail", "Ignore"):
         raise ValueError(f"failure policy must be Fail or Ignore, not {failure_policy!r}")
@@ -114,7 +130,9 @@ def build_dev_webhook_configuration(
                 "matchConditions": [
                     {
                         "name": match_condition_name(flyte_task_pods=flyte_task_pods),
-                        "expression": match_condition_expression(annotation_prefix, flyte_task_pods=flyte_task_pods),
+                        "expression": match_condition_expression(
+                            annotation_prefix, flyte_task_pods=flyte_task_pods, namespace_template=namespace_template
+                        ),
                     }
                 ],
             }
@@ -131,6 +149,7 @@ def register_dev_webhook(
     failure_policy: str = "Fail",
     api_client: k8s.ApiClient | None = None,
     flyte_task_pods: bool = False,
+    namespace_template: str = DEFAULT_NAMESPACE_TEMPLATE,
 ) -> None:
     """Create the MutatingWebhookConfiguration `name`, or replace it when it exists (blocking call).
 
@@ -145,6 +164,7 @@ def register_dev_webhook(
             annotation_prefix=annotation_prefix,
             failure_policy=failure_policy,
             flyte_task_pods=flyte_task_pods,
+            namespace_template=namespace_template,
         )
     except ValueError as e:
         raise SelfManagedError(str(e)) from None
