@@ -393,3 +393,47 @@ def test_an_init_container_runs_before_the_containers_so_its_devices_are_not_add
     pod = _with_init(flyte_pod(resources={"limits": {"nvidia.com/gpu": "2"}}), ("2", False))
     assert gpu_counts(pod, ["nvidia.com/gpu"]) == {"nvidia.com/gpu": 2}
     plan_mutation(pod, config())  # 2 GPUs at most at any time: allowed
+
+
+# ------------------------------------------------------------------------------- the fence holds without us
+
+
+def _selecting(pod: dict[str, Any], how: str, device: str) -> dict[str, Any]:
+    label = "k8s.amazonaws.com/accelerator"
+    if how == "nodeSelector":
+        pod["spec"]["nodeSelector"] = {label: device}
+    elif how == "affinity":
+        term = {"matchExpressions": [{"key": label, "operator": "In", "values": ["nvidia-tesla-t4", device]}]}
+        pod["spec"]["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    else:
+        pod["spec"]["tolerations"] = [{"key": label, "operator": "Equal", "value": device, "effect": "NoSchedule"}]
+    return pod
+
+
+@pytest.mark.parametrize("how", ["nodeSelector", "affinity", "toleration"])
+def test_allowed_accelerators_hold_for_what_the_pod_selects_itself(how: str) -> None:
+    with pytest.raises(Denied, match=r"policy dev .*the pod's own .* asks for accelerator 'nvidia-tesla-a100'"):
+        plan_mutation(_selecting(flyte_pod(), how, "nvidia-tesla-a100"), config())
+    allowed = plan_mutation(_selecting(flyte_pod(), how, "nvidia-tesla-t4"), config())
+    assert allowed.policy == "dev"
+
+
+def test_selecting_every_device_on_the_label_is_refused_under_allowed_accelerators() -> None:
+    pod = flyte_pod()
+    pod["spec"]["tolerations"] = [{"key": "k8s.amazonaws.com/accelerator", "operator": "Exists"}]
+    with pytest.raises(Denied, match="selects any device"):
+        plan_mutation(pod, config())
+
+
+def test_under_on_invalid_ignore_a_pod_admitted_as_it_stands_keeps_the_fence() -> None:
+    junk = {PREFIX + "resources": "cpu=lots"}
+    cfg = config(**{"on-invalid": "ignore"})
+    gpus = flyte_pod(annotations=junk, resources={"limits": {"nvidia.com/gpu": "8"}})
+    with pytest.raises(Denied, match=r"asks for 8 GPUs.*invalid and ignored"):
+        plan_mutation(gpus, cfg)
+    cpus = flyte_pod(annotations=junk, resources={"limits": {"cpu": "64"}})
+    with pytest.raises(Denied, match=r"limits.cpu '64' is above the limit of policy dev 2"):
+        plan_mutation(cpus, cfg)
+    assert plan_mutation(flyte_pod(annotations=junk), cfg).outcome == "ignored"

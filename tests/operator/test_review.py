@@ -217,3 +217,27 @@ def test_an_answer_above_the_entry_limit_is_not_kept():
     response = reviewer(admission_review({P + "resources": "cpu=1,mem=1Gi"}))["response"]
     assert "patch" in response
     assert reviewer._answers == {} and reviewer._answers_bytes == 0
+
+
+def test_an_in_place_resize_above_the_platform_limit_is_denied() -> None:
+    from webhook.engine.config import WebhookConfig as Config
+    from webhook.operator.review import PodReviewer as Reviewer
+
+    reviewer = Reviewer(Config.from_mapping({"platform-limits": {"cpu": "4"}}))
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "annotations": {"resources.flyte.org/resources": "cpu=2"}},
+        "spec": {"containers": [{"name": "main", "resources": {"requests": {"cpu": "12"}, "limits": {"cpu": "12"}}}]},
+    }
+    request = {"uid": "u", "operation": "UPDATE", "subResource": "resize", "namespace": "ns", "object": pod}
+    response = reviewer({"apiVersion": "admission.k8s.io/v1", "request": request})["response"]
+    assert response["allowed"] is False
+    assert (
+        "in-place resize refused: container 'main': requests.cpu '12' is above the platform limit 4"
+        in (response["status"]["message"])
+    )
+    pod["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "3"}, "limits": {"cpu": "4"}}
+    assert reviewer({"request": request})["response"] == {"uid": "u", "allowed": True}
+    # other updates are not ours to judge
+    other = {**request, "subResource": "status"}
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "12"}}
+    assert reviewer({"request": other})["response"]["allowed"] is True

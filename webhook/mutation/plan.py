@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 import orjson
 
-from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.excerpt import bounded
 from webhook.engine.pod import (
@@ -45,8 +44,16 @@ from webhook.mutation.annotations import (
     our_keys,
     read_annotations,
 )
+from webhook.mutation.fence import device_resource_names, fence_problem
 from webhook.mutation.pod_shape import MalformedPod, shape_problem
-from webhook.mutation.policies import accelerator_problem, credit, gpu_problem, matched_note, policy_label
+from webhook.mutation.policies import (
+    accelerator_problem,
+    credit,
+    gpu_problem,
+    matched_note,
+    own_accelerator_problem,
+    policy_label,
+)
 
 Outcome = Literal["untouched", "mutated", "unchanged", "ignored"]
 JsonPatchOp = dict[str, Any]
@@ -210,6 +217,9 @@ def plan_mutation(
         return _plan(pod, request, resolved)
     except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":
+            problem = fence_problem(pod, config, namespace)  # admitted as it stands: it must keep the fence
+            if problem is not None:
+                raise Denied(f"{problem} (the pod's annotations are invalid and ignored: {exc})") from None
             return Plan("ignored", pod, warnings=[bounded(f"{exc}; pod admitted unchanged (on-invalid: ignore)")])
         raise Denied(str(exc)) from None
 
@@ -222,6 +232,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
     if policy is not None:
         steps.append(Step(policy_label(policy), "", (matched_note(policy),)))
         problem = accelerator_problem(policy, request.accelerator) if request.accelerator is not None else None
+        problem = problem or own_accelerator_problem(policy, pod, config)
         if problem is not None:
             raise Denied(problem)
     current: Mapping[str, Any] = pod
@@ -299,12 +310,7 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             f"{policy_label(policy)} shared-memory" if policy is not None else "config",
         )
     if policy is not None and policy.max_gpus is not None:
-        devices = (
-            gpu_name,
-            config.gpu_resource_name,
-            *(config.device_class_config(c).resource_name for c in DeviceClass),
-        )
-        problem = gpu_problem(policy, current, [name for name in devices if name])
+        problem = gpu_problem(policy, current, device_resource_names(config, gpu_name))
         if problem is not None:
             raise Denied(problem)
     tolerations = apply_resource_tolerations(current, config=config)

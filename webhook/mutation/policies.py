@@ -12,7 +12,7 @@ from typing import Any
 
 from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.catalog import DeviceClass, find_device
-from webhook.engine.config import Policy
+from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.excerpt import shown
 from webhook.engine.policies import LEVEL_NAMES, describe_match, level
 from webhook.engine.quantity import InvalidQuantity, parse_quantity
@@ -51,6 +51,85 @@ def _allows(entry: str, accelerator: BaseAccelerator) -> bool:
     if listed is not None and asked is not None:
         return listed is asked  # every spelling of one catalog device is that device
     return entry.lower() == accelerator.device.lower()
+
+
+def own_accelerator_problem(policy: Policy, pod: Mapping[str, Any], config: WebhookConfig) -> str | None:
+    """Why the accelerators the pod selects by itself (its nodeSelector, required node affinity and tolerations
+    on a device node label) are not allowed under `policy`, or None. A selection of every device on such a label
+    (`Exists`, `NotIn`, `DoesNotExist`) is refused too: it would reach any device the policy forbids."""
+    allowed = policy.allowed_accelerators
+    if allowed is None:
+        return None
+    classes = {config.device_class_config(c).device_node_label: c for c in DeviceClass}
+    labels = {**classes, config.gpu_device_node_label: None}
+    spelled = {label: device for device, label in config.accelerator_devices.items()}
+    for where, label, value in _own_device_selections(pod, labels):
+        if value is None:
+            reason = f"selects any device on {shown(label)}"
+        else:
+            device = spelled.get(value, value)
+            entry = find_device(device)
+            device_class = labels[label] or (entry.device_class if entry is not None else DeviceClass.parse("GPU"))
+            if any(_allows_device(e, device, device_class) for e in allowed):
+                continue
+            reason = f"asks for accelerator {shown(value)}"
+        return (
+            f"{policy_label(policy)} ({describe_match(policy.match)}): the pod's own {where} {reason}, which is "
+            f"not allowed; allowed: {', '.join(allowed) or 'none'}"
+        )
+    return None
+
+
+def _allows_device(entry: str, device: str, device_class: DeviceClass) -> bool:
+    try:
+        return DeviceClass.parse(entry) is device_class
+    except ValueError:
+        pass
+    listed, asked = find_device(entry), find_device(device)
+    if listed is not None and asked is not None:
+        return listed is asked
+    return entry.lower() == device.lower()
+
+
+def _own_device_selections(
+    pod: Mapping[str, Any], labels: Mapping[str, object]
+) -> Iterable[tuple[str, str, str | None]]:
+    """(where, label, value) for each device a pod selects by itself; value None: any device on that label."""
+    spec = _mapping(pod.get("spec"))
+    for selected, value in _mapping(spec.get("nodeSelector")).items():
+        if selected in labels:
+            yield "nodeSelector", selected, value if isinstance(value, str) else None
+    required = _mapping(_mapping(_mapping(spec.get("affinity")).get("nodeAffinity")).get(_REQUIRED))
+    for term in _list(required.get("nodeSelectorTerms")):
+        for requirement in map(_mapping, _list(_mapping(term).get("matchExpressions"))):
+            key: object = requirement.get("key")
+            if not isinstance(key, str) or key not in labels:
+                continue
+            values = _list(requirement.get("values"))
+            if requirement.get("operator") != "In" or len(values) > _VALUES_READ:
+                yield "node affinity", key, None
+                continue
+            for value in values:
+                yield "node affinity", key, value if isinstance(value, str) else None
+    tolerations = _list(spec.get("tolerations"))
+    for toleration in map(_mapping, tolerations):
+        tolerated: object = toleration.get("key")
+        if isinstance(tolerated, str) and tolerated in labels:
+            value = toleration.get("value")
+            exact = toleration.get("operator", "Equal") == "Equal" and isinstance(value, str)
+            yield "toleration", tolerated, value if exact and len(tolerations) <= _VALUES_READ else None
+
+
+_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+_VALUES_READ = 64  # a longer list counts as "any device": a pod may list thousands, and none may slip through
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 MIG_PREFIX = "nvidia.com/mig-"  # `mig-strategy: mixed` counts a slice under its own resource name
@@ -139,6 +218,41 @@ def gpu_problem(policy: Policy, pod: Mapping[str, Any], resource_names: Iterable
         f"{policy_label(policy)} ({describe_match(policy.match)}): the pod asks for {_shown_count(total)} GPUs "
         f"({', '.join(counts)}); at most {policy.max_gpus} allowed"
     )
+
+
+def limit_problem(pod: Mapping[str, Any], config: WebhookConfig, policy: Policy | None) -> str | None:
+    """Why a container of the pod as it stands asks for more than a platform limit (of `policy`, else the global
+    configuration), or None. For pods the webhook does not change: an in-place resize, and a pod admitted
+    unchanged under `on-invalid: ignore`."""
+    limits = config.platform_limits
+    if not limits:
+        return None
+    spec = _mapping(pod.get("spec"))
+    for kind in ("initContainers", "containers"):
+        for container in _containers(spec, kind):
+            resources = _mapping(container.get("resources"))
+            for side in ("requests", "limits"):
+                asked = _mapping(resources.get(side))
+                for name, limit in limits.items():
+                    value = asked.get(name)
+                    if value is None:
+                        continue
+                    try:
+                        over = parse_quantity(value) > parse_quantity(limit)
+                    except (InvalidQuantity, ValueError, TypeError):
+                        continue  # the pod's own value; the API server refuses it
+                    if over:
+                        own = policy is not None and name in (policy.platform_limits or {})
+                        owner = (
+                            f"the limit of {policy_label(policy)}"
+                            if policy is not None and own
+                            else "the platform limit"
+                        )
+                        return (
+                            f"container {shown(container.get('name'))}: {side}.{name} {shown(value)} is above "
+                            f"{owner} {limit}"
+                        )
+    return None
 
 
 def credit(notes: Iterable[str], policy: Policy | None) -> tuple[str, ...]:

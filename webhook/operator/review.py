@@ -19,6 +19,7 @@ import orjson
 
 from webhook.engine.config import WebhookConfig
 from webhook.engine.excerpt import bounded, excerpt
+from webhook.mutation.fence import fence_problem
 from webhook.mutation.plan import Denied, Plan, plan_mutation, read_plan_inputs
 from webhook.operator.metrics import Metrics
 from webhook.operator.outcomes import Outcome
@@ -54,6 +55,14 @@ def pod_ref(request: object) -> str:
 def request_uid(request: Mapping[str, Any]) -> str:
     uid = request.get("uid")
     return uid if isinstance(uid, str) and len(uid) <= UID_CHARS else ""
+
+
+def _deny(response: dict[str, Any], message: str, request: Mapping[str, Any]) -> Outcome:
+    message = bounded(message)
+    logger.info("denied pod %s: %s", pod_ref(request), message)
+    response["allowed"] = False
+    response["status"] = {"code": 400, "reason": "BadRequest", "message": message}
+    return Outcome.DENIED
 
 
 @dataclass(frozen=True)
@@ -148,9 +157,11 @@ class PodReviewer:
 
     def _review(self, request: Mapping[str, Any], response: dict[str, Any], generation: _Generation) -> Outcome:
         pod = request.get("object")
-        # The webhook configuration sends CREATE of pods only; anything else is answered without a look,
-        # since kopf would not enforce `operations=` either.
-        if request.get("operation", "CREATE") != "CREATE" or not isinstance(pod, Mapping):
+        operation = request.get("operation", "CREATE")
+        resize = operation == "UPDATE" and request.get("subResource") == "resize"
+        # The webhook configuration sends CREATE of pods and their in-place resizes; anything else is answered
+        # without a look.
+        if not (operation == "CREATE" or resize) or not isinstance(pod, Mapping):
             return Outcome.ALLOWED
         config = generation.config
         namespace = request.get("namespace")
@@ -158,17 +169,18 @@ class PodReviewer:
         inputs = read_plan_inputs(pod, config, namespace)
         if inputs is None:
             return Outcome.ALLOWED
+        if resize:  # the resources change after admission: the limits and the policy hold for the new ones
+            problem = fence_problem(pod, config, namespace)
+            if problem is None:
+                return Outcome.ALLOWED
+            return _deny(response, f"in-place resize refused: {problem}", request)
         key = inputs.key
         answer = generation.answers.get(key)
         if answer is None:
             try:
                 plan = plan_mutation(pod, config, namespace, inputs)
             except Denied as exc:
-                message = bounded(exc.message)
-                logger.info("denied pod %s: %s", pod_ref(request), message)
-                response["allowed"] = False
-                response["status"] = {"code": 400, "reason": "BadRequest", "message": message}
-                return Outcome.DENIED
+                return _deny(response, exc.message, request)
             answer = self._remember(generation, key, plan)
         if answer.warnings:
             response["warnings"] = list(answer.warnings)
