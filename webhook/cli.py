@@ -20,6 +20,7 @@ import yaml
 from webhook import __version__
 from webhook.engine.config import ConfigError, WebhookConfig
 from webhook.mutation.plan import Denied, Plan, plan_mutation
+from webhook.operator import logsafe
 from webhook.operator.settings import load_config
 
 if TYPE_CHECKING:
@@ -330,6 +331,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
     kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
     logging.getLogger().setLevel(level)
+    logsafe.install()
     # One access-log line per review costs ~15% of throughput and duplicates our own log line.
     logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
 

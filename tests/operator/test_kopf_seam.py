@@ -76,3 +76,20 @@ def test_a_request_through_kopfs_own_server_reaches_our_override(tmp_path):
     assert kopf_path == [], "kopf routed our endpoint through its generic path, not through self._serve"
     assert status == 200 and json.loads(body)["response"]["uid"] == "u"
     assert answered == [admission_review()["request"]["uid"]]
+
+
+def test_our_peering_identity_reaches_kopf_so_no_passwd_entry_is_needed(monkeypatch):
+    # kopf's default identity calls getpass.getuser(), which raises under a UID without a passwd entry.
+    import getpass
+
+    from kopf._core.reactor import running
+
+    from webhook.operator.server import own_identity
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 1000660000")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    assert own_identity().startswith("flyte-resources-webhook@")
+    assert "identity" in inspect.signature(kopf.operator).parameters
+    assert "identity" in inspect.signature(running.spawn_tasks).parameters

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import gc
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +119,15 @@ async def _read_body(request: aiohttp.web.Request) -> bytes:
 def _reason(text: str) -> str:
     """An HTTP reason phrase: one line, short, printable ASCII."""
     return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_REASON_CHARS])
+
+
+def own_identity() -> Any:
+    """kopf's peering identity, ours: kopf's default asks `getpass.getuser()`, which raises under a UID without
+    a passwd entry (`runAsUser` overrides, OpenShift's random UIDs); the process must start under any UID. (With
+    peering off it only names this process in kopf's logs.)"""
+    from kopf._core.engines.peering import Identity
+
+    return Identity(f"flyte-resources-webhook@{socket.gethostname()}/{os.getpid()}")
 
 
 def register_login(registry: kopf.OperatorRegistry, failed: Callable[[kopf.LoginError], None] | None = None) -> None:
@@ -296,7 +307,14 @@ async def _serve_until_stopped(
         options.probe_port,
     )
     operator = asyncio.create_task(
-        kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=stop)
+        kopf.operator(
+            registry=registry,
+            settings=settings,
+            standalone=True,
+            clusterwide=True,
+            stop_flag=stop,
+            identity=own_identity(),
+        )
     )
     companions: set[asyncio.Task[None]] = set()
     if lifecycle.when_listening is not None:
