@@ -360,7 +360,8 @@ def test_every_input_the_plan_reads_is_in_the_key(edit):
 
 
 def test_no_key_without_our_annotations():
-    assert plan_inputs(pod({"other": "x", P + "applied": "{}"}), P) is None
+    assert plan_inputs(pod({"other": "x"}), P) is None
+    assert plan_inputs(pod({"other": "x", P + "applied": "{}"}), P) is not None  # a summary to remove
 
 
 # --- warnings: only what changes the request, unless `warnings: all` --------------------------------------------
@@ -411,3 +412,21 @@ def test_no_count_warning_for_types_flyte2_offers_singly() -> None:
     annotations = {P + "resources": "gpu=2", P + "accelerator": "amd-mi300x", P + "gpu-resource-key": "amd.com/gpu"}
     pod = {"metadata": {"name": "a", "annotations": annotations}, "spec": {"containers": [{"name": "main"}]}}
     assert plan_mutation(pod, WebhookConfig.from_mapping({"preset": "amd"})).warnings == []
+
+
+def test_a_summary_the_webhook_did_not_write_is_removed() -> None:
+    from webhook.engine.config import WebhookConfig as Config
+    from webhook.mutation.plan import plan_mutation as plan
+
+    forged = '{"requests":{"nvidia.com/gpu":"8"}}'
+    pod = {
+        "metadata": {"name": "p", "annotations": {"resources.flyte.org/applied": forged, "other": "x"}},
+        "spec": {"containers": [{"name": "main"}]},
+    }
+    result = plan(pod, Config.from_mapping({}))
+    assert result.ops == [{"op": "remove", "path": "/metadata/annotations/resources.flyte.org~1applied"}]
+    assert result.pod["metadata"]["annotations"] == {"other": "x"}
+    # on a pod we mutate, ours replaces it
+    pod["metadata"]["annotations"]["resources.flyte.org/resources"] = "cpu=1"
+    summary = plan(pod, Config.from_mapping({})).pod["metadata"]["annotations"]["resources.flyte.org/applied"]
+    assert summary != forged and '"requests":{"cpu":"1"' in summary

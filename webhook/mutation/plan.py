@@ -166,7 +166,7 @@ def _read_inputs(
     facts = pod_facts(pod, namespace, full.namespace_template) if full is not None and wanted else None
     if not our_keys(ours, prefix):
         flyte_pod = full is not None and full.flyte_task_pods and facts is not None and is_flyte_task_pod(facts)
-        if not flyte_pod:
+        if not flyte_pod and prefix + APPLIED not in ours:  # a summary we did not write is ours to remove
             return None
     primary = annotations.get(FLYTE_PRIMARY_CONTAINER_ANNOTATION)
     problem = shape_problem(pod, primary)
@@ -207,13 +207,14 @@ def plan_mutation(
             raise MalformedPod(found)
         if found is None:
             return Plan("untouched", pod)
-        # No annotation of ours: a Flyte task pod under `flyte-task-pods`, planned with no request of its own.
-        request = read_annotations(found[0], config.annotation_prefix) or ResourceRequest(config.annotation_prefix, {})
-        resolved = (
-            resolve(config, pod_facts(pod, namespace, config.namespace_template))
-            if config.policies
-            else Resolved(config)
-        )
+        # No annotation of ours: a Flyte task pod under `flyte-task-pods`, planned with no request of its own, or a
+        # pod carrying only a summary we did not write.
+        request = read_annotations(found[0], config.annotation_prefix)
+        facts = pod_facts(pod, namespace, config.namespace_template)
+        if request is None and not (config.flyte_task_pods and is_flyte_task_pod(facts)):
+            return _summary_removed(pod, config.annotation_prefix)
+        request = request or ResourceRequest(config.annotation_prefix, {})
+        resolved = resolve(config, facts) if config.policies else Resolved(config)
         return _plan(pod, request, resolved)
     except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":
@@ -319,6 +320,8 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
         steps.append(Step("config resource-tolerations", "", tolerations.notes))
 
     if not request.given and not diff(pod, current):  # an unannotated pod that needs nothing: no summary either
+        if prefix + APPLIED in annotations:
+            return replace(_summary_removed(pod, prefix), steps=tuple(steps), policy=policy.name if policy else None)
         return Plan("unchanged", pod, [], [], tuple(steps), target, policy.name if policy else None)
     resolved_resources = bool(resource_sources or renames_gpu or config_target)
     summary = _summary(current, request, target, gpu_name, resolved_resources, policy)
@@ -452,6 +455,15 @@ def _summary(
         if request.shared_memory.size_limit:
             summary["sharedMemory"]["sizeLimit"] = request.shared_memory.size_limit
     return orjson.dumps(summary, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _summary_removed(pod: Mapping[str, Any], prefix: str) -> Plan:
+    """Only the webhook writes the `applied` summary: one it did not write (a user's, a copied pod's) goes."""
+    metadata = dict(pod.get("metadata") or {})
+    metadata["annotations"] = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != prefix + APPLIED}
+    current = {**pod, "metadata": metadata}
+    step = Step(prefix + APPLIED, "", ("removed: only the webhook writes this summary",))
+    return Plan("mutated", current, diff(pod, current), [], (step,))
 
 
 def _with_annotation(pod: Mapping[str, Any], key: str, value: str) -> dict[str, Any]:
