@@ -205,7 +205,7 @@ logs in {cluster.run_dir}. Ctrl-C stops everything.""",
 
 def serve_live_forever(cluster: LiveCluster) -> None:
     """`--live-chart`: the chart's pods serve; stop on Ctrl-C or when a part of the cluster dies."""
-    assert cluster.control_plane is not None and cluster.kubelet is not None
+    assert cluster.control_plane is not None and cluster.node is not None
     pods = ", ".join(f"{p['metadata']['name']} {p['status']['podIP']}" for p in cluster.webhook_pods())
     print(
         f"""
@@ -217,15 +217,16 @@ through the Service: {pods}. In another shell:
     kubectl get pods,endpointslices -n {cluster.namespace} -o wide
     kubectl apply -f examples/shared-memory.yaml --dry-run=server -o yaml
 
-apiserver {cluster.control_plane.server}; logs (container logs under kubelet/logs/) in {cluster.run_dir}.
-Ctrl-C stops everything.""",
+apiserver {cluster.control_plane.server}; logs in {cluster.run_dir} (node/: kubelet, containerd), container
+logs in {cluster.node.pod_logs}. Ctrl-C stops everything.""",
         flush=True,
     )
-    watched = [*cluster.control_plane.processes, cluster.kubelet]
     while True:
-        for process in watched:
+        for process in cluster.control_plane.processes:
             if reason := process.exited():
                 raise HarnessError(reason)
+        if reason := cluster.node.exited():
+            raise HarnessError(reason)
         time.sleep(1)
 
 
@@ -233,7 +234,7 @@ def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> Li
     """The local cluster with the chart installed by `helm install --wait` (hack.cluster.live); the examples'
     namespaces are made first, since pods wait for their `default` ServiceAccount there."""
     started = time.monotonic()
-    print(f"starting the local cluster and the stand-in kubelet (logs in {run_dir}) ...", flush=True)
+    print(f"starting the local cluster and its real node: kubelet + containerd (logs in {run_dir}) ...", flush=True)
     cluster = LiveCluster(run_dir)
     try:
         cluster.start()
@@ -241,7 +242,8 @@ def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> Li
         install = cluster.install()
         print(
             f"serving {time.monotonic() - started:.1f} s after start (helm install --wait: {install:.1f} s): the "
-            "chart's pods run on CPU nodes, the apiserver calls them through the chart's Service",
+            "chart's pods run on the real node from the image built here, the apiserver calls them through the "
+            "chart's Service",
             flush=True,
         )
         for namespace in dict.fromkeys(pod["metadata"].get("namespace") or "default" for _, pod in examples):
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--live-chart",
         action="store_true",
-        help="install the chart with helm (its pods run by the stand-in kubelet, in network namespaces; needs root)",
+        help="install the chart with helm (its pods on a real kubelet + containerd node, from `make images`; root)",
     )
     args = parser.parse_args(argv)
 

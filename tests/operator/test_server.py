@@ -10,6 +10,8 @@ import asyncio
 import base64
 import copy
 import json
+import os
+import pwd
 import ssl
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
 from webhook.operator.review import PodReviewer
-from webhook.operator.server import HANDLER_ID, build_server, register_handler
+from webhook.operator.server import HANDLER_ID, build_server, name_the_user, register_handler
 
 P = "resources.flyte.org/"
 ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
@@ -220,3 +222,22 @@ def test_a_malformed_review_gets_a_valid_admission_review_never_a_500(running, c
     assert reply["apiVersion"] == "admission.k8s.io/v1" and reply["kind"] == "AdmissionReview"
     assert isinstance(reply["response"]["uid"], str)
     assert reply["response"].get("status", {}).get("code", 200) < 500
+
+
+def test_a_uid_without_a_passwd_entry_gets_a_user_name_for_kopf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf's identity calls getpass.getuser(); under an unknown UID with no LOGNAME/USER it raises (as in a pod
+    with an OpenShift-assigned UID) unless the server names the user first."""
+    from kopf._core.engines import peering  # private, as above
+
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.delenv(variable, raising=False)
+
+    def unknown(uid: int) -> pwd.struct_passwd:
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", unknown)
+    monkeypatch.delenv("POD_ID", raising=False)
+    with pytest.raises(KeyError):
+        peering.detect_own_id(manual=False)
+    name_the_user()
+    assert str(peering.detect_own_id(manual=False)).startswith(f"{os.getuid()}@")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import getpass
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,6 +262,17 @@ async def serve(
         logger.info("stopped")
 
 
+def name_the_user() -> None:
+    """kopf names its identity `<user>@<host>` with `getpass.getuser()`, which raises when the process runs under
+    a UID without a passwd entry and without LOGNAME/USER in its environment: a chart `runAsUser` other than the
+    image's 65532, or the arbitrary UIDs OpenShift assigns. The webhook runs kopf standalone, so that name is only
+    a label: the numeric UID then stands in for it (in LOGNAME, the first variable getuser() reads)."""
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["LOGNAME"] = str(os.getuid())
+
+
 async def _serve_until_stopped(
     config: WebhookConfig, options: ServerOptions, stop: asyncio.Event, lifecycle: Lifecycle
 ) -> None:
@@ -293,6 +306,7 @@ async def _serve_until_stopped(
         options.probe_addr,
         options.probe_port,
     )
+    name_the_user()
     operator = asyncio.create_task(
         kopf.operator(registry=registry, settings=settings, standalone=True, clusterwide=True, stop_flag=stop)
     )
