@@ -238,7 +238,8 @@ def start_live(run_dir: Path, examples: list[tuple[Path, dict[str, Any]]]) -> Li
     cluster = LiveCluster(run_dir)
     try:
         cluster.start()
-        print(f"cluster ready in {time.monotonic() - started:.1f} s; helm install --wait ...", flush=True)
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cluster.timings.items())
+        print(f"cluster ready in {time.monotonic() - started:.1f} s ({steps}); helm install --wait ...", flush=True)
         install = cluster.install()
         print(
             f"serving {time.monotonic() - started:.1f} s after start (helm install --wait: {install:.1f} s): the "

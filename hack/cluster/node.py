@@ -35,6 +35,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,15 +236,33 @@ class RealNode:
 
     # ------------------------------------------------------------------------------------ start
 
-    def start(self, server: str, ca_file: Path, kubelet_cert: Path, kubelet_key: Path, images: dict[str, Path]) -> None:
-        """containerd, the images, then kubelet (registering the node); `wait_ready()` waits for Ready."""
+    def start_runtime(self, images: dict[str, Path]) -> threading.Thread:
+        """containerd (from the calling thread: children die with the thread that started them), then the images
+        imported in a thread of their own, which the caller joins before `start_kubelet` (an import takes seconds;
+        the control plane can start meanwhile)."""
         self.record()
         for path in (self.state, self.data, self.run_dir):
             path.mkdir(parents=True, exist_ok=True)
         self._make_cgroups()
         self._start_containerd()
-        self._import(images)
-        self._start_kubelet(server, ca_file, kubelet_cert, kubelet_key)
+        self.import_error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                self._import(images)
+            except BaseException as exc:  # re-raised by start_kubelet
+                self.import_error = exc
+
+        thread = threading.Thread(target=work, name="image-import", daemon=True)
+        thread.start()
+        return thread
+
+    def start_kubelet(self, importing: threading.Thread, server: str, ca_file: Path, cert: Path, key: Path) -> None:
+        """Once the images are in: kubelet, registering the node; `wait_ready()` waits for Ready."""
+        importing.join()
+        if self.import_error is not None:
+            raise HarnessError(f"importing the images into containerd: {self.import_error}")
+        self._start_kubelet(server, ca_file, cert, key)
 
     def _make_cgroups(self) -> None:
         for hierarchy in cgroup_hierarchies():
