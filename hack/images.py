@@ -38,6 +38,8 @@ from hack.cluster.processes import REPO_ROOT, HarnessError, default_bin_dir, wai
 
 CACHE_ROOT = default_bin_dir().parent
 IMAGE_DIR = CACHE_ROOT / "images"
+STALE_AFTER = 7 * 86400  # older tarballs of an image are removed when it is rebuilt
+LAYOUT = b"saved-as-2"  # how a tarball is made (part of every hash): a change here rebuilds them all
 DEBIAN_SUITE = "bookworm"
 # debootstrap resolves no virtual package: python3-distutils provides the venv module's python3.11-distutils.
 BASE_PACKAGES = ("python3.11", "python3.11-venv", "python3-distutils", "python-is-python3")
@@ -89,6 +91,12 @@ class Image:
     def tarball(self) -> Path:
         return IMAGE_DIR / f"{self.name}-{self.inputs}.tar"
 
+    @property
+    def saved_as(self) -> str:
+        """The tag it is built and saved under: worktrees building different sources at once never share a tag
+        in Docker. The node tags it back to `tag` after the import."""
+        return f"{self.tag}-frw-{self.inputs}"
+
 
 def base_tag() -> str:
     return f"frw-python:3.11-{DEBIAN_SUITE}-{_digest(' '.join(BASE_PACKAGES).encode(), repr(BASE_TRIM).encode())}"
@@ -102,19 +110,20 @@ def images() -> list[Image]:
     def file_digest(path: Path) -> str:
         if not path.is_file():
             raise MissingImages(f"{path} is missing: run `make node` first")
-        return _digest(path.read_bytes())
+        return _digest(LAYOUT, path.read_bytes())
 
     return [
-        Image("webhook", webhook, _digest(base_tag().encode(), _tree_digest(WEBHOOK_INPUTS).encode())),
+        Image("webhook", webhook, _digest(LAYOUT, base_tag().encode(), _tree_digest(WEBHOOK_INPUTS).encode())),
         Image("pause", PAUSE_IMAGE, file_digest(bins / "pause")),
         Image("kubectl", kubectl, file_digest(bins / "kubectl")),
     ]
 
 
-def tarballs() -> dict[str, Path]:
-    """Image reference -> tarball, for the node to import; fails naming what is missing."""
-    found = {image.tag: image.tarball for image in images()}
-    missing = [str(path) for path in found.values() if not path.is_file()]
+def tarballs() -> dict[str, tuple[Path, str]]:
+    """Image reference -> (tarball, the reference inside it), for the node to import; fails naming what is
+    missing."""
+    found = {image.tag: (image.tarball, image.saved_as) for image in images()}
+    missing = [str(path) for path, _ in found.values() if not path.is_file()]
     if missing:
         raise MissingImages(f"image tarballs missing: {', '.join(missing)}: run `make images`")
     return found
@@ -222,7 +231,7 @@ def build_webhook(image: Image, base: str) -> None:
             marker, marker + "COPY wheels /wheels-host\nENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels-host\n", 1
         )
         (context / "Dockerfile").write_text(dockerfile)
-        docker("build", "--build-arg", f"PYTHON_IMAGE={base}", "-t", image.tag, str(context))
+        docker("build", "--build-arg", f"PYTHON_IMAGE={base}", "-t", image.saved_as, str(context))
 
 
 def build_from_scratch(image: Image, binary: Path, path: str) -> None:
@@ -230,7 +239,7 @@ def build_from_scratch(image: Image, binary: Path, path: str) -> None:
         context = Path(tmp)
         shutil.copy2(binary, context / binary.name)
         (context / "Dockerfile").write_text(f'FROM scratch\nCOPY {binary.name} {path}\nENTRYPOINT ["{path}"]\n')
-        docker("build", "-t", image.tag, str(context))
+        docker("build", "-t", image.saved_as, str(context))
 
 
 def build(image: Image) -> float:
@@ -250,10 +259,12 @@ def build(image: Image) -> float:
     else:
         build_from_scratch(image, default_bin_dir() / "kubectl", "/bin/kubectl")
     IMAGE_DIR.mkdir(parents=True, exist_ok=True)
-    for old in IMAGE_DIR.glob(f"{image.name}-*.tar"):
-        old.unlink()
-    partial = image.tarball.with_suffix(".partial")
-    docker("save", "-o", str(partial), image.tag)
+    for old in IMAGE_DIR.glob(f"{image.name}-*.tar"):  # another worktree may still use a recent one
+        if time.time() - old.stat().st_mtime > STALE_AFTER:
+            old.unlink(missing_ok=True)
+            docker("image", "rm", f"{image.tag}-frw-{old.stem.rsplit('-', 1)[1]}", check=False)
+    partial = image.tarball.with_suffix(f".{os.getpid()}.partial")
+    docker("save", "-o", str(partial), image.saved_as)
     partial.rename(image.tarball)
     return time.monotonic() - start
 
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for image in images():
             seconds = build(image)
-            note = f"built in {seconds:.0f} s, {size_mb(image.tag):.0f} MB" if seconds else "cached"
+            note = f"built in {seconds:.0f} s, {size_mb(image.saved_as):.0f} MB" if seconds else "cached"
             say(f"{image.tag}: {image.tarball.name} ({note})")
     except (HarnessError, subprocess.CalledProcessError) as exc:
         print(f"images: error: {exc}", file=sys.stderr)

@@ -236,7 +236,7 @@ class RealNode:
 
     # ------------------------------------------------------------------------------------ start
 
-    def start_runtime(self, images: dict[str, Path]) -> threading.Thread:
+    def start_runtime(self, images: dict[str, tuple[Path, str]]) -> threading.Thread:
         """containerd (from the calling thread: children die with the thread that started them), then the images
         imported in a thread of their own, which the caller joins before `start_kubelet` (an import takes seconds;
         the control plane can start meanwhile)."""
@@ -306,9 +306,11 @@ class RealNode:
         return run(str(self.bins["crictl"]), "--runtime-endpoint", f"unix://{self.socket}", "--timeout", "30s",
                    *args, check=check, timeout=timeout)  # fmt: skip
 
-    def _import(self, images: dict[str, Path]) -> None:
-        for reference, tarball in images.items():
+    def _import(self, images: dict[str, tuple[Path, str]]) -> None:
+        """reference -> (tarball, the reference it was saved under): imported, then tagged as pods name it."""
+        for reference, (tarball, saved_as) in images.items():
             self.ctr("images", "import", "--local", str(tarball), timeout=300)
+            self.ctr("images", "tag", "--force", saved_as, reference)
             # Pinned: kubelet's image garbage collector never removes it (it could not be pulled back).
             self.ctr("images", "label", reference, "io.cri-containerd.pinned=pinned")
 

@@ -20,3 +20,9 @@ def test_the_webhook_inputs_hash_follows_the_sources() -> None:
     before = images._tree_digest(images.WEBHOOK_INPUTS)
     assert before == images._tree_digest(images.WEBHOOK_INPUTS)
     assert before != images._tree_digest(("Dockerfile",))
+
+
+def test_each_image_is_saved_under_a_tag_of_its_own_inputs() -> None:
+    image = images.Image("webhook", "ghcr.io/flyteorg/flyte-resources-webhook:0.1.0", "0123456789abcdef")
+    assert image.saved_as == "ghcr.io/flyteorg/flyte-resources-webhook:0.1.0-frw-0123456789abcdef"
+    assert image.tarball.name == "webhook-0123456789abcdef.tar"
