@@ -11,7 +11,7 @@ FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint typecheck unit e2e test control-plane node images run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,16 +30,22 @@ lint: install ## ruff, mypy (strict for engine and mutation), import-linter laye
 	$(VENV)/bin/mypy webhook
 	$(VENV)/bin/lint-imports
 
-control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
+control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kubelet, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
 	@bash hack/control-plane.sh
+
+node: control-plane ## the real node's binaries: containerd, ctr, crictl, pause into $(FRW_BIN_DIR); runc, CNI plugins from Debian (idempotent)
+	@bash hack/node.sh
+
+images: install node ## the webhook image from Dockerfile on a debootstrapped base, pause and kubectl images, offline; cached by their inputs
+	$(PY) -m hack.images
 
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane pod-network ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
+e2e: install control-plane node images ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-test: install lint control-plane pod-network ## everything CI runs: lint, unit, examples, chart checks and e2e tests
+test: install lint control-plane node images ## everything CI runs: lint, unit, examples, chart checks and e2e tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
@@ -47,24 +53,20 @@ HELM_ARGS ?=
 
 DEMO_ARGS ?=
 
-run: install pod-network ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples placed, each under its preset; DEMO_ARGS=--full shows every pod before/after), serving until Ctrl-C
+run: install ## the chart installed by helm: into $$KUBECONFIG's cluster (image values in HELM_ARGS), else on a local cluster (examples placed, each under its preset; DEMO_ARGS=--full shows every pod before/after), serving until Ctrl-C
 	@if [ -n "$$KUBECONFIG" ]; then \
 	  $(HELM) upgrade --install flyte-resources-webhook charts/flyte-resources-webhook --namespace flyte-resources-webhook \
 	    --create-namespace --wait --timeout 300s $(HELM_ARGS) && \
 	  $(HELM) test flyte-resources-webhook --namespace flyte-resources-webhook; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve --live-chart $(DEMO_ARGS); \
+	  $(MAKE) --no-print-directory images && $(PY) -m hack.local_cluster --serve --live-chart $(DEMO_ARGS); \
 	else \
-	  echo "make run: not root, so the chart's pods get no network namespaces: the webhook runs as a local process behind the chart's MutatingWebhookConfiguration (URL) instead"; \
+	  echo "make run: not root, so no real node (kubelet, containerd) can run the chart's pods: the webhook runs as a local process behind the chart's MutatingWebhookConfiguration (URL) instead"; \
 	  $(MAKE) --no-print-directory control-plane && $(PY) -m hack.local_cluster --serve $(DEMO_ARGS); \
 	fi
 
 run-dev: install ## the webhook as a local process registered on $$KUBECONFIG's cluster (`run --dev`)
 	$(PY) -m webhook.cli run --dev $(RUN_ARGS)
-
-pod-network: ## iproute2 (`ip`), for the network namespaces of the live chart's pods (installed from Debian if missing)
-	@command -v ip >/dev/null || { echo "installing iproute2 (ip) from Debian"; \
-	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq iproute2; }
 
 demo: install control-plane ## like `make run` on the local cluster (where each example landed; DEMO_ARGS=--full for before/after), then exits
 	$(PY) -m hack.local_cluster $(DEMO_ARGS)

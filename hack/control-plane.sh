@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Provide kube-apiserver, kube-scheduler, kube-controller-manager, kwok, etcd, kubectl and helm for the local cluster.
+# Provide kube-apiserver, kube-scheduler, kube-controller-manager, kubelet, kwok, etcd, kubectl and helm for the local
+# cluster.
 #
 # Nothing ships kube-apiserver through the package registries this project may use, so it is built from the
 # Kubernetes Go module with a wrapper module (one `replace` per staging module). etcd comes from Debian trixie,
@@ -24,9 +25,9 @@ mkdir -p "$BIN_DIR"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-# kube-apiserver, kube-scheduler and kube-controller-manager come from one module graph and one `go build`, so
-# they are always the same Kubernetes version and share every compiled package.
-K8S_COMMANDS=(kube-apiserver kube-scheduler kube-controller-manager)
+# kube-apiserver, kube-scheduler, kube-controller-manager and the real node's kubelet (hack/node.sh) come from one
+# module graph and one `go build`, so they are always the same Kubernetes version and share every compiled package.
+K8S_COMMANDS=(kube-apiserver kube-scheduler kube-controller-manager kubelet)
 
 build_kube_binaries() {
   local missing=() c

@@ -274,10 +274,13 @@ def serve_forever(cluster: LocalCluster | LiveCluster, presets: PresetWebhooks |
     """Print how to reach the cluster, then wait for Ctrl-C or for a part of it to die."""
     assert cluster.control_plane is not None
     if isinstance(cluster, LiveCluster):
-        assert cluster.kubelet is not None
+        assert cluster.node is not None
         pods = ", ".join(f"{p['metadata']['name']} {p['status']['podIP']}" for p in cluster.webhook_pods())
-        serving = f"the chart (helm release {cluster.release}, namespace {cluster.namespace}): pods {pods}"
-        watched = [*cluster.control_plane.processes, cluster.kubelet]
+        serving = (
+            f"the chart (helm release {cluster.release}, namespace {cluster.namespace}) on the real node: pods "
+            f"{pods}; container logs in {cluster.node.pod_logs}"
+        )
+        watched = [*cluster.control_plane.processes, cluster.node]
     else:
         assert cluster.webhook is not None
         serving = f"the webhook {cluster.webhook.url}/flyte-resources behind the chart's MutatingWebhookConfiguration"
@@ -306,14 +309,17 @@ def start_live(run_dir: Path, namespaces: list[str]) -> LiveCluster:
     """The local cluster with the chart installed by `helm install --wait` (hack.cluster.live); the examples'
     namespaces are made first, since pods wait for their `default` ServiceAccount there."""
     started = time.monotonic()
-    print(f"starting the local cluster and the stand-in kubelet (logs in {run_dir}) ...", flush=True)
+    print(f"starting the local cluster and its real node: kubelet + containerd (logs in {run_dir}) ...", flush=True)
     cluster = LiveCluster(run_dir)
     try:
         cluster.start()
+        steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cluster.timings.items())
+        print(f"cluster ready in {time.monotonic() - started:.1f} s ({steps}); helm install --wait ...", flush=True)
         install = cluster.install()
         print(
             f"serving {time.monotonic() - started:.1f} s after start (helm install --wait: {install:.1f} s): the "
-            "chart's pods run on CPU nodes, the apiserver calls them through the chart's Service",
+            "chart's pods run on the real node from the image built here, the apiserver calls them through the "
+            "chart's Service",
             flush=True,
         )
         for namespace in namespaces:
@@ -351,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--live-chart",
         action="store_true",
-        help="install the chart with helm (its pods run by the stand-in kubelet, in network namespaces; needs root)",
+        help="install the chart with helm (its pods on a real kubelet + containerd node, from `make images`; root)",
     )
     args = parser.parse_args(argv)
 

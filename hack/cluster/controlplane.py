@@ -66,21 +66,23 @@ class ControlPlane:
         pools: Sequence[NodePool] | None = None,
         apiserver_args: Sequence[str] = (),
         bind_address: str = "127.0.0.1",
+        api_port: int | None = None,
+        service_cidr: str = SERVICE_CIDR,
         service_account_admission: bool = False,
-        kwok_skip_pods_labelled: tuple[str, str] | None = None,
     ) -> None:
-        """`bind_address`: where kube-apiserver listens and every client reaches it (another local address,
-        e.g. the gateway of `hack.cluster.podnet`'s pod network, so pods in network namespaces reach it too);
+        """`bind_address` and `api_port`: where kube-apiserver listens and every client reaches it (default: a
+        free port on 127.0.0.1; the real node of `hack.cluster.node` puts it on the `kubernetes` Service's
+        ClusterIP, port 443, so its pods reach it); `service_cidr`: the Service range;
         `service_account_admission`: keep the ServiceAccount admission plugin, so pods get their token volume
-        (their ServiceAccount must exist first); `kwok_skip_pods_labelled`: (key, value) of pods KWOK leaves
-        to another kubelet (`hack.cluster.kubelet`)."""
+        (their ServiceAccount must exist first)."""
         self.run_dir = run_dir
         self.binaries = binaries
         self.pools = list(pools) if pools is not None else load_pools()
         self.apiserver_args = list(apiserver_args)
         self.bind_address = bind_address
+        self.fixed_api_port = api_port
+        self.service_cidr = service_cidr
         self.service_account_admission = service_account_admission
-        self.kwok_skip_pods_labelled = kwok_skip_pods_labelled
         self.token = secrets.token_hex(16)
         self.etcd: Process | None = None
         self.apiserver: Process | None = None
@@ -221,7 +223,7 @@ class ControlPlane:
             raise
 
     def _start_apiserver(self, attempt: int) -> None:
-        self.api_port = free_port()
+        self.api_port = self.fixed_api_port or free_port()
         self.apiserver = Process(
             "kube-apiserver",
             [
@@ -246,7 +248,7 @@ class ControlPlane:
                 f"--service-account-issuer=https://127.0.0.1:{self.api_port}",
                 f"--service-account-key-file={self.sa_pub}",
                 f"--service-account-signing-key-file={self.sa_key}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 # Pods need no `default` ServiceAccount to exist (no race with the controller that creates it).
                 *(() if self.service_account_admission else ("--disable-admission-plugins=ServiceAccount",)),
                 f"--enable-admission-plugins={','.join(EXTRA_ADMISSION_PLUGINS)}",
@@ -309,7 +311,7 @@ class ControlPlane:
                 "--use-service-account-credentials",
                 f"--service-account-private-key-file={self.sa_key}",
                 f"--root-ca-file={self.ca_file}",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--service-cluster-ip-range={self.service_cidr}",
                 # Only what a cloud provider would run is missing (routes, cloud node lifecycle).
                 "--controllers=*",
                 "--kube-api-qps=200",
@@ -317,9 +319,7 @@ class ControlPlane:
             ],
             self.run_dir / "kube-controller-manager.log",
         ).start()
-        config = kwok.write_config(
-            self.binaries.kwok_stages, self.run_dir / "kwok.yaml", skip_pods_labelled=self.kwok_skip_pods_labelled
-        )
+        config = kwok.write_config(self.binaries.kwok_stages, self.run_dir / "kwok.yaml")
         kwok_kc = self._component_kubeconfig("kwok")
         self.kwok = Process("kwok", kwok.argv(self.binaries.kwok, kwok_kc, config, POD_CIDR), self.run_dir / "kwok.log")
         self.kwok.start()

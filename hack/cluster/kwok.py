@@ -20,8 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 USER = "frw:kwok-controller"
 # (directory under kustomize/stage/, file) in the order they are applied.
@@ -35,23 +33,15 @@ STAGES = (
 LEASE_SECONDS = 40  # a kubelet's default nodeLeaseDurationSeconds
 
 
-def write_config(stages_dir: Path, path: Path, *, skip_pods_labelled: tuple[str, str] | None = None) -> Path:
-    """One `--config` file holding the stage documents. `skip_pods_labelled=(key, value)` keeps every pod stage
-    off the pods with that label, so another kubelet (`hack.cluster.kubelet`) can run them on KWOK's nodes."""
+def write_config(stages_dir: Path, path: Path) -> Path:
+    """One `--config` file holding the stage documents. KWOK applies them only to the nodes it manages (annotated
+    `kwok.x-k8s.io/node: fake`) and their pods; the real node's pods (`hack.cluster.node`) are kubelet's."""
     docs = []
     for directory, name in STAGES:
         source = stages_dir / directory / name
         if not source.is_file():
             raise FileNotFoundError(f"kwok stage {source} is missing: run `make control-plane` again")
-        text = source.read_text().strip()
-        stage = yaml.safe_load(text)
-        if skip_pods_labelled and stage["spec"]["resourceRef"]["kind"] == "Pod":
-            key, value = skip_pods_labelled
-            expressions = stage["spec"].setdefault("selector", {}).setdefault("matchExpressions", [])
-            # A missing label reads as null, which NotIn matches (kwok's expression.Requirement.Matches).
-            expressions.append({"key": f'.metadata.labels["{key}"]', "operator": "NotIn", "values": [value]})
-            text = yaml.safe_dump(stage, sort_keys=False).strip()
-        docs.append(text)
+        docs.append(source.read_text().strip())
     path.write_text("\n---\n".join(docs) + "\n")
     return path
 

@@ -1,19 +1,23 @@
 """The chart installed for real on the local cluster: `helm install --wait` with the chart's own values, its pods
-created by the ReplicaSet controller, bound by kube-scheduler to the CPU nodes, and run by the stand-in kubelet
-(`hack.cluster.kubelet`) in network namespaces with pod IPs (`hack.cluster.podnet`).
+created by the ReplicaSet controller, bound by kube-scheduler to the real node (`hack.cluster.node`: kubelet +
+containerd + runc + CNI) and run there from the image built by `hack.images`.
 
-kube-apiserver listens on the pod network's gateway address and runs with `--enable-aggregator-routing`, so it
-calls the webhook the way the chart's MutatingWebhookConfiguration says, through the Service: it picks a ready
-endpoint of the Service (a pod IP) and verifies the certificate for `<service>.<namespace>.svc`. The MWC, the
-Service, the RBAC and the certificates are the chart's and the webhook's own; nothing is swapped for a URL.
-The ServiceAccount admission plugin is on, so pods get their projected token volume as in any cluster.
+kube-apiserver runs with `--enable-aggregator-routing`, so it calls the webhook the way the chart's
+MutatingWebhookConfiguration says, through the Service: it picks a ready endpoint of the Service (a pod IP on the
+node's bridge) and verifies the certificate for `<service>.<namespace>.svc`. The MWC, the Service, the RBAC and
+the certificates are the chart's and the webhook's own; nothing is swapped for a URL. The ServiceAccount
+admission plugin is on, so pods get their projected token volume as in any cluster.
+
+The chart is installed with its default values. The harness creates the release namespace first, annotated for
+the PodNodeSelector admission plugin (`scheduler.alpha.kubernetes.io/node-selector: e2e.flyte.org/real-node=true`),
+so every pod there (the Deployment's, `helm test`'s) goes to the real node, as a platform team confines system
+pods to their nodes; the other namespaces' pods go to the KWOK nodes.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,21 +25,20 @@ from typing import Any
 
 import yaml
 
+from hack import images
 from hack.cluster.chart import CHART_DIR, RELEASE_NAME, WEBHOOK_NAMESPACE
 from hack.cluster.clusters import Cluster
-from hack.cluster.controlplane import ControlPlane
-from hack.cluster.podnet import PodNetwork
-from hack.cluster.processes import REPO_ROOT, Binaries, HarnessError, Process, http_get, wait_until
+from hack.cluster.controlplane import NAMESPACE_NODE_SELECTOR, ControlPlane
+from hack.cluster.node import REAL_NODE_LABEL, NodeNetwork, RealNode, remove_leftovers, require_root
+from hack.cluster.processes import Binaries, HarnessError, http_get, wait_until
 from hack.cluster.webhook import parse_reviews
 
 CHART_POD_LABEL = ("app.kubernetes.io/name", "flyte-resources-webhook")
-WEBHOOK_IMAGE = "ghcr.io/flyteorg/flyte-resources-webhook"  # values.yaml image.repository
-KUBECTL_IMAGE = "registry.k8s.io/kubectl"  # values.yaml tests.image.repository
 INSTALL_TIMEOUT = 180.0
 
 
 class LiveCluster(Cluster):
-    """The local control plane plus the stand-in kubelet; `install()` runs `helm install --wait` on it."""
+    """The local control plane plus a real node; `install()` runs `helm install --wait` on it."""
 
     local = True
 
@@ -50,41 +53,46 @@ class LiveCluster(Cluster):
         self.helm_bin = str(self.binaries.helm)
         self.release = release
         self.namespace = namespace
-        self.network: PodNetwork | None = None
+        self.network: NodeNetwork | None = None
         self.control_plane: ControlPlane | None = None
-        self.kubelet: Process | None = None
+        self.node: RealNode | None = None
+        self.timings: dict[str, float] = {}
 
     def start(self) -> LiveCluster:
+        require_root()
+        tarballs = images.tarballs()  # before anything starts: fails saying `make images`
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers()
+        start = time.monotonic()
         try:
-            self.network = PodNetwork.create()
+            run_id = RealNode.new_run_id()
+            self.network = NodeNetwork.create(run_id)
             self.control_plane = ControlPlane(
                 self.run_dir,
                 self.binaries,
-                bind_address=self.network.gateway,
+                bind_address=self.network.api_address,
+                api_port=443,
+                service_cidr=str(self.network.service_subnet),
                 service_account_admission=True,
-                kwok_skip_pods_labelled=CHART_POD_LABEL,
                 apiserver_args=["--enable-aggregator-routing=true"],
             )
+            self.node = RealNode(self.run_dir / "node", self.binaries, self.network, name=f"frw-node-{run_id}")
+            importing = self.node.start_runtime(tarballs)
             self.control_plane.start()
             self.kubeconfig = self.control_plane.kubeconfig
-            self.kubelet = Process(
-                "stand-in-kubelet",
-                [
-                    sys.executable, "-m", "hack.cluster.kubelet",
-                    f"--kubeconfig={self.kubeconfig}",
-                    f"--label-selector={CHART_POD_LABEL[0]}={CHART_POD_LABEL[1]}",
-                    f"--run-id={self.network.run_id}",
-                    f"--subnet={self.network.subnet}",
-                    f"--apiserver-host={self.network.gateway}",
-                    f"--apiserver-port={self.control_plane.api_port}",
-                    f"--run-dir={self.run_dir / 'kubelet'}",
-                    f"--image={WEBHOOK_IMAGE}={REPO_ROOT / '.venv' / 'bin' / 'flyte-resources-webhook'}",
-                    f"--image={KUBECTL_IMAGE}={self.binaries.kubectl}",
-                ],
-                self.run_dir / "stand-in-kubelet.log",
-            ).start()  # fmt: skip
+            self.timings["control plane"] = time.monotonic() - start
+            credentials = self.control_plane.ca.issue(
+                "kubelet", common_name=f"system:node:{self.node.name}", organizations=("system:nodes",)
+            )
+            self.node.start_kubelet(importing, self.control_plane.server, self.control_plane.ca_file,
+                                    credentials.cert, credentials.key)  # fmt: skip
+            self.timings["images imported"] = time.monotonic() - start
             self.control_plane.wait_ready()
+            from kubernetes import client
+
+            self.node.wait_ready(client.CoreV1Api(self.api_client()))
+            self.timings["node Ready"] = time.monotonic() - start
+            self.ensure_namespace(self.namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{REAL_NODE_LABEL}=true"})
         except BaseException:
             self.stop()
             raise
@@ -183,24 +191,46 @@ class LiveCluster(Cluster):
 
     def log_files(self) -> dict[str, Path]:
         procs = list(self.control_plane.processes) if self.control_plane else []
-        if self.kubelet is not None:
-            procs.append(self.kubelet)
+        if self.node is not None:
+            procs += [p for p in (self.node.containerd, self.node.kubelet) if p is not None]
         files = {p.name: p.log_path for p in procs}
-        for path in sorted((self.run_dir / "kubelet" / "logs").glob("*.log")):
-            files[f"container {path.stem}"] = path
+        if self.node is not None:
+            for path in sorted(self.node.pod_logs.glob("*/*/*.log")):
+                files[f"container {path.parent.parent.name}/{path.parent.name}"] = path
         return files
 
+    def container_id(self, pod: dict[str, Any]) -> str:
+        return str(pod["status"]["containerStatuses"][0]["containerID"])
+
+    def kill_container(self, pod: dict[str, Any], sig: str = "SIGKILL") -> None:
+        """Signal the pod's webhook container through containerd (SIGKILL: as the kernel's OOM killer would)."""
+        assert self.node is not None
+        self.node.kill_container(self.container_id(pod), sig)
+
+    def container_pid(self, pod: dict[str, Any]) -> int:
+        """The host PID of the pod's webhook process (from the runtime, `crictl inspect`)."""
+        assert self.node is not None
+        info = json.loads(self.node.crictl("inspect", self.container_id(pod).removeprefix("containerd://")).stdout)
+        return int(info["info"]["pid"])
+
+    def exec_in(self, pod: dict[str, Any], *argv: str) -> subprocess.CompletedProcess[str]:
+        """`crictl exec` in the pod's webhook container (as its own user, under its own restrictions)."""
+        assert self.node is not None
+        cid = self.container_id(pod).removeprefix("containerd://")
+        return self.node.crictl("exec", cid, *argv, check=False)
+
     def stop(self) -> None:
-        """The kubelet first (it stops the containers and removes their namespaces), then the control plane,
-        then the bridge."""
+        """The node first (kubelet, then its pods and containerd), then the control plane, then the bridge."""
         self.close_api_client()
-        if self.kubelet is not None:
-            self.kubelet.stop(timeout=30)
+        if self.node is not None:
+            try:
+                self.node.stop()
+            except Exception as exc:  # the control plane still has to stop
+                print(f"stopping the real node: {exc}")
         if self.control_plane is not None:
             self.control_plane.stop()
         if self.network is not None:
-            with contextlib.suppress(Exception):
-                self.network.destroy()
+            self.network.destroy()
 
     def __enter__(self) -> LiveCluster:
         return self.start()

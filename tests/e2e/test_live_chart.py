@@ -1,13 +1,15 @@
 """The chart installed for real: `helm install --wait` with its default values (self-managed certificates) on the
-local cluster, its pods created by the ReplicaSet controller, bound by kube-scheduler to CPU nodes and run by the
-stand-in kubelet (`hack.cluster.kubelet`) in network namespaces with pod IPs; kube-apiserver calls the webhook
-through the chart's Service (`--enable-aggregator-routing`) and verifies its certificate for
-`<service>.<namespace>.svc`. The MWC, Service, RBAC and certificates are the chart's and the webhook's own.
+local cluster, its pods created by the ReplicaSet controller, bound by kube-scheduler to the real node (kubelet +
+containerd + runc + CNI bridge, `hack.cluster.node`) and run there from the image built offline (`make images`);
+kube-apiserver calls the webhook through the chart's Service (`--enable-aggregator-routing`) and verifies its
+certificate for `<service>.<namespace>.svc`. The MWC, Service, RBAC and certificates are the chart's and the
+webhook's own.
 
 The drills print their figures (pods created / failed / unmutated, install and upgrade times) with `-s`, and
 `record_property` keeps them in the JUnit report.
 
-Needs root (network namespaces): otherwise the tests fail saying so (FRW_ALLOW_SKIP_E2E=1 turns that into a skip).
+Needs root (kubelet, containerd, the node's bridge): otherwise the tests fail saying so (FRW_ALLOW_SKIP_E2E=1
+turns that into a skip).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +33,6 @@ import yaml
 from hack.cluster.chart import APPLIED_ANNOTATION, CHART_DIR, RELEASE_NAME, render_webhook_config
 from hack.cluster.live import LiveCluster
 from hack.cluster.nodepools import POOL_LABEL
-from hack.cluster.podnet import ip
 from hack.cluster.processes import REPO_ROOT, Binaries, HarnessError, MissingBinaries, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +57,10 @@ def _cannot_run(message: str) -> None:
 def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
     if os.environ.get("FRW_E2E_EXISTING_CLUSTER") == "1" or request.config.getoption("--existing-cluster", False):
         # As the conftest's local-only fixtures: an existing cluster has the chart installed under this release
-        # name already, and the SIGKILL drill needs the stand-in kubelet's process handles.
+        # name already, and the kill drill needs the real node's containerd.
         pytest.skip("installs its own release on the local cluster (not available with --existing-cluster)")
     if os.geteuid() != 0:
-        _cannot_run(f"the live chart needs root for network namespaces and veth pairs (euid {os.geteuid()})")
+        _cannot_run(f"the live chart's real node (kubelet, containerd, a bridge) needs root (euid {os.geteuid()})")
     try:
         binaries = Binaries.locate()
     except MissingBinaries as exc:
@@ -75,6 +76,7 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         start = time.monotonic()
         cluster.start()
         FIGURES["cluster start s"] = round(time.monotonic() - start, 1)
+        FIGURES["node quirks"] = cluster.node.quirks if cluster.node else []
         FIGURES["helm install --wait s"] = round(cluster.install(), 1)
     except HarnessError as exc:
         failure = f"cannot install the chart on the live cluster: {exc}\n(run dir: {run_dir})"
@@ -222,16 +224,6 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]
     return thread, out
 
 
-def kill_replica(live: LiveCluster, pod: dict[str, Any]) -> None:
-    """SIGKILL the webhook process of `pod` (every process in its network namespace), as an OOM kill would."""
-    assert live.network is not None
-    netns = live.network.netns_name(pod["status"]["podIP"])
-    pids = ip("netns", "pids", netns).stdout.split()
-    assert pids, f"nothing runs in {netns}"
-    for pid in pids:
-        os.kill(int(pid), signal.SIGKILL)
-
-
 def endpoint_ips(live: LiveCluster) -> set[str]:
     """The ready addresses of the Service's EndpointSlices (what the apiserver picks from)."""
     out = json.loads(
@@ -258,7 +250,8 @@ def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveC
         assert owner["kind"] == "ReplicaSet", owner  # made by the ReplicaSet controller, not by the harness
         node = core.read_node(pod["spec"]["nodeName"])
         assert node.metadata.labels[POOL_LABEL] == "cpu", (pod["metadata"]["name"], node.metadata.name)
-        assert pod["status"]["podIP"] in {str(a) for a in live.network.subnet}  # type: ignore[union-attr]
+        assert node.metadata.name == live.node.name, "on the real node"  # type: ignore[union-attr]
+        assert pod["status"]["podIP"] in {str(a) for a in live.network.pod_subnet}  # type: ignore[union-attr]
         assert pod["spec"]["volumes"], "the ServiceAccount admission plugin added the token volume"
     # The EndpointSlice controller follows readiness a moment after helm's --wait has seen the pods ready.
     ready_ips = {p["status"]["podIP"] for p in pods}
@@ -360,7 +353,7 @@ def _assert_no_unmutated(burst: Burst) -> None:
 
 
 def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(live: LiveCluster) -> None:
-    """`kubectl edit configmap` to `preset: gke` while pods are created: the (stand-in) kubelet swaps the mounted
+    """`kubectl edit configmap` to `preset: gke` while pods are created: kubelet swaps the mounted
     directory's `..data` to the new files, both replicas reload it without a restart, and every pod is mutated by
     the old or the new config, none fails. `helm upgrade --force-conflicts` takes the config back."""
     namespace = _namespace(live, "frw-live-reload")
@@ -429,7 +422,7 @@ def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
     burst = Burst(live, namespace, count, seconds=max(10.0, count / 25), prefix="kill")
     thread, out = in_background(burst.run)
     burst.started.wait(30)
-    kill_replica(live, victim)
+    live.kill_container(victim)  # SIGKILL through containerd, as the OOM killer would
     thread.join()
     if out and isinstance(out[0], BaseException):
         raise out[0]
@@ -437,7 +430,7 @@ def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
     wait_until(lambda: victim["status"]["podIP"] not in endpoint_ips(live) or len(live.webhook_pods()) == 2,
                timeout=30, what="the killed pod's endpoint to go")  # fmt: skip
     after = Burst(live, namespace, 50, prefix="after").run()
-    # The kill happened: the stand-in kubelet saw the container die and restarted it, as kubelet would.
+    # The kill happened: kubelet saw the container die and restarted it.
     name = victim["metadata"]["name"]
     wait_until(
         lambda: _core(live).read_namespaced_pod(name, NAMESPACE).status.container_statuses[0].restart_count >= 1,
@@ -497,6 +490,101 @@ def test_drain_under_load_the_pdb_keeps_one_replica_and_the_prestop_drain_loses_
     assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
     assert burst.outcomes == {"eks": 200}, burst.figures()
     wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="the evicted replica replaced")
+
+
+# ------------------------------------------------------------------------------------------ what a kubelet enforces
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+def _root_mount_options(pid: int) -> set[str]:
+    for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == "/":
+            return set(fields[5].split(","))
+    raise AssertionError(f"no / in /proc/{pid}/mountinfo")
+
+
+def _memory_limit(pid: int) -> int:
+    """The memory cgroup limit of the process (cgroup v1 or v2), as the kernel enforces it."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return int(Path(f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").read_text())
+        if controllers == "":
+            text = Path(f"/sys/fs/cgroup{path}/memory.max").read_text().strip()
+            return int(text) if text != "max" else -1
+    raise AssertionError(f"no memory cgroup in /proc/{pid}/cgroup")
+
+
+def _assert_runs_as(live: LiveCluster, uid: int) -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    limit = values["resources"]["limits"]["memory"]
+    assert limit.endswith("Mi"), limit
+    for pod in live.webhook_pods():
+        pid = live.container_pid(pod)
+        status = _proc_status(pid)
+        name = pod["metadata"]["name"]
+        assert status["Uid"].split() == [str(uid)] * 4, (name, status["Uid"])  # runAsUser, runAsNonRoot
+        for caps in ("CapEff", "CapPrm", "CapBnd"):  # capabilities: drop: [ALL]
+            assert int(status[caps], 16) == 0, (name, caps, status[caps])
+        assert status["NoNewPrivs"] == "1", name  # allowPrivilegeEscalation: false
+        assert status["Seccomp"] == "2", name  # seccompProfile: RuntimeDefault (a filter)
+        assert "ro" in _root_mount_options(pid), name  # readOnlyRootFilesystem
+        assert _memory_limit(pid) == int(limit[:-2]) * 2**20, name  # resources.limits.memory
+
+
+def test_the_pods_run_under_the_charts_security_context_and_memory_limit(live: LiveCluster) -> None:
+    """What the runtime applied to the webhook processes, read from the kernel: the chart's user, no capabilities,
+    no privilege escalation, the seccomp filter, a read-only root and the memory limit of its cgroup."""
+    _assert_runs_as(live, 65532)
+    pod = live.webhook_pods()[0]
+    denied = live.exec_in(pod, "python", "-c", "open('/etc/frw-probe', 'w')")
+    assert denied.returncode != 0 and "Read-only file system" in denied.stderr, denied
+    allowed = live.exec_in(pod, "python", "-c", "open('/tmp/frw-probe', 'w').write('ok')")
+    assert allowed.returncode == 0, allowed.stderr  # /tmp is the chart's emptyDir
+
+
+def test_a_random_uid_without_a_passwd_entry_serves(live: LiveCluster) -> None:
+    """As OpenShift runs pods: a UID from the namespace's range that the image's /etc/passwd does not know."""
+    uid = 1000650000
+    ids = {"runAsUser": uid, "runAsGroup": uid}
+    namespace = _namespace(live, "frw-live-uid")
+    try:
+        live.upgrade({"podSecurityContext": {**ids, "fsGroup": uid}, "securityContext": ids})
+        _assert_runs_as(live, uid)
+        assert mutated_by(_core(live).create_namespaced_pod(namespace, drill_pod("random-uid"))) == "eks"
+    finally:
+        live.upgrade()
+
+
+def test_the_liveness_probe_restarts_a_wedged_process(live: LiveCluster) -> None:
+    """SIGSTOP the webhook process: its probes time out, readiness takes its endpoint away, liveness makes
+    kubelet kill and restart the container, which serves again."""
+    wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="two ready webhook pods")
+    victim = live.webhook_pods()[0]
+    name, pod_ip = victim["metadata"]["name"], victim["status"]["podIP"]
+    before = victim["status"]["containerStatuses"][0]["restartCount"]
+    start = time.monotonic()
+    live.kill_container(victim, "SIGSTOP")
+    wait_until(lambda: pod_ip not in endpoint_ips(live), timeout=60, what="the wedged pod's endpoint to go")
+    unready_s = time.monotonic() - start
+
+    def restarted() -> bool:
+        pod = _core(live).read_namespaced_pod(name, NAMESPACE)
+        return bool(pod.status.container_statuses[0].restart_count > before)
+
+    wait_until(restarted, timeout=150, what=f"{name} restarted by its liveness probe", interval=1)
+    restart_s = time.monotonic() - start
+    wait_until(lambda: pod_ip in endpoint_ips(live), timeout=60, what=f"{name} ready again", interval=1)
+    FIGURES["liveness drill (SIGSTOP)"] = {
+        "endpoint gone s": round(unready_s, 1), "restarted s": round(restart_s, 1),
+        "serving again s": round(time.monotonic() - start, 1),
+    }  # fmt: skip
+    assert mutated_by(_core(live).create_namespaced_pod(_namespace(live, "frw-live-wedge"), drill_pod("w"))) == "eks"
 
 
 def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: LiveCluster) -> None:

@@ -1,0 +1,3 @@
+module example.invalid/frw-pause
+
+go 1.22
