@@ -717,11 +717,16 @@ def test_webhook_edit_policy_binds_the_service_account_to_its_configuration() ->
     assert binding["spec"] == {"policyName": RELEASE, "validationActions": ["Deny"]}
 
     named = render(serviceAccount__name="frw-sa", fullnameOverride="frw")
-    expression = find(named, "ValidatingAdmissionPolicy")["spec"]["matchConditions"][0]["expression"]
+    expression = find(named, "ValidatingAdmissionPolicy", "frw")["spec"]["matchConditions"][0]["expression"]
     assert expression.endswith(f":{NAMESPACE}:frw-sa'")
-    assert find(named, "ValidatingAdmissionPolicy")["spec"]["matchConstraints"]["resourceRules"][0][
+    assert find(named, "ValidatingAdmissionPolicy", "frw")["spec"]["matchConstraints"]["resourceRules"][0][
         "resourceNames"
     ] == ["frw"]
+    # and it may create only its own certificate Secret (RBAC cannot name what `create` makes)
+    secret_policy = find(docs, "ValidatingAdmissionPolicy", RELEASE + "-secret")["spec"]
+    assert secret_policy["matchConditions"] == spec["matchConditions"]
+    assert f"object.metadata.name == '{RELEASE}-tls'" in secret_policy["validations"][0]["expression"]
+    assert find(docs, "ValidatingAdmissionPolicyBinding", RELEASE + "-secret")["spec"]["validationActions"] == ["Deny"]
 
 
 def test_webhook_edit_policy_can_be_turned_off_and_is_absent_with_cert_manager() -> None:

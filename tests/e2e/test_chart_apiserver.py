@@ -404,7 +404,7 @@ def test_service_account_may_change_only_ca_bundle(cluster: Cluster, installed_r
         ],
         "extra webhook": [
             {"op": "copy", "from": "/webhooks/0", "path": "/webhooks/-"},
-            {"op": "replace", "path": "/webhooks/1/name", "value": "second.flyte.org"},
+            {"op": "replace", "path": "/webhooks/2/name", "value": "second.flyte.org"},
         ],
         "labels": [{"op": "add", "path": "/metadata/labels/evil", "value": "yes"}],
     }
@@ -420,7 +420,14 @@ def test_service_account_may_change_only_ca_bundle(cluster: Cluster, installed_r
             "operations": ["CREATE"],
             "resources": ["pods"],
             "scope": "Namespaced",
-        }
+        },
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["UPDATE"],
+            "resources": ["pods/resize"],
+            "scope": "Namespaced",
+        },
     ]
 
     ca = base64.b64encode(certs.generate_ca()[0]).decode()
@@ -434,6 +441,39 @@ def test_service_account_may_change_only_ca_bundle(cluster: Cluster, installed_r
     assert replace.returncode != 0 and "forbidden" in replace.stderr.lower(), replace.stderr
     other = cluster.kubectl("get", "mutatingwebhookconfiguration", RELEASE, f"--as={user}")
     assert other.returncode != 0 and "forbidden" in other.stderr.lower(), other.stderr
+
+
+def test_service_account_may_create_only_its_own_secret(
+    cluster: Cluster, installed_rbac_and_policy: dict[str, str]
+) -> None:
+    """RBAC cannot limit `create` by name; the chart's policy does (the finding: the ServiceAccount created a
+    service-account-token Secret)."""
+    name, namespace, user = (installed_rbac_and_policy[k] for k in ("name", "namespace", "user"))
+
+    def create(secret_name: str, secret_type: str = "Opaque") -> Any:
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": secret_name,
+                "namespace": namespace,
+                "annotations": {"kubernetes.io/service-account.name": "default"},
+            },
+            "type": secret_type,
+        }
+        return cluster.kubectl(
+            "create", "-f", "-", f"--as={user}", "--dry-run=server", "-n", namespace, input=json.dumps(secret)
+        )
+
+    def refused() -> bool:
+        return create("other").returncode != 0
+
+    wait_for(refused, "the Secret policy to take effect")
+    for secret_name, secret_type in (("other", "Opaque"), (f"{name}-tls", "kubernetes.io/service-account-token")):
+        result = create(secret_name, secret_type)
+        assert result.returncode != 0 and "may create only its certificate Secret" in result.stderr, result.stderr
+    allowed = create(f"{name}-tls")
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_self_managed_code_works_with_exactly_the_charts_rights(
