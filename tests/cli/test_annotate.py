@@ -82,3 +82,13 @@ def test_annotate_refuses_what_the_webhook_would_deny(flags: list[str], message:
 def test_help_has_examples() -> None:
     done = cli("annotate", "--help")
     assert done.returncode == 0 and "examples:" in done.stdout and "pyflyte run" in done.stdout
+
+
+@pytest.mark.parametrize("prefix", ["evil", "Evil.org/", "a/b/", "-x.org/", "x..org/", "/"])
+def test_annotate_refuses_a_prefix_the_webhook_would_never_read(
+    prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webhook.cli import main as cli_main
+
+    assert cli_main(["annotate", "--cpu", "1", f"--prefix={prefix}"]) == 2
+    assert "must be a DNS subdomain followed by '/'" in capsys.readouterr().err

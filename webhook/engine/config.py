@@ -193,6 +193,24 @@ def _quantity_map(value: Any) -> Any:
     return out
 
 
+def _is_dns_label(label: str) -> bool:
+    return (
+        0 < len(label) <= 63
+        and label.isascii()
+        and all(c.isdigit() or c.islower() or c == "-" for c in label)
+        and label[0] != "-"
+        and label[-1] != "-"
+    )
+
+
+def check_annotation_prefix(value: str) -> str:
+    """`value` when it is a DNS subdomain followed by `/` (an annotation key's prefix), else a ValueError."""
+    name = value[:-1]
+    if not value.endswith("/") or len(name) > 253 or not all(map(_is_dns_label, name.split("."))):
+        raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. 'resources.flyte.org/'")
+    return value
+
+
 def sanitize_label_value(name: str) -> str:
     """flytepropeller's `SanitizeLabelValue` (utils/k8s.go): lower case, each run of characters other than
     `[-a-z0-9]` one `-`, at most 63 characters, no `-` at either end; how it writes `workflow-name` labels."""
@@ -343,9 +361,7 @@ class WebhookConfig(BaseModel):
     @field_validator("annotation_prefix")
     @classmethod
     def _prefix_shape(cls, value: str) -> str:
-        if not value.endswith("/") or value.count("/") != 1 or len(value) < 2:
-            raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. 'resources.flyte.org/'")
-        return value
+        return check_annotation_prefix(value)
 
     @field_validator("namespace_template")
     @classmethod

@@ -25,6 +25,7 @@ from typing import Any, Final, TypeAlias
 
 from webhook.engine.accelerators import BaseAccelerator, known_accelerators, lookup_accelerator
 from webhook.engine.catalog import DeviceClass, by_name, find_device
+from webhook.engine.config import check_annotation_prefix
 from webhook.engine.flyte2 import Device, parse_accelerator
 from webhook.engine.names import RESOURCE_FIELDS
 from webhook.engine.resources import Resources
@@ -195,6 +196,7 @@ def _finish(
     container: str | None,
     gpu_resource_key: str | None,
 ) -> dict[str, str]:
+    check_annotation_prefix(prefix)  # `evil` would make `evilresources`, a key the webhook never reads
     if accelerator is not None:
         name, text = accelerator_annotation(accelerator)
         out[prefix + name] = text
