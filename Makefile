@@ -76,8 +76,8 @@ bench: install control-plane ## admission server vs kopf's no-op floor, then a 1
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq wrk; }
 	@$(PY) -m hack.bench; server=$$?; $(PY) -m hack.burst $(BURST_ARGS); burst=$$?; exit $$((server | burst))
 
-fuzz: install ## 100,000 hostile AdmissionReviews over HTTPS: counts 5xx and invalid replies, p99/max latency, max CPU per review
-	$(PY) -m hack.fuzz $(FUZZ_ARGS)
+fuzz: install ## 100,000 hostile AdmissionReviews over HTTPS, with the default config and with policies: counts 5xx and invalid replies, p99/max latency, max CPU per review
+	$(PY) -m hack.fuzz $(FUZZ_ARGS) && $(PY) -m hack.fuzz --config examples/config/policies.yaml $(FUZZ_ARGS)
 
 soak: install ## 100,000 distinct reviews with annotation values up to the 4 KiB cap: the server's RSS after 1,000 and after all
 	$(PY) -m hack.soak $(SOAK_ARGS)

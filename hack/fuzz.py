@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+POLICY_CONFIG = ROOT / "examples" / "config" / "policies.yaml"
 P = "resources.flyte.org/"
 HANDLER_PATH = "flyte-resources"
 MAX_BODY = 3 * 1024 * 1024
@@ -256,10 +258,19 @@ def _dumps(value: Any) -> bytes:
 
 def fuzz_case(rng: random.Random) -> Case:
     """One review (or not-a-review) to post, and what its reply must be."""
+    return _generated(rng, _fuzz_case)
+
+
+def policy_case(rng: random.Random) -> Case:
+    """A Flyte task pod with hostile values under every key a policy reads (`policy_review`)."""
+    return _generated(rng, lambda r: Case(HANDLER_PATH, _dumps(policy_review(r)), "review", "policy-pod"))
+
+
+def _generated(rng: random.Random, make: Any) -> Case:
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))  # to build (not to parse) the deeply nested cases
     try:
-        case = _fuzz_case(rng)
+        case: Case = make(rng)
     finally:
         sys.setrecursionlimit(limit)
     if len(case.body) > MAX_BODY:
@@ -513,6 +524,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=10.0, help="client timeout per review, seconds")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="the server's config file (default: the default configuration); make fuzz also runs "
+        f"{POLICY_CONFIG.relative_to(ROOT)}, the README's policies with flyte-task-pods",
+    )
     args = parser.parse_args(argv)
 
     from hack.webhook_process import running_server
@@ -521,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = (fuzz_case(rng) for _ in range(args.reviews))
     report = Report()
     started = time.monotonic()
-    with running_server(Path(tempfile.mkdtemp(prefix="frw-fuzz-"))) as server:
+    with running_server(Path(tempfile.mkdtemp(prefix="frw-fuzz-")), args.config) as server:
         base = server.url("").rstrip("/")
         try:
             asyncio.run(
@@ -531,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
             stats = server_stats(base, server.ca_file) if server.process.poll() is None else {}
     elapsed = time.monotonic() - started
     cpu = stats.get("stats", {})
-    print(f"fuzz: {report.sent} reviews in {elapsed:.0f} s (seed {args.seed}, concurrency {args.concurrency})")
+    config = args.config or "the default configuration"
+    print(
+        f"fuzz: {report.sent} reviews in {elapsed:.0f} s (seed {args.seed}, concurrency {args.concurrency}, {config})"
+    )
     print("  by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(report.kinds.items())))
     print(f"  HTTP 5xx: {report.http_500}   invalid replies: {report.invalid}   failed requests: {report.errors}")
     print(

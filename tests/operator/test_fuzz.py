@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from hack.fuzz import (
     HANDLER_PATH,
     NAMES,
+    POLICY_CONFIG,
     Case,
     P,
     Report,
@@ -29,6 +30,7 @@ from hack.fuzz import (
     base_review,
     drive,
     fuzz_case,
+    policy_case,
     reply_problem,
 )
 from hack.webhook_process import running_server
@@ -135,5 +137,23 @@ def test_two_thousand_cases_of_make_fuzz(server):
     report = Report()
     base = server.url("").rstrip("/")
     asyncio.run(drive(base, server.ca_file, iter(cases), concurrency=4, timeout=BUDGET_SECONDS, report=report))
+    assert report.sent == len(cases)
+    assert (report.http_500, report.invalid, report.errors) == (0, 0, 0), dict(report.problems or {})
+
+
+@pytest.fixture(scope="module")
+def policy_server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("fuzz-policies"), POLICY_CONFIG) as running:
+        yield running
+
+
+def test_two_thousand_cases_of_make_fuzz_with_policies(policy_server):
+    """`make fuzz --config examples/config/policies.yaml`, bounded: policies read a pod's own quantities (GPU counts
+    of 1e999999 once stalled every replica and answered code 500), labels and node selection."""
+    rng = random.Random(20261203)
+    cases = [fuzz_case(rng) for _ in range(1500)] + [policy_case(rng) for _ in range(500)]
+    report = Report()
+    base = policy_server.url("").rstrip("/")
+    asyncio.run(drive(base, policy_server.ca_file, iter(cases), concurrency=4, timeout=BUDGET_SECONDS, report=report))
     assert report.sent == len(cases)
     assert (report.http_500, report.invalid, report.errors) == (0, 0, 0), dict(report.problems or {})
