@@ -10,8 +10,9 @@ export K8S_VERSION
 FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8s-v$(K8S_VERSION)
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
+FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test clean
+.PHONY: help install lint typecheck unit e2e test control-plane flyte run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,13 +34,22 @@ lint: install ## ruff, mypy (strict for engine and mutation), import-linter laye
 control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
 	@bash hack/control-plane.sh
 
+$(FLYTEKIT_VENV)/.installed: hack/flytekit-requirements.txt
+	$(PYTHON) -m venv $(FLYTEKIT_VENV)
+	$(FLYTEKIT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLYTEKIT_VENV)/bin/python -m pip install -q -r hack/flytekit-requirements.txt
+	touch $@
+
+flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyte v1.16.8) into the binary cache and create the flytekit venv (idempotent)
+	@bash hack/flyte-propeller.sh >/dev/null
+
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane pod-network ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
+e2e: install control-plane flyte pod-network ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-test: install lint control-plane pod-network ## everything CI runs: lint, unit, examples, chart checks and e2e tests
+test: install lint control-plane flyte pod-network ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
@@ -87,5 +97,5 @@ check-manifests: install control-plane ## fail when manifests/ is out of sync wi
 kind-test: install ## the e2e and placement tests on a kind cluster (needs Docker and kind; fails loudly without them)
 	@bash hack/kind-test.sh
 
-clean: ## remove the virtualenv and caches (the binary cache in $(FRW_BIN_DIR) stays)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean: ## remove the virtualenvs and caches (the binary caches under ~/.cache/flyte-resources-webhook stay)
+	rm -rf $(VENV) $(FLYTEKIT_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
