@@ -68,10 +68,17 @@ def test_kwok_pod_stages_skip_the_chart_pods_and_node_stages_stay(tmp_path: Path
         (stages / directory / name).write_text(yaml.safe_dump(stage))
     config = kwok.write_config(stages, tmp_path / "kwok.yaml", skip_pods_labelled=("app.kubernetes.io/name", "x"))
     docs = list(yaml.safe_load_all(config.read_text()))
-    assert len(docs) == len(kwok.STAGES)
+    assert len(docs) == len(kwok.STAGES) + 1  # and ours, pod-complete-flyte
     skip = {"key": '.metadata.labels["app.kubernetes.io/name"]', "operator": "NotIn", "values": ["x"]}
     for doc in docs:
         expressions = (doc["spec"].get("selector") or {}).get("matchExpressions") or []
         assert (skip in expressions) == (doc["spec"]["resourceRef"]["kind"] == "Pod"), doc["metadata"]["name"]
+    flyte = next(doc for doc in docs if doc["metadata"]["name"] == "pod-complete-flyte")
+    assert {"key": ".metadata.ownerReferences.[].kind", "operator": "In", "values": ["FlyteWorkflow"]} in (
+        flyte["spec"]["selector"]["matchExpressions"]
+    )
+    assert {"key": '.metadata.labels["e2e.flyte.org/kwok-complete"]', "operator": "In", "values": ["true"]} in (
+        flyte["spec"]["selector"]["matchExpressions"]
+    )
     plain = kwok.write_config(stages, tmp_path / "plain.yaml")
     assert "NotIn" not in plain.read_text()
