@@ -10,7 +10,8 @@ kwok's `kustomize/stage/` tree next to the binary). The stages assembled here:
   the node lifecycle controller keeps the node Ready;
 * pod-ready: a scheduled pod gets a pod IP from `--cidr`, Ready conditions, running container statuses and phase
   Running; pod-complete: a Job's running pod becomes Succeeded; pod-delete: a deleted pod goes away;
-* pod-complete-flyte (ours, derived from pod-complete): a running pod owned by a FlyteWorkflow becomes Succeeded,
+* pod-complete-flyte (ours, derived from pod-complete): a running pod owned by a FlyteWorkflow (propeller writes
+  the owner kind as `flyteworkflow`, its `FlyteWorkflowKind` constant) becomes Succeeded,
   but only when it carries `e2e.flyte.org/kwok-complete: "true"` (opt-in: the Flyte-shaped pods of the placement
   tests have the same owner kind and must stay Running); `hack.cluster.flyte` puts that label on its executions.
 
@@ -69,7 +70,7 @@ def _flyte_complete(stage: dict[str, Any]) -> dict[str, Any]:
     owner = ".metadata.ownerReferences.[].kind"
     expressions = [e for e in selector.get("matchExpressions") or [] if e["key"] != owner]
     expressions += [
-        {"key": owner, "operator": "In", "values": ["FlyteWorkflow"]},
+        {"key": owner, "operator": "In", "values": ["flyteworkflow", "FlyteWorkflow"]},
         {"key": f'.metadata.labels["{FLYTE_COMPLETE_LABEL}"]', "operator": "In", "values": ["true"]},
     ]
     selector["matchExpressions"] = expressions

@@ -74,9 +74,11 @@ def test_kwok_pod_stages_skip_the_chart_pods_and_node_stages_stay(tmp_path: Path
         expressions = (doc["spec"].get("selector") or {}).get("matchExpressions") or []
         assert (skip in expressions) == (doc["spec"]["resourceRef"]["kind"] == "Pod"), doc["metadata"]["name"]
     flyte = next(doc for doc in docs if doc["metadata"]["name"] == "pod-complete-flyte")
-    assert {"key": ".metadata.ownerReferences.[].kind", "operator": "In", "values": ["FlyteWorkflow"]} in (
-        flyte["spec"]["selector"]["matchExpressions"]
-    )
+    assert {
+        "key": ".metadata.ownerReferences.[].kind",
+        "operator": "In",
+        "values": ["flyteworkflow", "FlyteWorkflow"],
+    } in (flyte["spec"]["selector"]["matchExpressions"])
     assert {"key": '.metadata.labels["e2e.flyte.org/kwok-complete"]', "operator": "In", "values": ["true"]} in (
         flyte["spec"]["selector"]["matchExpressions"]
     )
