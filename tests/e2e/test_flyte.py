@@ -204,6 +204,17 @@ def test_task_pod_template_annotations(flyte: Flyte) -> None:
     assert run.node_labels(pod)[POOL_LABEL] == "eks-a100-mig", run.describe()
 
 
+def test_execution_annotation_beats_the_pod_templates_on_the_same_key(flyte: Flyte) -> None:
+    """Propeller copies the execution's annotations after the pod template's: on the same key the execution wins,
+    the template's other keys stay."""
+    run = flyte.execute("pod_template_wf", annotations={A + "resources": "cpu=1,mem=1Gi,gpu=1"})
+    assert run.phase == "Success", run.describe()
+    pod = run.only_pod()
+    assert pod["metadata"]["annotations"][A + "accelerator"] == "A100.partition_1g_5gb", run.describe()
+    assert _container(pod)["resources"] == _both(cpu="1", memory="1Gi", gpu="1"), run.describe()
+    assert run.node_labels(pod)[POOL_LABEL] == "eks-a100-mig", run.describe()
+
+
 def test_with_overrides_pod_template(flyte: Flyte) -> None:
     """`task(...).with_overrides(pod_template=...)`: the node's pod template carries the annotations."""
     run = flyte.execute("overrides_wf")
@@ -223,7 +234,7 @@ def test_annotations_override_the_tasks_own_resources_and_accelerator(flyte: Fly
     assert run.phase == "Success", run.describe()
     pod = run.only_pod()
     assert _container(pod)["resources"] == _both(cpu="4", memory="8Gi", gpu="1"), run.describe()
-    _assert_no_duplicated_requirements(pod)
+    _assert_no_duplicated_requirements(pod)  # propeller's T4 toleration stays: it allows, it requires nothing
     terms = _required_terms(pod)
     assert terms, run.describe()
     for term in terms:
