@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION
-from hack.cluster.clusters import Cluster, LocalCluster
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, render_webhook_config
+from hack.cluster.clusters import Cluster, LocalCluster, probe_pod, wait_for_mutation
 from hack.cluster.flyte import (
     FlyteTools,
     Propeller,
@@ -51,20 +51,25 @@ class Flyte:
     namespace: str
 
     def execute(
-        self, workflow: str, annotations: dict[str, str] | None = None, labels: dict[str, str] | None = None
+        self,
+        workflow: str,
+        annotations: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        namespace: str | None = None,
     ) -> Execution:
         name = execution_name()
+        namespace = namespace or self.namespace
         wf = flyte_workflow(
             self.tools,
             self.closures[f"workflows.{workflow}"],
             name=name,
-            namespace=self.namespace,
+            namespace=namespace,
             annotations=annotations,
             labels=labels,
             work_dir=self.work_dir,
         )
         ended = self.propeller.run(wf)
-        pods = self.cluster.kubectl("get", "pods", "-n", self.namespace, "-l", f"execution-id={name}", "-o", "json")
+        pods = self.cluster.kubectl("get", "pods", "-n", namespace, "-l", f"execution-id={name}", "-o", "json")
         assert pods.returncode == 0, pods.stderr
         return Execution(self, ended, json.loads(pods.stdout)["items"])
 
@@ -280,3 +285,65 @@ def test_invalid_annotation_fails_the_execution_fast_with_the_webhooks_message(f
     assert "A999" in message and "is not a known accelerator name" in message, run.describe()
     assert run.pods == [], run.describe()
     assert elapsed < 30, f"the execution took {elapsed:.0f} s to fail"
+
+
+POLICY = {
+    "name": "limited",
+    "match": {"project": "flytesnacks", "domain": "development"},
+    "platform-limits": {"cpu": "2", "nvidia.com/gpu": "1"},
+    "allowed-accelerators": ["T4"],
+    "shared-memory": "1Gi",
+}
+
+
+@pytest.fixture(scope="module")
+def policy_webhook(flyte: Flyte) -> Iterator[dict[str, str]]:
+    """A second webhook whose config has the policy above, behind a copy of the chart's MWC that selects only pods
+    with the returned labels; the executions run in the main webhook's own namespace (which the main MWC
+    excludes), so exactly one webhook sees their pods."""
+    cluster = flyte.cluster
+    assert isinstance(cluster, LocalCluster)
+    labels = {"e2e.flyte.org/webhook": "flyte-policy"}
+    config = render_webhook_config(
+        cluster.helm_bin, values={"config": {"policies": [POLICY]}}, work_dir=cluster.run_dir
+    )
+    process = cluster.start_extra_webhook("webhook-flyte-policy", config)
+    mwc = cluster.add_webhook_configuration(
+        release="frw-e2e-flyte-policy",
+        base_url=process.url,
+        values={"webhook": {"objectSelector": {"matchLabels": labels}}},
+    )
+    probe = probe_pod("frw-flyte-policy-probe")
+    probe["metadata"]["labels"] = labels
+    wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=process.process.exited)  # type: ignore[union-attr]
+    yield labels
+    cluster.remove_webhook_configuration(mwc["metadata"]["name"])
+    process.stop()
+
+
+def test_policy_limited_project(flyte: Flyte, policy_webhook: dict[str, str]) -> None:
+    """A policy for the execution's project and domain (matched by the labels propeller writes): its limit clamps
+    the annotated cpu, its /dev/shm is added; an accelerator it does not allow fails the execution with the
+    policy's message."""
+    namespace = flyte.cluster.namespace
+    run = flyte.execute(
+        "plain_wf",
+        annotations={A + "accelerator": "T4", A + "resources": "cpu=4,mem=2Gi,gpu=1"},
+        labels=policy_webhook,
+        namespace=namespace,
+    )
+    assert run.phase == "Success", run.describe()
+    pod = run.only_pod()
+    main = _container(pod)
+    assert main["resources"] == _both(cpu="2", memory="2Gi", gpu="1"), run.describe()
+    assert _shm_sizes(pod, main) == ["1Gi"], run.describe()
+    assert '"policy":"limited"' in pod["metadata"]["annotations"][APPLIED_ANNOTATION], run.describe()
+    assert run.node_labels(pod)[POOL_LABEL] == "eks-t4", run.describe()
+
+    denied = flyte.execute(
+        "plain_wf", annotations={A + "accelerator": "A100"}, labels=policy_webhook, namespace=namespace
+    )
+    assert denied.phase == "Failed", denied.describe()
+    message = error_message(denied.wf)
+    assert "policy limited" in message and "is not allowed" in message, denied.describe()
+    assert denied.pods == [], denied.describe()
