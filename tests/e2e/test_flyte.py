@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, render_webhook_config
-from hack.cluster.clusters import Cluster, LocalCluster, probe_pod, wait_for_mutation
+from hack.cluster.clusters import Cluster, LocalCluster
 from hack.cluster.flyte import (
     FlyteTools,
     Propeller,
@@ -307,15 +307,7 @@ def policy_webhook(flyte: Flyte) -> Iterator[dict[str, str]]:
     config = render_webhook_config(
         cluster.helm_bin, values={"config": {"policies": [POLICY]}}, work_dir=cluster.run_dir
     )
-    process = cluster.start_extra_webhook("webhook-flyte-policy", config)
-    mwc = cluster.add_webhook_configuration(
-        release="frw-e2e-flyte-policy",
-        base_url=process.url,
-        values={"webhook": {"objectSelector": {"matchLabels": labels}}},
-    )
-    probe = probe_pod("frw-flyte-policy-probe")
-    probe["metadata"]["labels"] = labels
-    wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=process.process.exited)  # type: ignore[union-attr]
+    process, mwc = cluster.start_selected_webhook("flyte-policy", config, labels)
     yield labels
     cluster.remove_webhook_configuration(mwc["metadata"]["name"])
     process.stop()
