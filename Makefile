@@ -10,8 +10,9 @@ export K8S_VERSION
 FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8s-v$(K8S_VERSION)
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
+FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint typecheck unit e2e test control-plane node images run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint typecheck unit e2e test control-plane node images flyte run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,13 +40,22 @@ node: control-plane ## the real node's binaries: containerd, ctr, crictl, pause 
 images: install node ## the webhook image from Dockerfile on a debootstrapped base, pause and kubectl images, offline; cached by their inputs
 	$(PY) -m hack.images
 
+$(FLYTEKIT_VENV)/.installed: hack/flytekit-requirements.txt
+	$(PYTHON) -m venv $(FLYTEKIT_VENV)
+	$(FLYTEKIT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLYTEKIT_VENV)/bin/python -m pip install -q -r hack/flytekit-requirements.txt
+	touch $@
+
+flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyte v1.16.8) into the binary cache and create the flytekit venv (idempotent)
+	@bash hack/flyte-propeller.sh >/dev/null
+
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane node images ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node
+e2e: install control-plane node images flyte ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-test: install lint control-plane node images ## everything CI runs: lint, unit, examples, chart checks and e2e tests
+test: install lint control-plane node images flyte ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
@@ -104,5 +114,5 @@ package: install control-plane ## the chart as dist/flyte-resources-webhook-VERS
 kind-test: install ## the e2e and placement tests on a kind cluster (needs Docker and kind; fails loudly without them)
 	@bash hack/kind-test.sh
 
-clean: ## remove the virtualenv and caches (the binary cache in $(FRW_BIN_DIR) stays)
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+clean: ## remove the virtualenvs and caches (the binary caches under ~/.cache/flyte-resources-webhook stay)
+	rm -rf $(VENV) $(FLYTEKIT_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

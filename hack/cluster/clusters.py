@@ -199,6 +199,25 @@ class LocalCluster(Cluster):
         self._extra.append(hook)
         return hook.start(wait=wait)
 
+    def start_selected_webhook(
+        self, name: str, config: Mapping[str, Any], labels: Mapping[str, str]
+    ) -> tuple[WebhookProcess, dict[str, Any]]:
+        """Another webhook process (`webhook-<name>`) behind its own copy of the chart's MWC (release
+        `frw-e2e-<name>`) that selects only pods labelled `labels`; returns once a labelled dry-run pod in this
+        webhook's own namespace (which the main MWC excludes) comes back mutated. Both go with `stop()`; remove
+        the MWC earlier with `remove_webhook_configuration`."""
+        process = self.start_extra_webhook(f"webhook-{name}", config)
+        mwc = self.add_webhook_configuration(
+            release=f"frw-e2e-{name}",
+            base_url=process.url,
+            values={"webhook": {"objectSelector": {"matchLabels": dict(labels)}}},
+        )
+        probe = probe_pod(f"frw-{name}-probe")
+        probe["metadata"]["labels"] = dict(labels)
+        alive = process.process.exited if process.process else None
+        wait_for_mutation(self, namespace=self.namespace, pod=probe, alive=alive)
+        return process, mwc
+
     def reviews(self) -> dict[str, float]:
         assert self.webhook is not None
         return parse_reviews(self.webhook.metrics_text())

@@ -9,7 +9,11 @@ kwok's `kustomize/stage/` tree next to the binary). The stages assembled here:
 * node-heartbeat-with-lease: conditions refreshed and a `kube-node-lease` Lease renewed, as a kubelet does, so
   the node lifecycle controller keeps the node Ready;
 * pod-ready: a scheduled pod gets a pod IP from `--cidr`, Ready conditions, running container statuses and phase
-  Running; pod-complete: a Job's running pod becomes Succeeded; pod-delete: a deleted pod goes away.
+  Running; pod-complete: a Job's running pod becomes Succeeded; pod-delete: a deleted pod goes away;
+* pod-complete-flyte (ours, derived from pod-complete): a running pod owned by a FlyteWorkflow (propeller writes
+  the owner kind as `flyteworkflow`, its `FlyteWorkflowKind` constant) becomes Succeeded,
+  but only when it carries `e2e.flyte.org/kwok-complete: "true"` (opt-in: the Flyte-shaped pods of the placement
+  tests have the same owner kind and must stay Running); `hack.cluster.flyte` puts that label on its executions.
 
 KWOK does not run containers, pull images, mount volumes, run probes, enforce limits, or advertise devices: the
 GPUs a node has are whatever its Node object says.
@@ -30,6 +34,7 @@ STAGES = (
     ("pod/fast", "pod-complete.yaml"),
     ("pod/fast", "pod-delete.yaml"),
 )
+FLYTE_COMPLETE_LABEL = "e2e.flyte.org/kwok-complete"
 LEASE_SECONDS = 40  # a kubelet's default nodeLeaseDurationSeconds
 
 
@@ -41,9 +46,26 @@ def write_config(stages_dir: Path, path: Path) -> Path:
         source = stages_dir / directory / name
         if not source.is_file():
             raise FileNotFoundError(f"kwok stage {source} is missing: run `make control-plane` again")
-        docs.append(source.read_text().strip())
+        text = source.read_text().strip()
+        docs.append(text)
+        if name == "pod-complete.yaml":
+            docs.append(yaml.safe_dump(_flyte_complete(yaml.safe_load(text)), sort_keys=False).strip())
     path.write_text("\n---\n".join(docs) + "\n")
     return path
+
+
+def _flyte_complete(stage: dict[str, Any]) -> dict[str, Any]:
+    """kwok's pod-complete stage for FlyteWorkflow-owned pods that opt in by label instead of Job-owned pods."""
+    stage["metadata"]["name"] = "pod-complete-flyte"
+    selector = stage["spec"].setdefault("selector", {})
+    owner = ".metadata.ownerReferences.[].kind"
+    expressions = [e for e in selector.get("matchExpressions") or [] if e["key"] != owner]
+    expressions += [
+        {"key": owner, "operator": "In", "values": ["flyteworkflow", "FlyteWorkflow"]},
+        {"key": f'.metadata.labels["{FLYTE_COMPLETE_LABEL}"]', "operator": "In", "values": ["true"]},
+    ]
+    selector["matchExpressions"] = expressions
+    return stage
 
 
 def argv(binary: Path, kubeconfig: Path, config: Path, pod_cidr: str) -> list[str]:

@@ -154,15 +154,7 @@ def mixed_mig_webhook(cluster: Cluster) -> Iterator[ExtraWebhook]:
         cluster.helm_bin, values={"config": {"preset": "eks", "mig-strategy": "mixed"}}, work_dir=cluster.run_dir
     )
     assert config.get("mig-strategy") == "mixed", config
-    process = cluster.start_extra_webhook("webhook-mig-mixed", config)
-    mwc = cluster.add_webhook_configuration(
-        release="frw-e2e-mig-mixed",
-        base_url=process.url,
-        values={"webhook": {"objectSelector": {"matchLabels": labels}}},
-    )
-    probe = probe_pod("frw-mig-mixed-probe")
-    probe["metadata"]["labels"] = labels
-    wait_for_mutation(cluster, namespace=cluster.namespace, pod=probe, alive=process.process.exited)  # type: ignore[union-attr]
+    process, mwc = cluster.start_selected_webhook("mig-mixed", config, labels)
     yield ExtraWebhook(mwc["metadata"]["name"], labels, cluster.namespace, process)
     cluster.remove_webhook_configuration(mwc["metadata"]["name"])
     process.stop()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from hack.cluster import flyte
+from hack.cluster.processes import MissingBinaries
 
 
 def test_propeller_config_runs_without_flyteadmin_and_keeps_blobs_local(tmp_path: Path) -> None:
@@ -38,11 +41,7 @@ def test_execution_names_are_dns_labels_like_flyteadmins() -> None:
     assert len(name) == 20 and name[0].isalpha() and name.isalnum() and name.islower()
 
 
-def test_missing_tools_name_make_flyte(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_missing_tools_name_make_flyte(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRW_FLYTE_BIN_DIR", str(tmp_path))
-    try:
+    with pytest.raises(MissingBinaries, match="make flyte"):
         flyte.FlyteTools.locate()
-    except flyte.MissingBinaries as exc:
-        assert "make flyte" in str(exc)
-    else:
-        raise AssertionError("FlyteTools.locate() found tools in an empty directory")
