@@ -24,6 +24,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 NODE_ANNOTATION = "kwok.x-k8s.io/node"
 USER = "frw:kwok-controller"
 # (directory under kustomize/stage/, file) in the order they are applied.

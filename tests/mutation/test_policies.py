@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
@@ -437,3 +438,12 @@ def test_under_on_invalid_ignore_a_pod_admitted_as_it_stands_keeps_the_fence() -
     with pytest.raises(Denied, match=r"limits.cpu '64' is above the limit of policy dev 2"):
         plan_mutation(cpus, cfg)
     assert plan_mutation(flyte_pod(annotations=junk), cfg).outcome == "ignored"
+
+
+@pytest.mark.parametrize("annotations", [{PREFIX + "accelerator": "A100"}, {PREFIX + "resources": "gpu=A100:1"}])
+def test_a_huge_gpu_limit_beside_an_accelerator_is_never_made_an_integer(annotations: dict[str, str]) -> None:
+    pod = flyte_pod(domain="staging", annotations=annotations, resources={"limits": {"nvidia.com/gpu": "1e999999"}})
+    started = time.process_time()
+    with contextlib.suppress(Denied):
+        plan_mutation(pod, config())
+    assert time.process_time() - started < 1.0  # int() of 1e999999 took 30 s of CPU: a stall, not a slow machine

@@ -409,9 +409,12 @@ def _count_notes(pod: Pod, accelerator: BaseAccelerator, gpu_resource_name: str)
     most = 0
     for container in pod.get("spec", {}).get("containers") or ():
         value = ((container.get("resources") or {}).get("limits") or {}).get(gpu_resource_name)
-        if value is not None and _q(value) > entry.max_count:
-            most = max(most, int(_q(value)))
-    if not most or most > MOST_DEVICES_PER_NODE:  # above every device's count: the resource step said so
+        amount = _q(value) if value is not None else None
+        if amount is not None and amount > MOST_DEVICES_PER_NODE:  # the resource step said so; and never int()
+            return []  # a pod's `1e999999`: building that integer takes 30 s
+        if amount is not None and amount > entry.max_count:
+            most = max(most, int(amount))
+    if not most:
         return []
     return [
         Change(
