@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, render_webhook_config
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, WEBHOOK_NAMESPACE, render_webhook_config
 from hack.cluster.clusters import Cluster, LocalCluster, dry_run_create, probe_pod, wait_for_mutation
 from hack.cluster.processes import HarnessError
 from hack.cluster.webhook import parse_reviews
@@ -26,6 +26,8 @@ SELECTOR = {SELECTOR_LABEL: "policies"}
 CONFIG: dict[str, Any] = {
     "preset": "eks",
     "flyte-task-pods": True,
+    # The pods run in the webhook's own namespace (the main MWC excludes it): every project's namespace here.
+    "namespace-template": WEBHOOK_NAMESPACE,
     "platform-limits": {"cpu": "8"},
     "policies": [
         {
@@ -209,3 +211,75 @@ def test_a_config_change_takes_effect_without_a_restart(cluster: Cluster, policy
     finally:
         publish(3, CONFIG)
         wait_until(lambda: dev_cpu_limit() == "2", timeout=30, what="the original config back", interval=0.1)
+
+
+# --------------------------------------------------------- the stall and the walk-arounds, through the apiserver
+
+
+def _denied(cluster: Cluster, hook: ExtraWebhook, pod: dict[str, Any]) -> str:
+    with pytest.raises(HarnessError) as caught:
+        dry_run_create(cluster, hook.namespace, pod)
+    assert "denied the request" in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_pod_with_a_huge_gpu_count_is_denied_while_other_creates_keep_succeeding(
+    cluster: Cluster, policy_webhook: ExtraWebhook
+) -> None:
+    """Four pods asking for 1e999999 GPUs once stalled every replica for 30 s each (then code 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def hostile(i: int) -> str:
+        resources = {"limits": {"amd.com/gpu" if i % 2 else "nvidia.com/gpu": "1e999999"}}
+        pod = task_pod(flyte1("web", "development"), **resources)
+        return _denied(cluster, policy_webhook, pod)
+
+    def ordinary(_: int) -> dict[str, Any]:
+        return dry_run_create(cluster, policy_webhook.namespace, task_pod(flyte1("web", "development")))
+
+    with ThreadPoolExecutor(8) as pool:
+        denials = list(pool.map(hostile, range(4)))
+        stored = list(pool.map(ordinary, range(24)))
+    assert all("more than 1000000 GPUs" in message for message in denials), denials
+    assert all(applied(pod)["policy"] == "development" for pod in stored)
+
+
+def test_init_containers_count_against_max_gpus(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    pod = task_pod(flyte1("web", "development"))
+    pod["spec"]["initContainers"] = [
+        {"name": "warmup", "image": "busybox", "resources": {"limits": {"nvidia.com/gpu": "8"}}}
+    ]
+    assert "asks for 8 GPUs (nvidia.com/gpu); at most 2 allowed" in _denied(cluster, policy_webhook, pod)
+
+
+def test_a_pods_own_node_selector_for_a_forbidden_accelerator_is_denied(
+    cluster: Cluster, policy_webhook: ExtraWebhook
+) -> None:
+    pod = task_pod(flyte1("web", "development"))
+    pod["spec"]["nodeSelector"] = {"k8s.amazonaws.com/accelerator": "nvidia-tesla-a100"}
+    pod["spec"]["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    message = _denied(cluster, policy_webhook, pod)
+    assert "the pod's own nodeSelector asks for accelerator 'nvidia-tesla-a100'" in message
+
+
+def test_an_in_place_resize_above_the_limit_is_denied(cluster: Cluster, policy_webhook: ExtraWebhook) -> None:
+    pod = task_pod(flyte1("web", "development"), {ANNOTATION_PREFIX + "resources": "cpu=1"})
+    pod["spec"]["schedulingGates"] = [{"name": "e2e.flyte.org/hold"}]  # admission only: no node needed
+    created = cluster.kubectl("create", "-n", policy_webhook.namespace, "-f", "-", input=json.dumps(pod))
+    assert created.returncode == 0, created.stderr
+    name = pod["metadata"]["name"]
+    try:
+        patch = {
+            "spec": {
+                "containers": [{"name": "primary", "resources": {"requests": {"cpu": "6"}, "limits": {"cpu": "6"}}}]
+            }
+        }
+        resized = cluster.kubectl(
+            "patch", "pod", name, "-n", policy_webhook.namespace, "--subresource", "resize", "-p", json.dumps(patch)
+        )
+        assert resized.returncode != 0
+        assert (
+            "in-place resize refused" in resized.stderr and "above the limit of policy development 2" in resized.stderr
+        )
+    finally:
+        cluster.kubectl("delete", "pod", name, "-n", policy_webhook.namespace, "--wait=false")
