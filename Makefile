@@ -11,7 +11,7 @@ FRW_BIN_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/flyte-resources-webhook/k8
 export FRW_BIN_DIR
 PYTEST_ARGS ?=
 
-.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network demo bench fuzz soak manifests check-manifests kind-test clean
+.PHONY: help install lint typecheck unit e2e test control-plane run run-dev pod-network prometheus demo bench fuzz soak manifests check-manifests kind-test clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,10 +36,10 @@ control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-ma
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane pod-network ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
+e2e: install control-plane pod-network prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-test: install lint control-plane pod-network ## everything CI runs: lint, unit, examples, chart checks and e2e tests
+test: install lint control-plane pod-network prometheus ## everything CI runs: lint, unit, examples, chart checks and e2e tests
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
@@ -63,6 +63,11 @@ run-dev: install ## the webhook as a local process registered on $$KUBECONFIG's 
 pod-network: ## iproute2 (`ip`), for the network namespaces of the live chart's pods (installed from Debian if missing)
 	@command -v ip >/dev/null || { echo "installing iproute2 (ip) from Debian"; \
 	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq iproute2; }
+
+prometheus: ## Prometheus and promtool (the chart's alert rules are checked, unit-tested and run against the live chart), installed from Debian if missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { echo "installing prometheus (prometheus, promtool) from Debian"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends prometheus; }
 
 demo: install control-plane ## like `make run` on the local cluster (before/after and where each example landed), then exits
 	$(PY) -m hack.local_cluster

@@ -171,7 +171,8 @@ def test_template_ci_values(values_file: Path) -> None:
     assert args.command == "run" and args.port == 9443 and args.probe_port == 8080
     assert str(args.cert_dir) == CERT_DIR and args.config == "/etc/flyte-resources-webhook/config/config.yaml"
     # The rendered config file is accepted by the webhook's own config model.
-    config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) or {}
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]]
+    config = yaml.safe_load(config_map["data"]["config.yaml"]) or {}
     WebhookConfig.from_mapping(config)
     expected = (yaml.safe_load(values_file.read_text()) or {}).get("config") or {}
     assert config == {"preset": "eks", **expected}

@@ -48,7 +48,8 @@ def config_hash(config: WebhookConfig) -> str:
 
 
 class ConfigMetrics:
-    """`flyte_resources_webhook_config_reloads_total{result}` and `flyte_resources_webhook_config_info{hash}`."""
+    """`flyte_resources_webhook_config_reloads_total{result}`, `flyte_resources_webhook_config_info{hash}` and
+    `flyte_resources_webhook_config_last_reload_successful`."""
 
     def __init__(self, registry: CollectorRegistry, config: WebhookConfig) -> None:
         self.reloads = Counter(
@@ -65,8 +66,20 @@ class ConfigMetrics:
             ["hash", "policies"],
             registry=registry,
         )
+        self.last_reload_successful = Gauge(
+            "flyte_resources_webhook_config_last_reload_successful",
+            "0 while the config file holds a version that was refused (the previous one still serves), else 1.",
+            registry=registry,
+        )
+        self.last_reload_successful.set(1)
         self._active: tuple[str, str] | None = None
         self.set_active(config)
+
+    def counted(self, result: str) -> str:
+        """Count one look at a changed file and return its result."""
+        self.reloads.labels(result).inc()
+        self.last_reload_successful.set(0 if result == "invalid" else 1)
+        return result
 
     def set_active(self, config: WebhookConfig) -> None:
         labels = (config_hash(config), str(len(config.policies)))
@@ -131,9 +144,8 @@ class ConfigReloader:
         if config_hash(config) == config_hash(self.reviewer.config):
             if first:
                 return None
-            self.metrics.reloads.labels("unchanged").inc()
             logger.info("config file %s changed; the configuration it holds is the active one", self.path)
-            return "unchanged"
+            return self.metrics.counted("unchanged")
         old = self.reviewer.config
         self.reviewer.use_config(config)
         self.metrics.set_active(config)
@@ -144,21 +156,19 @@ class ConfigReloader:
                     "after `helm upgrade` (or a restart of `run --dev`)",
                     key.replace("_", "-"),
                 )
-        self.metrics.reloads.labels("applied").inc()
         logger.info(
             "config reloaded from %s: hash %s, %d policies", self.path, config_hash(config), len(config.policies)
         )
-        return "applied"
+        return self.metrics.counted("applied")
 
     def _refuse(self, reason: str) -> str:
-        self.metrics.reloads.labels("invalid").inc()
         logger.error(
             "config file %s refused, still serving configuration %s: %s",
             self.path,
             config_hash(self.reviewer.config),
             reason,
         )
-        return "invalid"
+        return self.metrics.counted("invalid")
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -170,4 +180,4 @@ class ConfigReloader:
                 self.check()
             except Exception:  # a bug in reloading must not stop a webhook that serves a valid configuration
                 logger.exception("config file %s: reload failed; still serving the active configuration", self.path)
-                self.metrics.reloads.labels("invalid").inc()
+                self.metrics.counted("invalid")
