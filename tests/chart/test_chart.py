@@ -726,6 +726,19 @@ def test_cert_check_interval_value_matches_the_cli_default() -> None:
     assert "checkIntervalSeconds" in render_error(certificates__selfManaged__checkIntervalSeconds=3600 * 2)
 
 
+def test_certificate_lifetime_values_match_the_cli_defaults() -> None:
+    from webhook.operator.selfmanaged import SelfManagedSettings
+
+    defaults = build_parser().parse_args(container(render())["args"])
+    settings = SelfManagedSettings("s", "n", "w", "svc", Path("/tmp"))
+    assert defaults.cert_validity == settings.validity.total_seconds() == 365 * 86400
+    assert defaults.cert_renew_before == settings.renew_before.total_seconds() == 30 * 86400
+    short = render(certificates__selfManaged__duration="10m", certificates__selfManaged__renewBefore="1h30m")
+    args = build_parser().parse_args(container(short)["args"])
+    assert (args.cert_validity, args.cert_renew_before) == (600, 5400)
+    assert "duration" in render_error(certificates__selfManaged__duration="10 minutes")
+
+
 def test_helm_test_pod() -> None:
     docs = [d for d in render() if is_test_hook(d)]
     assert sorted(kinds(docs)) == ["Pod", "Role", "RoleBinding", "ServiceAccount"]
