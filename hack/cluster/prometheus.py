@@ -1,23 +1,25 @@
 """The chart's alerts and dashboard for tests: the PrometheusRule's groups as `helm template` renders them, the
 dashboard's queries, and a real Prometheus (Debian's `prometheus` package, `make prometheus`) that scrapes the
-live chart's pods the way the chart's ServiceMonitor has the Prometheus Operator do it: Kubernetes service
-discovery of the Service's EndpointSlices (ready or not), port `metrics`, with `namespace`, `pod`, `service` and
-`job` (= the Service's name) as target labels.
+live chart's pods the way the chart's ServiceMonitor has the Prometheus Operator do it: every address of the
+Service's EndpointSlices (ready or not) on port `metrics`, with `namespace`, `pod`, `service` and `job` (= the
+Service's name) as target labels.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import threading
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hack.cluster.chart import CHART_DIR, RELEASE_NAME, WEBHOOK_NAMESPACE, render_chart
+from hack.cluster.chart import CHART_DIR, render_chart
 from hack.cluster.processes import HarnessError, MissingBinaries, Process, free_port, http_get, wait_until
 
 PROMETHEUS_RULE_TEMPLATE = "templates/prometheusrule.yaml"
@@ -57,65 +59,94 @@ def dashboard_queries(dashboard: Mapping[str, Any]) -> list[str]:
     return queries
 
 
+def endpoint_slice_targets(api_client: Any, namespace: str, service: str, port_name: str = "metrics") -> list[dict]:
+    """The scrape targets the Prometheus Operator makes of a ServiceMonitor's endpoint: every address of the
+    Service's EndpointSlices, ready or not, on the named port, labelled `namespace`, `pod`, `service`, `job` (the
+    Service's name) and `endpoint` (the port's name). As a file_sd target list."""
+    from kubernetes import client
+
+    slices = client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice(
+        namespace, label_selector=f"kubernetes.io/service-name={service}"
+    )
+    groups = []
+    for item in slices.items:
+        ports = [p.port for p in item.ports or [] if p.name == port_name]
+        for endpoint in item.endpoints or []:
+            pod = endpoint.target_ref.name if endpoint.target_ref is not None else ""
+            for address in endpoint.addresses or []:
+                for port in ports:
+                    labels = {"namespace": namespace, "pod": pod, "service": service, "job": service}
+                    groups.append({"targets": [f"{address}:{port}"], "labels": labels | {"endpoint": port_name}})
+    return sorted(groups, key=lambda g: g["targets"][0])
+
+
 class Prometheus:
-    """A Prometheus process on 127.0.0.1 with one scrape job for the release's Service and the given rules."""
+    """A Prometheus process on 127.0.0.1 scraping the targets `discover()` returns, with the given rules.
+
+    Debian's Prometheus is built without Kubernetes service discovery, so the targets come through file_sd: a
+    thread rewrites the targets file from `discover()` (e.g. `endpoint_slice_targets`) every half second, and
+    Prometheus follows the file.
+    """
 
     def __init__(
         self,
         run_dir: Path,
-        kubeconfig: Path,
+        discover: Callable[[], list[dict]],
         rule_groups: Mapping[str, Any],
         *,
         interval: str = "2s",
         scrape_timeout: str = "1500ms",
-        namespace: str = WEBHOOK_NAMESPACE,
-        service: str = RELEASE_NAME,
+        job: str = "flyte-resources-webhook",
     ) -> None:
         self.run_dir = run_dir
+        self.discover = discover
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: Process | None = None
+        self.targets_file = run_dir / "targets.json"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.discovery_errors = 0
         self.config = {
             "global": {"scrape_interval": interval, "scrape_timeout": scrape_timeout, "evaluation_interval": interval},
             "rule_files": [str(run_dir / "rules.yaml")],
             "scrape_configs": [
                 {
-                    "job_name": "flyte-resources-webhook",
-                    "kubernetes_sd_configs": [
-                        {
-                            "role": "endpointslice",
-                            "kubeconfig_file": str(kubeconfig),
-                            "namespaces": {"names": [namespace]},
-                        }
-                    ],
-                    "relabel_configs": [
-                        {"source_labels": ["__meta_kubernetes_service_name"], "regex": service, "action": "keep"},
-                        {
-                            "source_labels": ["__meta_kubernetes_endpointslice_port_name"],
-                            "regex": "metrics",
-                            "action": "keep",
-                        },
-                        {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                        {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-                        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
-                        {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "job"},
-                    ],
+                    "job_name": job,
+                    "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
                 }
             ],
         }
         self.rule_groups = dict(rule_groups)
 
+    def _write_targets(self) -> None:
+        text = json.dumps(self.discover())
+        if self.targets_file.exists() and self.targets_file.read_text() == text:
+            return
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.targets_file)  # Prometheus never reads half a file
+
+    def _follow(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self._write_targets()
+            except Exception:  # the API is briefly unavailable: keep the last targets, try again
+                self.discovery_errors += 1
+
     def start(self) -> Prometheus:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "rules.yaml").write_text(yaml.safe_dump(self.rule_groups))
+        self._write_targets()
+        self._thread = threading.Thread(target=self._follow, name="prometheus-targets", daemon=True)
+        self._thread.start()
         config_file = self.run_dir / "prometheus.yml"
         config_file.write_text(yaml.safe_dump(self.config))
         self.process = Process(
             "prometheus",
             [
                 tool("prometheus"), f"--config.file={config_file}", f"--storage.tsdb.path={self.run_dir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
-                "--storage.tsdb.retention.time=1h", "--log.level=info",
+                f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h",
             ],
             self.run_dir / "prometheus.log",
         ).start()  # fmt: skip
@@ -126,6 +157,9 @@ class Prometheus:
         return self
 
     def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
         if self.process is not None:
             self.process.stop()
 
