@@ -12,7 +12,7 @@ export FRW_BIN_DIR
 PYTEST_ARGS ?=
 FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint typecheck unit e2e test control-plane node images flyte run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint typecheck unit e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,10 +52,10 @@ flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyt
 unit: install ## tests that need no control plane
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
 
-e2e: install control-plane node images flyte ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller
+e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
-test: install lint control-plane node images flyte ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
+test: install lint control-plane node images flyte prometheus ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 HELM ?= $(if $(wildcard $(FRW_BIN_DIR)/helm),$(FRW_BIN_DIR)/helm,helm)
@@ -77,6 +77,11 @@ run: install ## the chart installed by helm: into $$KUBECONFIG's cluster (image 
 
 run-dev: install ## the webhook as a local process registered on $$KUBECONFIG's cluster (`run --dev`)
 	$(PY) -m webhook.cli run --dev $(RUN_ARGS)
+
+prometheus: ## Prometheus and promtool (the chart's alert rules are checked, unit-tested and run against the live chart), installed from Debian if missing
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { echo "installing prometheus (prometheus, promtool) from Debian"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends prometheus; }
 
 demo: install control-plane ## like `make run` on the local cluster (where each example landed; DEMO_ARGS=--full for before/after), then exits
 	$(PY) -m hack.local_cluster $(DEMO_ARGS)

@@ -9,9 +9,11 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Coroutine, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -24,6 +26,7 @@ from webhook.operator import logsafe
 from webhook.operator.settings import load_config
 
 if TYPE_CHECKING:
+    from webhook.operator.selfmanaged import SelfManagedSettings
     from webhook.operator.server import Lifecycle, ServerOptions
 
 PROG = "flyte-resources-webhook"
@@ -393,8 +396,7 @@ def _dev_mode(args: argparse.Namespace, config: WebhookConfig, cert_dir: Path) -
 
 def _self_managed_mode(args: argparse.Namespace, options: ServerOptions, cert_dir: Path) -> Lifecycle:
     """Certificates kept in a Secret: issued (or adopted) before serving, then checked and rotated alongside."""
-    from webhook.operator.certs import ServedCertificate
-    from webhook.operator.selfmanaged import SelfManagedSettings, ensure_certificates, rotate_forever
+    from webhook.operator.selfmanaged import SelfManagedError, ensure_certificates, rotate_forever
     from webhook.operator.server import Lifecycle
 
     missing = [
@@ -402,15 +404,10 @@ def _self_managed_mode(args: argparse.Namespace, options: ServerOptions, cert_di
     ]
     if missing:
         raise UsageError("--cert-mode self-managed needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
-    settings = SelfManagedSettings(
-        secret_name=args.cert_secret,
-        namespace=args.namespace,
-        webhook_config_name=args.webhook_config_name,
-        service_name=args.service_name,
-        cert_dir=cert_dir,
-        check_interval=args.cert_check_interval,
-        served=ServedCertificate(cert_file=cert_dir / "tls.crt", ca_file=cert_dir / "ca.crt"),
-    )
+    try:
+        settings = _self_managed_settings(args, cert_dir)
+    except SelfManagedError as exc:  # e.g. --cert-renew-before not shorter than --cert-validity
+        raise UsageError(str(exc)) from None
     options.served = settings.served
 
     async def prepare() -> None:
@@ -420,6 +417,23 @@ def _self_managed_mode(args: argparse.Namespace, options: ServerOptions, cert_di
         await rotate_forever(settings, stop)
 
     return Lifecycle(prepare=prepare, background=background)
+
+
+def _self_managed_settings(args: argparse.Namespace, cert_dir: Path) -> SelfManagedSettings:
+    from webhook.operator.certs import ServedCertificate
+    from webhook.operator.selfmanaged import SelfManagedSettings
+
+    return SelfManagedSettings(
+        secret_name=args.cert_secret,
+        namespace=args.namespace,
+        webhook_config_name=args.webhook_config_name,
+        service_name=args.service_name,
+        cert_dir=cert_dir,
+        check_interval=args.cert_check_interval,
+        validity=timedelta(seconds=args.cert_validity),
+        renew_before=timedelta(seconds=args.cert_renew_before),
+        served=ServedCertificate(cert_file=cert_dir / "tls.crt", ca_file=cert_dir / "ca.crt"),
+    )
 
 
 def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
@@ -469,6 +483,20 @@ def _seconds(text: str) -> float:
         value = float("nan")
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(text: str) -> float:
+    """A positive duration in seconds: `8760h`, `30d`, `1h30m`, or a plain number of seconds."""
+    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhd])+", text.strip())
+    if parts is None:
+        return _seconds(text)
+    value = sum(float(n) * _DURATION_UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text))
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
     return value
 
 
@@ -531,6 +559,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="self-managed: seconds between re-reads of the Secret and the webhook configuration's caBundle "
         "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--cert-validity",
+        type=_duration,
+        default=365 * 86400.0,
+        metavar="DURATION",
+        help="self-managed: validity of the serving certificates it issues, e.g. 8760h or 30d (default: 365d)",
+    )
+    run.add_argument(
+        "--cert-renew-before",
+        type=_duration,
+        default=30 * 86400.0,
+        metavar="DURATION",
+        help="self-managed: renew the serving certificate (and the CA) this long before it expires; shorter than "
+        "--cert-validity (default: 30d)",
     )
     run.add_argument(
         "--namespace",

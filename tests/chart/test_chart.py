@@ -177,7 +177,8 @@ def test_template_ci_values(values_file: Path) -> None:
     assert args.command == "run" and args.port == 9443 and args.probe_port == 8080
     assert str(args.cert_dir) == CERT_DIR and args.config == "/etc/flyte-resources-webhook/config/config.yaml"
     # The rendered config file is accepted by the webhook's own config model.
-    config = yaml.safe_load(find(docs, "ConfigMap")["data"]["config.yaml"]) or {}
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in d["data"]]
+    config = yaml.safe_load(config_map["data"]["config.yaml"]) or {}
     WebhookConfig.from_mapping(config)
     expected = (yaml.safe_load(values_file.read_text()) or {}).get("config") or {}
     assert config == {"preset": "eks", **expected}
@@ -754,6 +755,19 @@ def test_cert_check_interval_value_matches_the_cli_default() -> None:
     args = container(render(certificates__selfManaged__checkIntervalSeconds=45))["args"]
     assert build_parser().parse_args(args).cert_check_interval == 45
     assert "checkIntervalSeconds" in render_error(certificates__selfManaged__checkIntervalSeconds=3600 * 2)
+
+
+def test_certificate_lifetime_values_match_the_cli_defaults() -> None:
+    from webhook.operator.selfmanaged import SelfManagedSettings
+
+    defaults = build_parser().parse_args(container(render())["args"])
+    settings = SelfManagedSettings("s", "n", "w", "svc", Path("/tmp"))
+    assert defaults.cert_validity == settings.validity.total_seconds() == 365 * 86400
+    assert defaults.cert_renew_before == settings.renew_before.total_seconds() == 30 * 86400
+    short = render(certificates__selfManaged__duration="10m", certificates__selfManaged__renewBefore="1h30m")
+    args = build_parser().parse_args(container(short)["args"])
+    assert (args.cert_validity, args.cert_renew_before) == (600, 5400)
+    assert "duration" in render_error(certificates__selfManaged__duration="10 minutes")
 
 
 def test_helm_test_pod() -> None:

@@ -54,6 +54,22 @@ def test_no_credentials_in_self_managed_mode_is_the_same_clear_failure(tmp_path)
     assert "Traceback" not in done.stderr
 
 
+def test_self_managed_certificate_lifetime_flags_are_checked_before_anything_starts(tmp_path):
+    done = run_without_credentials(
+        "--cert-mode", "self-managed", "--cert-dir", str(tmp_path), "--cert-secret", "s",
+        "--webhook-config-name", "w", "--service-name", "svc", "--namespace", "ns",
+        "--cert-validity", "10m", "--cert-renew-before", "1h",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "renew-before (1:00:00) must be shorter than the certificate validity (0:10:00)" in done.stderr
+    assert "Traceback" not in done.stderr
+    parser = cli.build_parser()
+    args = parser.parse_args(["run", "--cert-validity", "1h30m", "--cert-renew-before", "90"])
+    assert (args.cert_validity, args.cert_renew_before) == (5400, 90)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["run", "--cert-validity", "soon"])
+
+
 class Dev:
     def __init__(self) -> None:
         self.calls: list[str] = []

@@ -77,6 +77,17 @@ def _binaries() -> Binaries:
 
 
 @pytest.fixture(scope="session")
+def live_chart_binaries(request: pytest.FixtureRequest) -> Binaries:
+    """The cached binaries for a module that installs the chart for real on its own local cluster
+    (`hack.cluster.live.LiveCluster`): skipped with --existing-cluster, failing without root (pod network)."""
+    if _existing_cluster(request.config):
+        pytest.skip("installs its own release on the local cluster (not available with --existing-cluster)")
+    if os.geteuid() != 0:
+        _cannot_run(f"the live chart needs root for network namespaces and veth pairs (euid {os.geteuid()})")
+    return _binaries()
+
+
+@pytest.fixture(scope="session")
 def bin_dir() -> Path:
     return _binaries().directory
 

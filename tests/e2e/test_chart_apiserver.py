@@ -2,9 +2,10 @@
 Pod Security admission), and `helm install --no-hooks` / upgrade / uninstall.
 
 cert-manager and Prometheus Operator are not part of the local control plane. On it, these tests register
-minimal stand-in CRDs for `Certificate`, `Issuer` and `ServiceMonitor` (group, version, kind and scope only; their
-spec is not validated). On an existing cluster (`--existing-cluster`) that has the real CRDs, those are used;
-where they are missing there, the objects of those kinds are left out of the dry run and the test says which.
+minimal stand-in CRDs for `Certificate`, `Issuer`, `ServiceMonitor` and `PrometheusRule` (group, version, kind and
+scope only; their spec is not validated). On an existing cluster (`--existing-cluster`) that has the real CRDs,
+those are used; where they are missing there, the objects of those kinds are left out of the dry run and the test
+says which.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ STUB_CRDS = {
     ("cert-manager.io", "Certificate"): "certificates",
     ("cert-manager.io", "Issuer"): "issuers",
     ("monitoring.coreos.com", "ServiceMonitor"): "servicemonitors",
+    ("monitoring.coreos.com", "PrometheusRule"): "prometheusrules",
 }
 
 

@@ -413,19 +413,31 @@ def test_readyz_and_expiry_gauge_follow_the_served_certificate(tmp_path: Path, b
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as reply:
             return reply.status, await reply.text()
 
+    async def gauges() -> dict[str, float]:
+        _, text = await get("/metrics")
+        found = {}
+        for line in text.splitlines():
+            for name in ("trusted", "ready"):
+                if line.startswith(f"flyte_resources_webhook_{'certificate_' if name == 'trusted' else ''}{name} "):
+                    found[name] = float(line.split()[-1])
+        return found
+
     async def scenario() -> None:
         runner = await start_probes(options, listener, Metrics())  # type: ignore[arg-type]
         try:
             assert (await get("/readyz"))[0] == 503  # listener not up yet
+            assert await gauges() == {"trusted": 1.0, "ready": 0.0}
             listener.listening.set()
             assert await get("/readyz") == (200, "ok")
             _, metrics = await get("/metrics")
             line = next(m for m in metrics.splitlines() if m.startswith("flyte_resources_webhook_certificate_expiry"))
             assert float(line.split()[-1]) == bundle.not_after.timestamp()
+            assert await gauges() == {"trusted": 1.0, "ready": 1.0}
 
             served.trusted = _ca()  # the caBundle lost our CA
             status, text = await get("/readyz")
             assert status == 503 and "not signed by any CA in the webhook's caBundle" in text
+            assert await gauges() == {"trusted": 0.0, "ready": 0.0}
             served.trusted = None
 
             past = datetime.now(UTC) - 10 * DAY

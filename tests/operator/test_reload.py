@@ -141,9 +141,12 @@ def test_an_invalid_version_is_refused_logged_and_counted(setup: Any, caplog: py
     os.unlink(volume.root / "..data")
     assert reloader.check() == "invalid"
     assert counts(metrics)["invalid"] == 3
+    last_ok = "flyte_resources_webhook_config_last_reload_successful"
+    assert metrics.registry.get_sample_value(last_ok) == 0  # the refused file is still there
     # a valid version after the refusals is applied
     volume.update(yaml.safe_dump(NEW))
     assert reloader.check() == "applied"
+    assert metrics.registry.get_sample_value(last_ok) == 1
     assert reviewer.config.platform_limits == {"cpu": "2"}
 
 

@@ -241,3 +241,31 @@ def test_an_in_place_resize_above_the_platform_limit_is_denied() -> None:
     other = {**request, "subResource": "status"}
     pod["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "12"}}
     assert reviewer({"request": other})["response"]["allowed"] is True
+
+
+def _denials(reviewer):
+    samples = reviewer.metrics.registry.get_sample_value
+    return {
+        s.labels["policy"]: s.value
+        for metric in reviewer.metrics.registry.collect()
+        if metric.name == "flyte_resources_webhook_denials"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    } | {"_": samples("flyte_resources_webhook_reviews_total", {"outcome": "denied"})}
+
+
+def test_denials_are_counted_by_the_governing_policy_named_by_the_config_never_by_the_pod():
+    config = WebhookConfig.from_mapping(
+        {"policies": [{"name": "ns-small", "match": {"namespace": "ns"}, "max-gpus": 1}]}
+    )
+    reviewer = PodReviewer(config)
+    assert _denials(reviewer) == {"(global)": 0, "ns-small": 0, "_": 0}  # present at zero from the start
+    reviewer(admission_review({P + "limits": "gpu=4"}))  # over the policy's max-gpus
+    reviewer(admission_review({P + "resources": "cpu=lots"}))  # invalid, under the same policy
+    other = admission_review({P + "resources": "cpu=lots"})
+    other["request"]["namespace"] = other["request"]["object"]["metadata"]["namespace"] = "elsewhere"
+    reviewer(other)
+    assert _denials(reviewer) == {"(global)": 1, "ns-small": 2, "_": 3}
+    # A reload brings the new policies' counters at zero; the old ones keep counting what they counted.
+    reviewer.use_config(WebhookConfig.from_mapping({"policies": [{"name": "gpu", "match": {"namespace": "x"}}]}))
+    assert _denials(reviewer) == {"(global)": 1, "ns-small": 2, "gpu": 0, "_": 3}

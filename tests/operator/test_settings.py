@@ -119,7 +119,7 @@ def test_a_restart_with_a_refused_file_serves_the_last_good_configuration(
     metrics = Metrics()
     reloader = ConfigReloader(path, PodReviewer(config, metrics), ConfigMetrics(metrics.registry, config), environ={})
     assert reloader.check() == "invalid"
-    assert metrics.registry.get_sample_value("flyte_resources_webhook_config_stale") == 1
+    assert metrics.registry.get_sample_value("flyte_resources_webhook_config_last_reload_successful") == 0
     # without a last good configuration, a refused file stops the start
     with pytest.raises(ConfigError):
         start_config(path, {}, LastGood(tmp_path / "none"))

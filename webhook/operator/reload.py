@@ -13,8 +13,8 @@ not of the path). A changed file is read once; the bytes read are the bytes vali
 configuration replaces the reviewer's in one assignment (`PodReviewer.use_config`): a review runs to its end on
 the configuration it started with, and the answers remembered under the old one go with it. An invalid one is
 refused: the running configuration stays, the reason is logged at ERROR, the refusal is counted, and
-`flyte_resources_webhook_config_stale` says that the file on disk is not the configuration served. Reading and
-validating run in a worker thread, so even a 1 MiB config never holds up a review on the event loop.
+`flyte_resources_webhook_config_last_reload_successful` is 0: the file on disk is not the configuration served.
+Reading and validating run in a worker thread, so even a 1 MiB config never holds up a review on the event loop.
 
 `LastGood` keeps the bytes of the last configuration served where a restarted container finds them (the chart's
 `/tmp` emptyDir lives as long as the pod): a replica restarted while the ConfigMap holds an invalid version keeps
@@ -54,7 +54,8 @@ def config_hash(config: WebhookConfig) -> str:
 
 
 class ConfigMetrics:
-    """`flyte_resources_webhook_config_reloads_total{result}` and `flyte_resources_webhook_config_info{hash}`."""
+    """`flyte_resources_webhook_config_reloads_total{result}`, `flyte_resources_webhook_config_info{hash}` and
+    `flyte_resources_webhook_config_last_reload_successful`."""
 
     def __init__(self, registry: CollectorRegistry, config: WebhookConfig) -> None:
         self.reloads = Counter(
@@ -71,13 +72,20 @@ class ConfigMetrics:
             ["hash", "policies"],
             registry=registry,
         )
-        self.stale = Gauge(
-            "flyte_resources_webhook_config_stale",
-            "1 while the config file on disk was refused and an earlier configuration is served, else 0.",
+        self.last_reload_successful = Gauge(
+            "flyte_resources_webhook_config_last_reload_successful",
+            "0 while the config file holds a version that was refused (the previous one still serves), else 1.",
             registry=registry,
         )
+        self.last_reload_successful.set(1)
         self._active: tuple[str, str] | None = None
         self.set_active(config)
+
+    def counted(self, result: str) -> str:
+        """Count one look at a changed file and return its result."""
+        self.reloads.labels(result).inc()
+        self.last_reload_successful.set(0 if result == "invalid" else 1)
+        return result
 
     def set_active(self, config: WebhookConfig) -> None:
         labels = (config_hash(config), str(len(config.policies)))
@@ -145,15 +153,14 @@ class ConfigReloader:
         except ConfigError as exc:
             return self._refuse(str(exc))
         first, self._first = self._first, False
-        self.metrics.stale.set(0)
+        self.metrics.last_reload_successful.set(1)
         if self.last_good is not None:
             self.last_good.save(data)
         if config_hash(config) == config_hash(self.reviewer.config):
             if first:
                 return None
-            self.metrics.reloads.labels("unchanged").inc()
             logger.info("config file %s changed; the configuration it holds is the active one", self.path)
-            return "unchanged"
+            return self.metrics.counted("unchanged")
         old = self.reviewer.config
         self.reviewer.use_config(config)
         self.metrics.set_active(config)
@@ -164,23 +171,20 @@ class ConfigReloader:
                     "after `helm upgrade` (or a restart of `run --dev`)",
                     key.replace("_", "-"),
                 )
-        self.metrics.reloads.labels("applied").inc()
         logger.info(
             "config reloaded from %s: hash %s, %d policies", self.path, config_hash(config), len(config.policies)
         )
-        return "applied"
+        return self.metrics.counted("applied")
 
     def _refuse(self, reason: str) -> str:
         self._first = False
-        self.metrics.reloads.labels("invalid").inc()
-        self.metrics.stale.set(1)
         logger.error(
             "config file %s refused, still serving configuration %s: %s",
             self.path,
             config_hash(self.reviewer.config),
             reason,
         )
-        return "invalid"
+        return self.metrics.counted("invalid")
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -192,7 +196,7 @@ class ConfigReloader:
                 await asyncio.to_thread(self.check)
             except Exception:  # a bug in reloading must not stop a webhook that serves a valid configuration
                 logger.exception("config file %s: reload failed; still serving the active configuration", self.path)
-                self.metrics.reloads.labels("invalid").inc()
+                self.metrics.counted("invalid")
 
 
 class LastGood:

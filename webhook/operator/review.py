@@ -19,9 +19,10 @@ import orjson
 
 from webhook.engine.config import WebhookConfig
 from webhook.engine.excerpt import bounded, excerpt
+from webhook.engine.policies import pod_facts, resolve
 from webhook.mutation.fence import fence_problem
 from webhook.mutation.plan import Denied, Plan, plan_mutation, read_plan_inputs
-from webhook.operator.metrics import Metrics
+from webhook.operator.metrics import NO_POLICY, Metrics
 from webhook.operator.outcomes import Outcome
 
 logger = logging.getLogger("flyte_resources_webhook")
@@ -65,6 +66,18 @@ def _deny(response: dict[str, Any], message: str, request: Mapping[str, Any]) ->
     return Outcome.DENIED
 
 
+def _governing_policy(pod: Mapping[str, Any], config: WebhookConfig, namespace: str | None) -> str:
+    """The name of the policy a denied pod falls under (a name from `config`, never a pod's value), or NO_POLICY.
+    Resolved again here, off the path of admitted pods: a denial does not say which policy it came from."""
+    if not config.policies:
+        return NO_POLICY
+    try:
+        policy = resolve(config, pod_facts(pod, namespace, config.namespace_template)).policy
+    except Exception:  # a pod too malformed to match: the denial said why; count it, do not fail the answer
+        return NO_POLICY
+    return policy.name if policy is not None else NO_POLICY
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What a plan contributes to an AdmissionResponse, kept for pods with the same plan inputs."""
@@ -105,6 +118,7 @@ class PodReviewer:
     def __init__(self, config: WebhookConfig, metrics: Metrics | None = None) -> None:
         self._generation = _Generation(config)
         self.metrics = metrics or Metrics()
+        self.metrics.count_policies(p.name for p in config.policies)
 
     @property
     def config(self) -> WebhookConfig:
@@ -113,6 +127,7 @@ class PodReviewer:
     def use_config(self, config: WebhookConfig) -> None:
         """Serve the next review with `config` (a live reload). One assignment: a review in flight keeps the
         generation it started with, and no answer planned under the old configuration is served again."""
+        self.metrics.count_policies(p.name for p in config.policies)
         self._generation = _Generation(config)
 
     @property
@@ -180,6 +195,7 @@ class PodReviewer:
             try:
                 plan = plan_mutation(pod, config, namespace, inputs)
             except Denied as exc:
+                self.metrics.denials.labels(_governing_policy(pod, config, namespace)).inc()
                 return _deny(response, exc.message, request)
             answer = self._remember(generation, key, plan)
         if answer.warnings:

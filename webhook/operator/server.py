@@ -205,16 +205,23 @@ async def start_probes(options: ServerOptions, server: AdmissionServer, metrics:
         served = ServedCertificate(cert_file=options.cert_file, ca_file=options.ca_file)
     if served is not None:
         metrics.certificate_expiry.set_function(served.expiry_timestamp)
+        metrics.certificate_trusted.set_function(lambda: float(served.problem() is None))
+
+    def unready() -> str | None:
+        """Why the webhook is not ready, or None: what /readyz answers and the ready gauge shows."""
+        if not server.listening.is_set():
+            return "admission listener not started yet"
+        # An expired or untrusted certificate fails every call the apiserver makes: out of the Service's
+        # endpoints until the certificate check repairs it, so the apiserver calls a replica that works.
+        return served.problem() if served is not None else None
+
+    metrics.ready.set_function(lambda: float(unready() is None))
 
     async def healthz(_: aiohttp.web.Request) -> aiohttp.web.Response:
         return aiohttp.web.Response(text="ok")
 
     async def readyz(_: aiohttp.web.Request) -> aiohttp.web.Response:
-        if not server.listening.is_set():
-            return aiohttp.web.Response(status=503, text="admission listener not started yet")
-        # An expired or untrusted certificate fails every call the apiserver makes: out of the Service's
-        # endpoints until the certificate check repairs it, so the apiserver calls a replica that works.
-        problem = served.problem() if served is not None else None
+        problem = unready()
         if problem is not None:
             return aiohttp.web.Response(status=503, text=problem)
         return aiohttp.web.Response(text="ok")

@@ -96,3 +96,19 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "frw.testsRendered" -}}
 {{- if and .Values.tests.enabled (not (has .Values.tests.namespace (include "frw.excludedNamespaces" . | fromJsonArray))) }}true{{ end }}
 {{- end }}
+
+{{/* An alert's `for`, labels and the start of its annotations (runbook_url): (list $ "AlertName" .alerts.x). */}}
+{{- define "frw.alertMeta" -}}
+{{- $root := index . 0 }}{{ $name := index . 1 }}{{ $alert := index . 2 }}
+{{- $rule := $root.Values.metrics.prometheusRule -}}
+for: {{ $alert.for }}
+labels:
+  severity: {{ $alert.severity }}
+  {{- with $rule.additionalAlertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  {{- with $rule.runbookBaseUrl }}
+  runbook_url: {{ printf "%s#%s" . (lower $name) }}
+  {{- end }}
+{{- end }}
