@@ -452,7 +452,7 @@ def test_service_account_may_create_only_its_own_secret(
     service-account-token Secret)."""
     name, namespace, user = (installed_rbac_and_policy[k] for k in ("name", "namespace", "user"))
 
-    def create(secret_name: str, secret_type: str = "Opaque") -> Any:
+    def create(secret_name: str, secret_type: str = "kubernetes.io/tls") -> Any:
         secret = {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -462,6 +462,7 @@ def test_service_account_may_create_only_its_own_secret(
                 "annotations": {"kubernetes.io/service-account.name": "default"},
             },
             "type": secret_type,
+            "data": {"tls.crt": "", "tls.key": ""},
         }
         return cluster.kubectl(
             "create", "-f", "-", f"--as={user}", "--dry-run=server", "-n", namespace, input=json.dumps(secret)
@@ -471,10 +472,14 @@ def test_service_account_may_create_only_its_own_secret(
         return create("other").returncode != 0
 
     wait_for(refused, "the Secret policy to take effect")
-    for secret_name, secret_type in (("other", "Opaque"), (f"{name}-tls", "kubernetes.io/service-account-token")):
+    for secret_name, secret_type in (
+        ("other", "kubernetes.io/tls"),
+        (f"{name}-tls", "Opaque"),
+        (f"{name}-tls", "kubernetes.io/service-account-token"),
+    ):
         result = create(secret_name, secret_type)
         assert result.returncode != 0 and "may create only its certificate Secret" in result.stderr, result.stderr
-    allowed = create(f"{name}-tls")
+    allowed = create(f"{name}-tls")  # what webhook.operator.selfmanaged creates
     assert allowed.returncode == 0, allowed.stderr
 
 
