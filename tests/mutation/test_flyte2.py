@@ -238,3 +238,14 @@ def test_flyte2_examples_per_preset(example: str, preset: str, expected: tuple[s
     assert resource in result.pod["spec"]["containers"][0]["resources"]["limits"]
     assert expressions(result)[0] == {"key": label, "operator": "In", "values": [value]}
     assert plan_mutation(result.pod, WebhookConfig.from_mapping({"preset": preset})).ops == []  # idempotent
+
+
+@pytest.mark.parametrize("key", ["memory", "disk"])
+@pytest.mark.parametrize("number", [20, 1024, 1.5])
+def test_a_json_number_for_flyte2_memory_or_disk_is_refused_as_flyte2_refuses_it(key: str, number: float) -> None:
+    # Taken as bytes it made `ephemeral-storage: "20"`: the pod evicted at its first write.
+    from webhook.mutation.flyte2 import split_flyte2_fields
+
+    with pytest.raises(ValueError, match=f"{key} must be a Kubernetes quantity string such as '1Gi'"):
+        split_flyte2_fields({"cpu": "1", key: number}, in_resources=True)
+    assert split_flyte2_fields({"mem": 1024}, in_resources=True)[0] == {"mem": 1024}  # flytekit's int stays bytes

@@ -51,6 +51,12 @@ def split_flyte2_fields(data: Mapping[str, Any], *, in_resources: bool) -> tuple
     for key in data:
         if key not in valid:
             raise ValueError(f"Resources: unknown key {shown(key)}; valid keys: {', '.join(valid)}")
+    for key in ("memory", "disk"):
+        value = data.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            # Flyte 2 takes only strings here; a bare number would be bytes (a pod evicted at its first write).
+            # flytekit's `mem` keeps its int-as-bytes meaning.
+            raise ValueError(f"{key} must be a Kubernetes quantity string such as '1Gi', not the number {shown(value)}")
     out = dict(data)
     if "disk" in out:
         if any(key in out for key in _STORAGE_KEYS):
