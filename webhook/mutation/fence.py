@@ -22,8 +22,8 @@ def device_resource_names(config: WebhookConfig, *also: str) -> tuple[str, ...]:
 def fence_problem(pod: Mapping[str, Any], config: WebhookConfig, namespace: str | None = None) -> str | None:
     """Why the pod, as it stands, breaks its policy (allowed accelerators it selects itself, `max-gpus`) or a
     platform limit of its configuration; None when it keeps them."""
-    resolved = resolve(config, pod_facts(pod, namespace, config.namespace_template)) if config.policies else None
-    resolved = resolved or Resolved(config)
+    facts = pod_facts(pod, namespace, config.namespace_template)
+    resolved = resolve(config, facts) if config.policies else Resolved(config)
     policy = resolved.policy
     if policy is not None:
         problem = own_accelerator_problem(policy, pod, resolved.config) or gpu_problem(

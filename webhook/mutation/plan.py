@@ -210,11 +210,15 @@ def plan_mutation(
         # No annotation of ours: a Flyte task pod under `flyte-task-pods`, planned with no request of its own, or a
         # pod carrying only a summary we did not write.
         request = read_annotations(found[0], config.annotation_prefix)
-        facts = pod_facts(pod, namespace, config.namespace_template)
-        if request is None and not (config.flyte_task_pods and is_flyte_task_pod(facts)):
-            return _summary_removed(pod, config.annotation_prefix)
-        request = request or ResourceRequest(config.annotation_prefix, {})
-        resolved = resolve(config, facts) if config.policies else Resolved(config)
+        if request is None:
+            if not (config.flyte_task_pods and is_flyte_task_pod(pod_facts(pod, namespace, config.namespace_template))):
+                return _summary_removed(pod, config.annotation_prefix)
+            request = ResourceRequest(config.annotation_prefix, {})
+        resolved = (
+            resolve(config, pod_facts(pod, namespace, config.namespace_template))
+            if config.policies
+            else Resolved(config)
+        )
         return _plan(pod, request, resolved)
     except (InvalidAnnotation, MalformedPod) as exc:
         if config.on_invalid == "ignore":

@@ -43,14 +43,7 @@ def accelerator_problem(policy: Policy, accelerator: BaseAccelerator) -> str | N
 
 
 def _allows(entry: str, accelerator: BaseAccelerator) -> bool:
-    try:
-        return DeviceClass.parse(entry) is accelerator.device_class
-    except ValueError:
-        pass
-    listed, asked = find_device(entry), find_device(accelerator.device)
-    if listed is not None and asked is not None:
-        return listed is asked  # every spelling of one catalog device is that device
-    return entry.lower() == accelerator.device.lower()
+    return _allows_device(entry, accelerator.device, accelerator.device_class)
 
 
 def own_accelerator_problem(policy: Policy, pod: Mapping[str, Any], config: WebhookConfig) -> str | None:
@@ -87,7 +80,7 @@ def _allows_device(entry: str, device: str, device_class: DeviceClass) -> bool:
         pass
     listed, asked = find_device(entry), find_device(device)
     if listed is not None and asked is not None:
-        return listed is asked
+        return listed is asked  # every spelling of one catalog device is that device
     return entry.lower() == device.lower()
 
 
