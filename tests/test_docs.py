@@ -46,3 +46,16 @@ def test_make_help_prints_what_a_shell_would_show():
     targets = re.findall(r"^  make (\S+)", done.stdout, re.M)
     assert {"run", "test", "image", "push", "package"} <= set(targets)
     assert all(f"make {name}" in README for name in ("image", "push", "package")), "README, Install in a cluster"
+
+
+def test_the_policy_example_is_the_one_make_fuzz_runs():
+    import yaml
+
+    section = README.split("## Policies", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    shown = yaml.safe_load(block.group(1))
+    fuzzed = yaml.safe_load((Path(__file__).parents[1] / "examples" / "config" / "policies.yaml").read_text())
+    assert fuzzed.pop("flyte-task-pods") is True
+    assert shown == fuzzed
+    WebhookConfig.from_mapping(fuzzed)
