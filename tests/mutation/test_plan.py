@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 from webhook.engine.config import WebhookConfig
 from webhook.engine.pod import effective_gpu_resource_name
 from webhook.mutation.annotations import read_annotations
-from webhook.mutation.plan import Denied, diff, plan_inputs, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.inputs import plan_inputs
+from webhook.mutation.patch import diff
+from webhook.mutation.plan import plan_mutation
 
 P = "resources.flyte.org/"
 EXAMPLES = Path(__file__).parents[2] / "examples"
@@ -45,7 +48,7 @@ def apply(original, plan):
 def test_pod_without_our_annotations_is_returned_as_is():
     original = pod({"primary_container_name": "main"})
     plan = plan_mutation(original, CONFIG)
-    assert plan.outcome == "untouched"
+    assert plan.outcome == "allowed"
     assert plan.pod is original
     assert plan.ops == [] and plan.warnings == []
 
