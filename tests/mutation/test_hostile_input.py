@@ -188,7 +188,7 @@ def test_spec_that_is_not_an_object_is_denied():
 @pytest.mark.parametrize("metadata", ["x", [], 5, {"annotations": "x"}, {"annotations": [P + "resources"]}])
 def test_metadata_without_an_annotation_object_is_not_ours(metadata):
     broken = {"metadata": metadata, "spec": {"containers": [{"name": "main"}]}}
-    assert plan_mutation(broken, CONFIG).outcome == "allowed"
+    assert (untouched := plan_mutation(broken, CONFIG)).outcome == "allowed" and untouched.steps == ()
     assert plan_inputs(broken, P) is None
 
 

@@ -113,13 +113,13 @@ def test_without_the_switch_unannotated_flyte_pods_are_not_ours() -> None:
     off = config(**{"flyte-task-pods": False})
     pod = flyte_pod(resources={"limits": {"cpu": "8"}})
     assert plan_inputs(pod, off) is None
-    assert plan_mutation(pod, off).outcome == "allowed"
+    assert (untouched := plan_mutation(pod, off)).outcome == "allowed" and untouched.steps == ()
 
 
 def test_unannotated_pods_that_are_not_flyte_task_pods_stay_untouched() -> None:
     pod = {"metadata": {"name": "web", "labels": {"project": "ml", "domain": "development"}}, "spec": {}}
     assert plan_inputs(pod, config()) is None
-    assert plan_mutation(pod, config()).outcome == "allowed"
+    assert (untouched := plan_mutation(pod, config())).outcome == "allowed" and untouched.steps == ()
 
 
 def test_a_flyte2_pod_is_recognised_by_its_managed_label() -> None:
@@ -286,7 +286,7 @@ def test_a_pods_own_labels_never_select_the_policy_of_another_namespaces_domain(
     # unannotated, it is no Flyte task pod there: flyte-task-pods leaves it alone
     bare = flyte_pod(domain="production", resources={"limits": {"cpu": "64"}})
     bare["metadata"]["namespace"] = "ml-development"
-    assert plan_mutation(bare, config()).outcome == "allowed"
+    assert (untouched := plan_mutation(bare, config())).outcome == "allowed" and untouched.steps == ()
     # an empty namespace-template trusts the labels (documented as a convenience, not a boundary)
     assert plan_mutation(spoofed, config(**{"namespace-template": ""})).policy == "prod"
 
@@ -335,7 +335,8 @@ def test_any_labels_and_namespace_give_a_plan_or_a_short_denial(
     except Denied as exc:
         assert len(exc.message.encode()) <= 1100 and key is not None
     else:
-        assert (plan.outcome == "allowed") == (key is None)
+        if key is None:  # not ours: admitted as it is, nothing planned
+            assert plan.outcome == "allowed" and plan.steps == () and plan.pod is pod
     assert pod == before
 
 

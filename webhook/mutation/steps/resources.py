@@ -4,12 +4,10 @@ name the accelerator or `gpu-resource-key` gives."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from webhook.engine.pod import apply_container_resources
 from webhook.mutation.annotations import ACCELERATOR, GPU_RESOURCE_KEY, LIMITS, REQUESTS, RESOURCES
 from webhook.mutation.policies import policy_label
-from webhook.mutation.steps.state import Context, State, attributed, recorded
+from webhook.mutation.steps.state import Attributed, Context, State, recorded
 from webhook.mutation.steps.target import config_target, target_container
 
 
@@ -26,7 +24,7 @@ def apply_resources(context: Context, state: State) -> State:
     target = from_config or target_container(context.pod, request)
     names = sources or ([GPU_RESOURCE_KEY if request.gpu_resource_key else ACCELERATOR] if renames_gpu else [])
     source = policy_label(policy) if policy is not None else "config"
-    with attributed(context, names, source):
+    with Attributed(context, names, source):
         result = apply_container_resources(
             state.pod,
             target,
@@ -35,4 +33,4 @@ def apply_resources(context: Context, state: State) -> State:
             config=context.config,
             gpu_resource_name=context.gpu_name,
         )
-    return replace(recorded(context, state, names, source, result, target), resolved_resources=True)
+    return recorded(context, state, names, source, result, target, resolved_resources=True)

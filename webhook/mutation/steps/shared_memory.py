@@ -3,12 +3,10 @@ asks nothing of it."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from webhook.engine.pod import apply_shared_memory
 from webhook.mutation.annotations import SharedMemory
 from webhook.mutation.policies import policy_label
-from webhook.mutation.steps.state import Context, State, attributed, recorded
+from webhook.mutation.steps.state import Attributed, Context, State, recorded
 from webhook.mutation.steps.target import known_target, target_container
 
 
@@ -17,7 +15,7 @@ def apply_shared_memory_request(context: Context, state: State) -> State:
     if shm is None or not source:
         return state
     target = state.target or target_container(context.pod, context.request)
-    with attributed(context, [source], ""):
+    with Attributed(context, [source], ""):
         result = apply_shared_memory(
             state.pod, target, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
         )
@@ -36,6 +34,6 @@ def apply_policy_shared_memory(context: Context, state: State) -> State:
         return state
     size = default if isinstance(default, str) else None
     source = f"{policy_label(policy)} shared-memory"
-    with attributed(context, [], source):
+    with Attributed(context, [], source):
         result = apply_shared_memory(state.pod, target, size_limit=size)
-    return replace(recorded(context, state, [], source, result, target), shared_memory=SharedMemory(size_limit=size))
+    return recorded(context, state, [], source, result, target, shared_memory=SharedMemory(size_limit=size))

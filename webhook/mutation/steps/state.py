@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from webhook.engine.config import Policy, WebhookConfig
@@ -64,8 +64,10 @@ class State:
     shared_memory: SharedMemory | None = None
     resolved_resources: bool = False
 
-    def noted(self, step: Step) -> State:
-        return replace(self, steps=(*self.steps, step))
+    def noted(self, step: Step, pod: Mapping[str, Any] | None = None) -> State:
+        """This state with `step` recorded and, when given, the pod it made."""
+        pod = self.pod if pod is None else pod
+        return State(pod, self.target, (*self.steps, step), self.shared_memory, self.resolved_resources)
 
 
 def label(context: Context, names: list[str], source: str) -> tuple[str, str]:
@@ -74,24 +76,41 @@ def label(context: Context, names: list[str], source: str) -> tuple[str, str]:
     return " + ".join(prefix + name for name in names) or source, "; ".join(given.get(name, "") for name in names)
 
 
-@contextmanager
-def attributed(context: Context, names: list[str], source: str) -> Iterator[None]:
+class Attributed:
     """An engine refusal inside, told as the annotation's (which `on-invalid: ignore` may admit) or, when no
     annotation asked for the step, as the pod's denial by the policy or the global config."""
-    try:
-        yield
-    except Refusal as exc:
-        annotation, value = label(context, names, source)
-        reason = credit([str(exc)], context.policy)[0]
-        if not names:
+
+    __slots__ = ("context", "names", "source")
+
+    def __init__(self, context: Context, names: list[str], source: str) -> None:
+        self.context, self.names, self.source = context, names, source
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if not isinstance(exc, Refusal):
+            return  # none, or a bug of ours: it goes on
+        annotation, value = label(self.context, self.names, self.source)
+        reason = credit([str(exc)], self.context.policy)[0]
+        if not self.names:
             raise Denied(f"{annotation}: {reason}") from None
         raise InvalidAnnotation(annotation, value, reason) from None
 
 
 def recorded(
-    context: Context, state: State, names: list[str], source: str, result: Result, target: str | None
+    context: Context,
+    state: State,
+    names: list[str],
+    source: str,
+    result: Result,
+    target: str | None,
+    *,
+    resolved_resources: bool = False,
+    shared_memory: SharedMemory | None = None,
 ) -> State:
-    """`state` with the step's pod and its record; notes crediting the policy keep their kind."""
+    """The state after a step that changed `target`: its pod and its record (notes crediting the policy keep their
+    kind); `resolved_resources` and `shared_memory` say what the summary records besides the resources."""
     annotation, value = label(context, names, source)
     policy = context.policy
     notes = tuple(
@@ -99,7 +118,13 @@ def recorded(
         for old, new in zip(result.notes, credit(result.notes, policy), strict=True)
     )
     step = Step(annotation, value, notes, target, state.pod, result.pod, policy)
-    return replace(state, pod=result.pod, target=target, steps=(*state.steps, step))
+    return State(
+        result.pod,
+        target,
+        (*state.steps, step),
+        shared_memory or state.shared_memory,
+        resolved_resources or state.resolved_resources,
+    )
 
 
 def _resource_changes(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from webhook.engine.pod import apply_resource_tolerations
 from webhook.mutation.steps.state import Context, State, Step
 
@@ -12,4 +10,4 @@ def apply_tolerations(context: Context, state: State) -> State:
     result = apply_resource_tolerations(state.pod, config=context.config)
     if not result.notes:
         return state
-    return replace(state, pod=result.pod, steps=(*state.steps, Step("config resource-tolerations", "", result.notes)))
+    return state.noted(Step("config resource-tolerations", "", result.notes), result.pod)
