@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.inputs import plan_inputs
+from webhook.mutation.plan import plan_mutation
 
 P = "resources.flyte.org/"
 CAP = 4096

@@ -21,7 +21,8 @@ import yaml
 
 from webhook import __version__
 from webhook.engine.config import ConfigError, WebhookConfig
-from webhook.mutation.plan import Denied, Plan, plan_mutation
+from webhook.mutation.decision import Denied, Outcome
+from webhook.mutation.plan import Plan, plan_mutation
 from webhook.operator import logsafe
 from webhook.operator.settings import load_config
 
@@ -125,7 +126,7 @@ def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
     )
     where = f" ({where})" if where else ""
     print(f"pod {_name(pod)}{where}: {plan.outcome}, {len(plan.ops)} patch op(s)", file=out)
-    if plan.outcome == "untouched":
+    if not plan.steps and plan.outcome is Outcome.ALLOWED:
         print("  no annotation of ours: admitted untouched", file=out)
         return
     rows = [["ANNOTATION", "VALUE", "EFFECT"]]
@@ -134,7 +135,7 @@ def _explain_plan(pod: dict[str, Any], plan: Plan, out: TextIO) -> None:
         for i, note in enumerate(notes):
             value = step.value if len(step.value) <= 40 else step.value[:37] + "..."
             rows.append([step.annotation if i == 0 else "", value if i == 0 else "", note])
-    for warning in plan.warnings if plan.outcome == "ignored" else ():
+    for warning in plan.warnings if plan.outcome is Outcome.IGNORED else ():
         rows.append(["", "", warning])
     _table(rows, out)
 
@@ -149,7 +150,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         try:
             plan = plan_mutation(pod, config)
         except Denied as exc:
-            print(f"pod {_name(pod)}: DENIED\n  {exc.message}", file=sys.stdout)
+            print(f"pod {_name(pod)}: {Outcome.DENIED}\n  {exc.message}", file=sys.stdout)
             denied = True
             continue
         _explain_plan(pod, plan, sys.stdout)

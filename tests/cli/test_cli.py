@@ -97,7 +97,7 @@ def test_explain_prints_a_table_per_pod():
     done = cli("explain", "-f", str(ROOT / "examples" / "gpu-a100-mig.yaml"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("pod flytesnacks-development/a8x2kq9fz4rtw-n2-0 (container a8x2kq9fz4rtw-n2-0): mutated")
+    assert lines[0].startswith("pod flytesnacks-development/a8x2kq9fz4rtw-n2-0 (container a8x2kq9fz4rtw-n2-0): patched")
     assert lines[1].split() == ["ANNOTATION", "VALUE", "EFFECT"]
     assert any("node affinity added: k8s.amazonaws.com/accelerator In [nvidia-tesla-a100]" in line for line in lines)
 

@@ -47,7 +47,7 @@ def test_explain_names_the_policy_and_each_value_it_set(tmp_path: Path) -> None:
     done = cli(tmp_path, "explain", pods=[pod("unannotated"), pod("annotated", {P + "resources": "cpu=4"})])
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.split("\n\n")
-    assert first.startswith("pod ml-development/unannotated (container primary, policy development): mutated")
+    assert first.startswith("pod ml-development/unannotated (container primary, policy development): patched")
     assert "matched domain=development (domain level); sets default-requests, platform-limits" in first
     assert "limits.cpu: 6 -> 2 (policy development)" in first
     assert "requests.memory: - -> 1Gi (policy development)" in first
@@ -60,7 +60,7 @@ def test_explain_and_mutate_show_a_policy_denial(tmp_path: Path) -> None:
     done = cli(tmp_path, "explain", pods=[denied])
     assert done.returncode == 1
     denial = "policy development (domain=development): accelerator 'A100' (nvidia-tesla-a100) is not allowed"
-    assert f"DENIED\n  {denial}" in done.stdout
+    assert f"denied\n  {denial}" in done.stdout
     assert cli(tmp_path, "mutate", pods=[denied]).returncode == 1
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.plan import plan_mutation
 
 P = "resources.flyte.org/"
 CONFIG = WebhookConfig.from_mapping({})
@@ -82,5 +83,5 @@ def test_present_primary_container_with_accelerator_only_is_admitted() -> None:
         {"primary_container_name": "side", P + "accelerator": "T4"}, {"limits": {"nvidia.com/gpu": "1"}}, "side"
     )
     result = plan_mutation(given, CONFIG)
-    assert result.outcome == "mutated"
+    assert result.outcome == "patched"
     assert result.pod["spec"]["tolerations"][0]["value"] == "nvidia-tesla-t4"

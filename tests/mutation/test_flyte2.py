@@ -13,7 +13,8 @@ from webhook.engine.accelerators import Accelerator
 from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import WebhookConfig
 from webhook.mutation.annotations import InvalidAnnotation, SharedMemory, read_annotations
-from webhook.mutation.plan import Denied, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.plan import plan_mutation
 
 P = "resources.flyte.org/"
 TPU = DeviceClass.GOOGLE_TPU

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from webhook.engine.config import WebhookConfig
 from webhook.mutation import annotations as annotations_module
 from webhook.mutation.annotations import MAX_JSON_DEPTH, MAX_VALUE_BYTES, InvalidAnnotation, read_annotations
-from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.inputs import plan_inputs
+from webhook.mutation.plan import plan_mutation
 
 P = "resources.flyte.org/"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -133,7 +135,7 @@ def test_non_string_annotation_values_are_denied(value):
 
 def test_non_string_values_of_other_annotations_are_not_ours():
     plan = plan_mutation(pod({"example.com/x": {"deep": [1]}, P + "resources": "cpu=1"}), CONFIG)
-    assert plan.outcome == "mutated"
+    assert plan.outcome == "patched"
 
 
 @pytest.mark.parametrize(
@@ -186,7 +188,7 @@ def test_spec_that_is_not_an_object_is_denied():
 @pytest.mark.parametrize("metadata", ["x", [], 5, {"annotations": "x"}, {"annotations": [P + "resources"]}])
 def test_metadata_without_an_annotation_object_is_not_ours(metadata):
     broken = {"metadata": metadata, "spec": {"containers": [{"name": "main"}]}}
-    assert plan_mutation(broken, CONFIG).outcome == "untouched"
+    assert (untouched := plan_mutation(broken, CONFIG)).outcome == "allowed" and untouched.steps == ()
     assert plan_inputs(broken, P) is None
 
 

@@ -14,7 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
+from webhook.mutation.decision import Denied
+from webhook.mutation.inputs import plan_inputs
+from webhook.mutation.plan import plan_mutation
 from webhook.mutation.policies import DEVICE_COUNT_CAP, gpu_counts
 
 PREFIX = "resources.flyte.org/"
@@ -78,7 +80,7 @@ def resources(plan: Any, index: int = 0) -> dict[str, Any]:
 def test_an_unannotated_flyte_pod_gets_the_policy_defaults_and_limits() -> None:
     pod = flyte_pod(resources={"limits": {"cpu": "8"}})
     plan = plan_mutation(pod, config())
-    assert plan.outcome == "mutated" and plan.policy == "dev"
+    assert plan.outcome == "patched" and plan.policy == "dev"
     assert resources(plan) == {
         "requests": {"cpu": "2", "memory": "1Gi"},
         "limits": {"cpu": "2", "memory": "1Gi"},
@@ -104,20 +106,20 @@ def test_an_unannotated_flyte_pod_without_a_policy_gets_the_global_limits() -> N
 def test_an_unannotated_flyte_pod_that_needs_nothing_gets_no_patch() -> None:
     settled = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
     plan = plan_mutation(flyte_pod(resources=settled), config())
-    assert plan.outcome == "unchanged" and plan.ops == [] and plan.warnings == []
+    assert plan.outcome == "allowed" and plan.ops == [] and plan.warnings == []
 
 
 def test_without_the_switch_unannotated_flyte_pods_are_not_ours() -> None:
     off = config(**{"flyte-task-pods": False})
     pod = flyte_pod(resources={"limits": {"cpu": "8"}})
     assert plan_inputs(pod, off) is None
-    assert plan_mutation(pod, off).outcome == "untouched"
+    assert (untouched := plan_mutation(pod, off)).outcome == "allowed" and untouched.steps == ()
 
 
 def test_unannotated_pods_that_are_not_flyte_task_pods_stay_untouched() -> None:
     pod = {"metadata": {"name": "web", "labels": {"project": "ml", "domain": "development"}}, "spec": {}}
     assert plan_inputs(pod, config()) is None
-    assert plan_mutation(pod, config()).outcome == "untouched"
+    assert (untouched := plan_mutation(pod, config())).outcome == "allowed" and untouched.steps == ()
 
 
 def test_a_flyte2_pod_is_recognised_by_its_managed_label() -> None:
@@ -177,7 +179,7 @@ def test_without_a_matching_policy_annotated_pods_plan_as_before() -> None:
 def test_allowed_accelerators(domain: str, accelerator: str) -> None:
     asked = {PREFIX + "resources": "gpu=1", PREFIX + "accelerator": accelerator}
     plan = plan_mutation(flyte_pod(domain=domain, annotations=asked), config())
-    assert plan.outcome == "mutated" and summary(plan)["accelerator"]
+    assert plan.outcome == "patched" and summary(plan)["accelerator"]
 
 
 @pytest.mark.parametrize(
@@ -284,7 +286,7 @@ def test_a_pods_own_labels_never_select_the_policy_of_another_namespaces_domain(
     # unannotated, it is no Flyte task pod there: flyte-task-pods leaves it alone
     bare = flyte_pod(domain="production", resources={"limits": {"cpu": "64"}})
     bare["metadata"]["namespace"] = "ml-development"
-    assert plan_mutation(bare, config()).outcome == "untouched"
+    assert (untouched := plan_mutation(bare, config())).outcome == "allowed" and untouched.steps == ()
     # an empty namespace-template trusts the labels (documented as a convenience, not a boundary)
     assert plan_mutation(spoofed, config(**{"namespace-template": ""})).policy == "prod"
 
@@ -333,7 +335,8 @@ def test_any_labels_and_namespace_give_a_plan_or_a_short_denial(
     except Denied as exc:
         assert len(exc.message.encode()) <= 1100 and key is not None
     else:
-        assert (plan.outcome == "untouched") == (key is None)
+        if key is None:  # not ours: admitted as it is, nothing planned
+            assert plan.outcome == "allowed" and plan.steps == () and plan.pod is pod
     assert pod == before
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from webhook.mutation.decision import Outcome
 from webhook.operator.metrics import Metrics
-from webhook.operator.outcomes import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = 'outcome="' + "|".join(o.value for o in Outcome) + '"'

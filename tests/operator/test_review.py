@@ -10,8 +10,8 @@ import jsonpatch
 import pytest
 
 from webhook.engine.config import WebhookConfig
+from webhook.mutation.decision import Outcome
 from webhook.operator import review as review_module
-from webhook.operator.outcomes import Outcome
 from webhook.operator.review import PodReviewer, pod_ref
 
 P = "resources.flyte.org/"
@@ -97,7 +97,7 @@ def test_our_own_bug_is_caught_logged_counted_and_follows_on_error(monkeypatch, 
     def broken(pod, *args):
         raise KeyError("boom")
 
-    monkeypatch.setattr(review_module, "plan_mutation", broken)
+    monkeypatch.setattr(review_module, "decide", broken)
     reviewer = PodReviewer(WebhookConfig.from_mapping({"on-error": policy}))
     out = reviewer(admission_review({P + "resources": "cpu=1"}))
     response = out["response"]
@@ -115,8 +115,8 @@ def test_pods_with_the_same_plan_inputs_get_the_same_answer_from_memory(monkeypa
     annotations = {P + "requests": "cpu=2", P + "limits": "cpu=1"}
     first = reviewer(admission_review(annotations))["response"]
     calls = []
-    real = review_module.plan_mutation
-    monkeypatch.setattr(review_module, "plan_mutation", lambda pod, *args: calls.append(pod) or real(pod, *args))
+    real = review_module.decide
+    monkeypatch.setattr(review_module, "decide", lambda pod, *args: calls.append(pod) or real(pod, *args))
     twin = admission_review(annotations)
     twin["request"]["object"]["metadata"]["generateName"] = "other-task-"
     twin["request"]["object"]["spec"]["containers"][0]["image"] = "y"

@@ -14,6 +14,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from webhook.engine.catalog import DEVICE_CLASS_DEFAULTS, DeviceClass, find_device
+from webhook.engine.errors import Refusal
 from webhook.engine.excerpt import bounded, excerpt
 from webhook.engine.excerpt import shown as shown_value
 from webhook.engine.quantity import canonical_quantity, parse_quantity
@@ -467,7 +468,7 @@ class WebhookConfig(BaseModel):
         )
 
 
-class ConfigError(ValueError):
+class ConfigError(Refusal):
     """An invalid configuration; the message names each bad key and its value."""
 
 

@@ -39,6 +39,7 @@ from flyteidl.core import tasks_pb2
 from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.catalog import CATALOG, DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
+from webhook.engine.errors import Refusal
 from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
 
@@ -52,7 +53,7 @@ _FLYTE_PARSE_ERROR = "Failed to parse resource as a valid quantity."
 MOST_DEVICES_PER_NODE = max(entry.max_count for entry in CATALOG)
 
 
-class PodSemanticsError(ValueError):
+class PodSemanticsError(Refusal):
     """The pod cannot take the requested change; the message says why, as Flyte words it where it has words."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final, TypeAlias
 
+from webhook.engine.errors import Refusal
 from webhook.engine.excerpt import shown
 
 __all__ = [
@@ -95,7 +96,7 @@ class QuantityFormat(enum.StrEnum):
     DECIMAL_EXPONENT = "DecimalExponent"
 
 
-class InvalidQuantity(ValueError):
+class InvalidQuantity(Refusal):
     """A value that is not a (non-negative) Kubernetes quantity.
 
     ``str(exc)`` is ``"<value!r> is not a valid Kubernetes quantity: <reason>"``; callers prefix the field

@@ -22,6 +22,7 @@ from flyteidl.core import tasks_pb2
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from webhook.engine.accelerators import BaseAccelerator
+from webhook.engine.errors import Refusal
 from webhook.engine.names import (
     FIELD_TO_K8S,
     PRIMARY_CONTAINER_DEFAULT_NAME,
@@ -82,7 +83,7 @@ _IDL_NAMES: Final = (
 )
 
 
-class InvalidResource(ValueError):
+class InvalidResource(Refusal):
     """A resource value Kubernetes would reject (flytekit accepts it); ``field`` and ``value`` say which."""
 
     def __init__(self, field: str, value: object, reason: str) -> None:

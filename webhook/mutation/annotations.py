@@ -27,6 +27,7 @@ from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
 from webhook.engine.resources import Resources
+from webhook.mutation.decision import Denied
 from webhook.mutation.flyte2 import Flyte2Extras, pop_device_class, split_flyte2_fields
 
 RESOURCES = "resources"
@@ -65,7 +66,7 @@ MAX_JSON_DEPTH = 8
 _NAME_SHOWN = 320  # a Kubernetes annotation key is at most 253 + 1 + 63 characters
 
 
-class InvalidAnnotation(ValueError):
+class InvalidAnnotation(Denied):
     """One annotation the webhook cannot apply; the message names it, its value, and what is wrong.
 
     The message is at most ~1 KiB: the name and the value are shown abbreviated when long (`excerpt.shown`),

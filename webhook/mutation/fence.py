@@ -10,6 +10,7 @@ from typing import Any
 from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import WebhookConfig
 from webhook.engine.policies import Resolved, pod_facts, resolve
+from webhook.mutation.decision import Decision, allowed, denied
 from webhook.mutation.policies import gpu_problem, limit_problem, own_accelerator_problem
 
 
@@ -32,3 +33,9 @@ def fence_problem(pod: Mapping[str, Any], config: WebhookConfig, namespace: str 
         if problem is not None:
             return problem
     return limit_problem(pod, resolved.config, policy)
+
+
+def decide_resize(pod: Mapping[str, Any], config: WebhookConfig, namespace: str | None = None) -> Decision:
+    """An in-place resize changes the resources after admission: allowed while the pod keeps its fence."""
+    problem = fence_problem(pod, config, namespace)
+    return allowed() if problem is None else denied(f"in-place resize refused: {problem}")

@@ -3,7 +3,7 @@
 The API server sends a mutating webhook its decoded, typed pod, so a real review always passes; but the HTTPS
 endpoint also answers whatever is posted to it, and a pod whose `containers` is a string or whose limits hold
 `"abc"` must be a short denial naming the field, not an exception. Only the fields the plan reads are checked
-(`plan.plan_inputs` lists them); `null` is accepted wherever the engine treats it as absent. Objects are
+(`inputs.plan_inputs` lists them); `null` is accepted wherever the engine treats it as absent. Objects are
 checked as `dict`, which is what JSON decodes to (and faster to check than `Mapping`: a pod may have
 thousands of tolerations).
 """
@@ -16,11 +16,12 @@ from typing import Any
 
 from webhook.engine.excerpt import bounded, excerpt, shown
 from webhook.engine.quantity import InvalidQuantity, parse_quantity
+from webhook.mutation.decision import Denied
 
 _Check = Callable[[Mapping[str, Any], str], "str | None"]
 
 
-class MalformedPod(ValueError):
+class MalformedPod(Denied):
     """A pod field the plan reads has the wrong type or an invalid value; the message names the field."""
 
     def __init__(self, problem: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from webhook import __version__
-from webhook.operator.outcomes import Outcome
+from webhook.mutation.decision import Outcome
 
 # The `policy` label of a denial no policy governs (the global keys refused the pod).
 NO_POLICY = "(global)"

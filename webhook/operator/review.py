@@ -1,7 +1,9 @@
-"""One AdmissionReview in, one AdmissionReview out: the mutation plan, the failure policy, metrics and logs.
+"""One AdmissionReview in, one AdmissionReview out: the mutation layer's `Decision`, encoded; the failure policy,
+metrics and logs.
 
-Never raises, and never puts a value from the request into the answer except a short string `uid`: the answer
-is always a valid `admission.k8s.io/v1` AdmissionReview, whatever was posted. A bug in our code is logged with
+Never raises, and the answer is always a valid `admission.k8s.io/v1` AdmissionReview, whatever was posted. From
+the request it carries the `uid` (a short string only) and what the decision quotes: a denial or a warning names
+the annotation or field at fault and its value, abbreviated, in at most ~1 KiB. A bug in our code is logged with
 the pod's namespace/name, counted, and answered by `on-error` (deny, or allow unchanged with a warning), so it
 can neither crash the server nor reach users as a stack trace.
 """
@@ -20,10 +22,11 @@ import orjson
 from webhook.engine.config import WebhookConfig
 from webhook.engine.excerpt import bounded, excerpt
 from webhook.engine.policies import pod_facts, resolve
-from webhook.mutation.fence import fence_problem
-from webhook.mutation.plan import Denied, Plan, plan_mutation, read_plan_inputs
+from webhook.mutation.decision import Decision, Outcome, errored
+from webhook.mutation.fence import decide_resize
+from webhook.mutation.inputs import read_plan_inputs
+from webhook.mutation.plan import decide
 from webhook.operator.metrics import NO_POLICY, Metrics
-from webhook.operator.outcomes import Outcome
 
 logger = logging.getLogger("flyte_resources_webhook")
 
@@ -58,12 +61,11 @@ def request_uid(request: Mapping[str, Any]) -> str:
     return uid if isinstance(uid, str) and len(uid) <= UID_CHARS else ""
 
 
-def _deny(response: dict[str, Any], message: str, request: Mapping[str, Any]) -> Outcome:
-    message = bounded(message)
-    logger.info("denied pod %s: %s", pod_ref(request), message)
+def _deny(response: dict[str, Any], decision: Decision, request: Mapping[str, Any]) -> Outcome:
+    logger.info("%s pod %s: %s", decision.outcome.value, pod_ref(request), decision.reason)
     response["allowed"] = False
-    response["status"] = {"code": 400, "reason": "BadRequest", "message": message}
-    return Outcome.DENIED
+    response["status"] = {"code": 400, "reason": "BadRequest", "message": decision.reason}
+    return decision.outcome
 
 
 def _governing_policy(pod: Mapping[str, Any], config: WebhookConfig, namespace: str | None) -> str:
@@ -78,6 +80,18 @@ def _governing_policy(pod: Mapping[str, Any], config: WebhookConfig, namespace: 
     return policy.name if policy is not None else NO_POLICY
 
 
+def _errored(response: dict[str, Any], decision: Decision) -> Outcome:
+    """Our own bug: whatever the review had put in the answer goes, the decision's refusal or warning stays."""
+    for key in ("patch", "patchType", "warnings", "status"):
+        response.pop(key, None)
+    response["allowed"] = decision.allowed
+    if decision.reason is not None:
+        response["status"] = {"code": 500, "message": decision.reason}
+    if decision.warnings:
+        response["warnings"] = list(decision.warnings)
+    return decision.outcome
+
+
 @dataclass(frozen=True)
 class _Answer:
     """What a plan contributes to an AdmissionResponse, kept for pods with the same plan inputs."""
@@ -90,12 +104,6 @@ class _Answer:
     def size(self) -> int:
         """Roughly the bytes it holds: the patch, the warnings and the objects around them."""
         return 256 + len(self.patch or "") + sum(64 + len(w) for w in self.warnings)
-
-
-def _outcome(plan: Plan) -> Outcome:
-    if plan.outcome == "ignored":
-        return Outcome.IGNORED
-    return Outcome.PATCHED if plan.ops else Outcome.ALLOWED
 
 
 @dataclass
@@ -148,18 +156,10 @@ class PodReviewer:
         try:
             outcome = self._review(request, response, generation)
         except Exception:
-            outcome = Outcome.ERRORED
             ref = pod_ref(request)
             logger.exception("errored pod %s: internal error while reviewing it", ref)
             message = f"flyte-resources-webhook: internal error while reviewing pod {ref}; see the webhook's logs"
-            for key in ("patch", "patchType", "warnings", "status"):
-                response.pop(key, None)
-            if generation.config.on_error == "deny":
-                response["allowed"] = False
-                response["status"] = {"code": 500, "message": message}
-            else:
-                response["allowed"] = True
-                response["warnings"] = [f"{message}; admitted unchanged (on-error: allow)"]
+            outcome = _errored(response, errored(message, generation.config.on_error))
         finally:
             self.metrics.review_counters[outcome].inc()
             self.metrics.duration.observe(time.perf_counter() - started)
@@ -185,19 +185,16 @@ class PodReviewer:
         if inputs is None:
             return Outcome.ALLOWED
         if resize:  # the resources change after admission: the limits and the policy hold for the new ones
-            problem = fence_problem(pod, config, namespace)
-            if problem is None:
-                return Outcome.ALLOWED
-            return _deny(response, f"in-place resize refused: {problem}", request)
+            decision = decide_resize(pod, config, namespace)
+            return Outcome.ALLOWED if decision.allowed else _deny(response, decision, request)
         key = inputs.key
         answer = generation.answers.get(key)
         if answer is None:
-            try:
-                plan = plan_mutation(pod, config, namespace, inputs)
-            except Denied as exc:
+            decision = decide(pod, config, namespace, inputs)
+            if not decision.allowed:
                 self.metrics.denials.labels(_governing_policy(pod, config, namespace)).inc()
-                return _deny(response, exc.message, request)
-            answer = self._remember(generation, key, plan)
+                return _deny(response, decision, request)
+            answer = self._remember(generation, key, decision)
         if answer.warnings:
             response["warnings"] = list(answer.warnings)
         if answer.patch is not None:
@@ -207,14 +204,14 @@ class PodReviewer:
         # INFO: a line per pod costs ~20% of throughput, and the pod records what was applied.
         if answer.outcome is Outcome.IGNORED:
             warning = answer.warnings[0] if answer.warnings else ""
-            logger.info("ignored pod %s (admitted unchanged): %s", pod_ref(request), warning)
+            logger.info("%s pod %s (admitted unchanged): %s", answer.outcome.value, pod_ref(request), warning)
         elif logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s pod %s", answer.outcome.value, pod_ref(request))
         return answer.outcome
 
-    def _remember(self, generation: _Generation, key: bytes, plan: Plan) -> _Answer:
-        patch = base64.b64encode(orjson.dumps(plan.ops)).decode() if plan.ops else None
-        answer = _Answer(_outcome(plan), tuple(bounded(w) for w in plan.warnings), patch)
+    def _remember(self, generation: _Generation, key: bytes, decision: Decision) -> _Answer:
+        patch = base64.b64encode(orjson.dumps(decision.ops)).decode() if decision.ops else None
+        answer = _Answer(decision.outcome, tuple(bounded(w) for w in decision.warnings), patch)
         if answer.size > self.ANSWER_BYTES_MAX:
             return answer
         answers = generation.answers

@@ -1,0 +1,15 @@
+"""The accelerator an annotation asks for: node affinity (or a nodeSelector) and tolerations for its device."""
+
+from __future__ import annotations
+
+from webhook.engine.pod import apply_accelerator
+from webhook.mutation.steps.state import Attributed, Context, State, recorded
+
+
+def apply_accelerator_request(context: Context, state: State) -> State:
+    accelerator, source = context.request.accelerator, context.request.accelerator_from
+    if accelerator is None or not source:
+        return state
+    with Attributed(context, [source], ""):
+        result = apply_accelerator(state.pod, accelerator, config=context.config, gpu_resource_name=context.gpu_name)
+    return recorded(context, state, [source], "", result, state.target)
