@@ -12,7 +12,7 @@ export FRW_BIN_DIR
 PYTEST_ARGS ?=
 FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint typecheck unit e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint generate typecheck unit e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,11 +25,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
-lint: install ## ruff, mypy (strict for engine and mutation), import-linter layering contract
+lint: install ## ruff, mypy (strict for engine and mutation), import-linter layering contract, generated files in sync
 	$(VENV)/bin/ruff check webhook tests hack
 	$(VENV)/bin/ruff format --check webhook tests hack
 	$(VENV)/bin/mypy webhook
 	$(VENV)/bin/lint-imports
+	$(PY) -m hack.generate --check
+
+generate: install ## render from their one source: the chart's config schema, values.yaml key list and both README config tables (config model), the chart's shared webhook definitions (rules, matchConditions, prefix), the README's placement table
+	$(PY) -m hack.generate
 
 control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kubelet, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
 	@bash hack/control-plane.sh
