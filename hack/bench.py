@@ -220,7 +220,7 @@ def _partial_kopf(fn: Any, registry: Any, insights: Any, inventory: Any, indexin
 
 
 def server_main(mode: str, port: int, cert_dir: str) -> None:
-    from webhook.cli import run_loop
+    from webhook.operator.run import run_loop
 
     # As `run` configures it: INFO for our logger, no per-request access log.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
