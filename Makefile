@@ -12,7 +12,7 @@ export FRW_BIN_DIR
 PYTEST_ARGS ?=
 FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint generate typecheck unit e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint generate typecheck unit explore e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,8 +53,15 @@ $(FLYTEKIT_VENV)/.installed: hack/flytekit-requirements.txt
 flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyte v1.16.8) into the binary cache and create the flytekit venv (idempotent)
 	@bash hack/flyte-propeller.sh >/dev/null
 
-unit: install ## tests that need no control plane
+unit: install ## tests that need no control plane and start nothing (tests/e2e/ is e2e by its folder); property tests derandomized
 	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+
+EXPLORE_RUNS ?= 10
+explore: install ## the property tests with fresh random inputs, EXPLORE_RUNS times (hypothesis profile explore): a failing example is printed and replayed from .hypothesis/ until fixed; keep it as an @example
+	@for run in $$(seq $(EXPLORE_RUNS)); do \
+	  echo "explore: run $$run of $(EXPLORE_RUNS)"; \
+	  FRW_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q -m 'hypothesis and not e2e' $(PYTEST_ARGS) || exit 1; \
+	done
 
 e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus
 	$(PY) -m pytest -m e2e $(PYTEST_ARGS)

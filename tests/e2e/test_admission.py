@@ -24,8 +24,6 @@ from hack.cluster.clusters import Cluster
 
 from .conftest import ExtraWebhook
 
-pytestmark = pytest.mark.e2e
-
 P = ANNOTATION_PREFIX
 WEBHOOK_NAME = "flyte-resources.flyte.org"
 DEVICE_LABEL = "k8s.amazonaws.com/accelerator"  # Flyte's default gpu-device-node-label (preset eks)
