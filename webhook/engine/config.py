@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -515,20 +514,6 @@ class WebhookConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {DeviceClass.parse(str(name)): entry for name, entry in value.items()}
-
-    # What `webhook.engine.policies` derives from `policies` once per configuration: their order and each merged
-    # configuration (at most two entries plus one per policy).
-    _policy_cache: dict[str, object] = PrivateAttr(default_factory=dict)
-
-    @property
-    def policy_cache(self) -> dict[str, object]:
-        return self._policy_cache
-
-    def with_policy_keys(self, update: dict[str, Any]) -> WebhookConfig:
-        """A copy with a policy's (already validated) keys; it keeps no policy cache of this configuration."""
-        merged = self.model_copy(update=update)
-        merged._policy_cache = {}
-        return merged
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None = None) -> WebhookConfig:
