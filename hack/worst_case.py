@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from webhook.engine.config import WebhookConfig
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX, WebhookConfig
 from webhook.mutation.plan import Denied, plan_inputs, plan_mutation
 
-P = "resources.flyte.org/"
+P = DEFAULT_ANNOTATION_PREFIX
 CAP = 4096
 
 
