@@ -53,18 +53,18 @@ $(FLYTEKIT_VENV)/.installed: hack/flytekit-requirements.txt
 flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyte v1.16.8) into the binary cache and create the flytekit venv (idempotent)
 	@bash hack/flyte-propeller.sh >/dev/null
 
-unit: install ## tests that need no control plane and start nothing (tests/e2e/ is e2e by its folder); property tests derandomized
-	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+unit: install ## tests that need no binary and start nothing (not tests/e2e/, marked e2e, nor tests/chart/, marked tools); property tests derandomized
+	$(PY) -m pytest -m 'not e2e and not tools' $(PYTEST_ARGS)
 
 EXPLORE_RUNS ?= 10
 explore: install ## the property tests with fresh random inputs, EXPLORE_RUNS times (hypothesis profile explore): a failing example is printed and replayed from .hypothesis/ until fixed; keep it as an @example
 	@for run in $$(seq $(EXPLORE_RUNS)); do \
 	  echo "explore: run $$run of $(EXPLORE_RUNS)"; \
-	  FRW_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q -m 'hypothesis and not e2e' $(PYTEST_ARGS) || exit 1; \
+	  FRW_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q -m 'hypothesis and not e2e and not tools' $(PYTEST_ARGS) || exit 1; \
 	done
 
-e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus
-	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus; and the chart checks (helm, promtool)
+	$(PY) -m pytest -m 'e2e or tools' $(PYTEST_ARGS)
 
 test: install lint control-plane node images flyte prometheus ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,5 @@
-"""The suite's own rules: tests/e2e/ is e2e by its folder, property tests run derandomized, tests import no tests."""
+"""The suite's own rules: tests/e2e/ is e2e and tests/chart/ is tools by their folders, property tests run
+derandomized, tests import no tests."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from hypothesis import settings
 TESTS = Path(__file__).parent
 
 
-def test_every_test_under_e2e_is_marked_e2e_so_make_unit_starts_nothing() -> None:
-    args = [str(TESTS / "e2e"), "-m", "not e2e", "--collect-only", "-q", "-p", "no:cacheprovider"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", *args], capture_output=True, text=True, cwd=TESTS.parent, timeout=300
-    )
-    assert "no tests collected" in done.stdout and "deselected" in done.stdout, done.stdout + done.stderr
+def test_make_unit_selects_nothing_under_e2e_or_chart() -> None:
+    """`make unit` starts nothing and needs no binary: every test of these folders is marked by its folder."""
+    for folder, marker in (("e2e", "e2e"), ("chart", "tools")):
+        args = [str(TESTS / folder), "-m", f"not {marker}", "--collect-only", "-q", "-p", "no:cacheprovider"]
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", *args], capture_output=True, text=True, cwd=TESTS.parent, timeout=300
+        )
+        assert "no tests collected" in done.stdout and "deselected" in done.stdout, done.stdout + done.stderr
 
 
 def test_property_tests_run_derandomized_unless_exploring() -> None:

@@ -18,7 +18,8 @@ Fixtures (all session-scoped unless noted):
 * `dead_webhooks` -> two more copies of the chart's MWC pointing at a port nobody listens on, one with
   `failurePolicy: Fail`, one with `Ignore`, each selecting only pods with its own label.
 
-Every test in this folder is marked `e2e` here (by its folder), so `make unit` (`-m 'not e2e'`) starts nothing.
+Every test in this folder is marked `e2e` here (by its folder), so `make unit` (`-m 'not e2e and not tools'`)
+starts nothing.
 
 Missing binaries fail the tests with a hint to run `make control-plane`; `FRW_ALLOW_SKIP_E2E=1` turns that into
 a skip (the only opt-out). `pytest tests/e2e --existing-cluster` (or `FRW_E2E_EXISTING_CLUSTER=1`) runs the same

@@ -1,5 +1,5 @@
 """End to end: a real kube-apiserver calls the webhook; every assertion is on the pod as stored, read back with the
-Python client. Scenarios of issue 4 §3.
+Python client.
 
 Conventions of the local cluster (see conftest.py): no kubelet, so pods stay Pending; the apiserver's own
 admission plugins add two `node.kubernetes.io/*` NoExecute tolerations to every pod (DefaultTolerationSeconds),

@@ -22,7 +22,7 @@ Rotation keeps the CA: only the serving certificate is re-issued, so `caBundle` 
 nears expiry a new CA is made and the old one stays in `caBundle` (Secret key `ca.previous.crt`) until it
 expires, which covers replicas still serving a certificate from the old CA.
 
-Flyte's own webhook was bitten by certificates that silently expired (peers.md §0); the loop below renews
+A webhook certificate that silently expires blocks every pod it is called for; the loop below renews
 `renew_before` ahead and keeps retrying with backoff when the API is unavailable.
 """
 
