@@ -171,19 +171,25 @@ def _pair(text: str | None) -> str | tuple[str, str] | None:
     return (request, limit) if colon else text
 
 
-def cmd_annotate(args: argparse.Namespace) -> int:
+def _gpu(gpu: str | None, partition: str | None, device_class: str | None) -> Any:
+    """--gpu as given, or with --partition / --device-class the engine's Flyte 2 device: a type with a count
+    (`H100:1`) is read by the engine's parser, a bare type (`V6E`) is a device name."""
     from webhook.engine.flyte2 import device, parse_accelerator
+
+    if not (partition or device_class):
+        return gpu
+    if gpu is None or not gpu.strip()[:1].isalpha():
+        raise ValueError("--partition and --device-class need --gpu with a type, e.g. --gpu H100:1")
+    parsed = parse_accelerator(gpu) if ":" in gpu else None
+    name, quantity = (parsed.device or gpu, parsed.quantity) if parsed else (gpu.strip(), None)
+    return device(name, quantity, partition, device_class)
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
     from webhook.mutation.builder import flyte2_annotations
 
     try:
-        gpu: Any = args.gpu
-        if gpu is not None and (args.partition or args.device_class) and gpu.strip()[:1].isalpha():
-            # A type with a count (`H100:1`) is the engine's Flyte 2 string; a bare type (`V6E`) a device name.
-            parsed = parse_accelerator(gpu) if ":" in gpu else None
-            name, quantity = (parsed.device or gpu, parsed.quantity) if parsed else (gpu.strip(), None)
-            gpu = device(name, quantity, args.partition, args.device_class)
-        elif args.partition or args.device_class:
-            raise ValueError("--partition and --device-class need --gpu with a type, e.g. --gpu H100:1")
+        gpu = _gpu(args.gpu, args.partition, args.device_class)
         shared_memory: bool | str | None = args.shared_memory
         if isinstance(shared_memory, str) and shared_memory.lower() in ("true", "false"):
             shared_memory = shared_memory.lower() == "true"
