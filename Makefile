@@ -12,7 +12,7 @@ export FRW_BIN_DIR
 PYTEST_ARGS ?=
 FLYTEKIT_VENV ?= .venv-flytekit
 
-.PHONY: help install lint typecheck unit e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
+.PHONY: help install lint generate typecheck unit explore e2e test control-plane node images flyte prometheus run run-dev demo bench fuzz soak manifests check-manifests kind-test image push package clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-z-]+:.*## /{gsub(/\$$\$$/, "$$", $$2); printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,11 +25,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the package with its dev tools
 
-lint: install ## ruff, mypy (strict for engine and mutation), import-linter layering contract
+lint: install ## ruff, mypy (strict for engine and mutation), import-linter layering contract, generated files in sync
 	$(VENV)/bin/ruff check webhook tests hack
 	$(VENV)/bin/ruff format --check webhook tests hack
 	$(VENV)/bin/mypy webhook
 	$(VENV)/bin/lint-imports
+	$(PY) -m hack.generate --check
+
+generate: install ## render from their one source: the chart's config schema, values.yaml key list and both README config tables (config model), the chart's shared webhook definitions (rules, matchConditions, prefix), the README's placement table
+	$(PY) -m hack.generate
 
 control-plane: ## build/fetch kube-apiserver, kube-scheduler, kube-controller-manager, kubelet, kwok, etcd, kubectl, helm into $(FRW_BIN_DIR) (idempotent)
 	@bash hack/control-plane.sh
@@ -49,11 +53,18 @@ $(FLYTEKIT_VENV)/.installed: hack/flytekit-requirements.txt
 flyte: $(FLYTEKIT_VENV)/.installed ## build flytepropeller + kubectl-flyte (Flyte v1.16.8) into the binary cache and create the flytekit venv (idempotent)
 	@bash hack/flyte-propeller.sh >/dev/null
 
-unit: install ## tests that need no control plane
-	$(PY) -m pytest -m 'not e2e' $(PYTEST_ARGS)
+unit: install ## tests that need no binary and start nothing (not tests/e2e/, marked e2e, nor tests/chart/, marked tools); property tests derandomized
+	$(PY) -m pytest -m 'not e2e and not tools' $(PYTEST_ARGS)
 
-e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus
-	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+EXPLORE_RUNS ?= 10
+explore: install ## the property tests with fresh random inputs, EXPLORE_RUNS times (hypothesis profile explore): a failing example is printed and replayed from .hypothesis/ until fixed; keep it as an @example
+	@for run in $$(seq $(EXPLORE_RUNS)); do \
+	  echo "explore: run $$run of $(EXPLORE_RUNS)"; \
+	  FRW_HYPOTHESIS_PROFILE=explore $(PY) -m pytest -q -m 'hypothesis and not e2e and not tools' $(PYTEST_ARGS) || exit 1; \
+	done
+
+e2e: install control-plane node images flyte prometheus ## end-to-end tests on a local cluster: etcd, kube-apiserver, kube-scheduler, kube-controller-manager, KWOK nodes, a real node, real flytepropeller, Prometheus; and the chart checks (helm, promtool)
+	$(PY) -m pytest -m 'e2e or tools' $(PYTEST_ARGS)
 
 test: install lint control-plane node images flyte prometheus ## everything CI runs: lint, unit, examples, chart checks and e2e tests (real flytepropeller executions included)
 	$(PY) -m pytest $(PYTEST_ARGS)

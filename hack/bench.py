@@ -176,8 +176,17 @@ async def _serve(mode: str, port: int, cert_dir: Path) -> None:
     from kopf._core.reactor import inventory
 
     from webhook.engine.config import WebhookConfig
+    from webhook.operator.kopfseam import AdmissionServer
     from webhook.operator.review import PodReviewer
     from webhook.operator.server import HANDLER_ID, build_server
+
+    class WithKopfFloor(AdmissionServer):
+        """Ours, plus kopf's generic admission path at /noop: the floor, on the same listener."""
+
+        async def _serve(self, fn: Any, request: Any) -> Any:
+            if request.match_info.get("id") == "noop":
+                return await kopf.WebhookServer._serve(fn, request)
+            return await super()._serve(fn, request)
 
     registry = kopf.OperatorRegistry()
 
@@ -188,11 +197,13 @@ async def _serve(mode: str, port: int, cert_dir: Path) -> None:
     insights = references.Insights()
     insights.webhook_resources.add(references.Resource("", "v1", "pods", kind="Pod", namespaced=True))
     kopf_fn = _partial_kopf(admission.serve_admission_request, registry, insights, inventory, indexing)
-    server = build_server(local_options(port, cert_dir), PodReviewer(WebhookConfig.from_mapping({})))
-    assert HANDLER_ID in server.fast
+    ours = build_server(local_options(port, cert_dir), PodReviewer(WebhookConfig.from_mapping({})))
+    assert HANDLER_ID in ours.fast
     # The bare server: the same HTTPS listener and JSON decoding, a constant answer. Nothing can beat it.
-    server.fast["bare"] = lambda review: {"response": {"uid": review["request"]["uid"], "allowed": True}}
-    server.kopf_ids.add("noop")  # the floor: kopf's generic admission path (any other unknown id is a 404)
+    bare = {"bare": lambda review: {"response": {"uid": review["request"]["uid"], "allowed": True}}}
+    server = WithKopfFloor(
+        addr=ours.addr, port=ours.port, certfile=ours.certfile, pkeyfile=ours.pkeyfile, fast={**ours.fast, **bare}
+    )
     async for _ in server(kopf_fn):
         print("READY", flush=True)
         await asyncio.Event().wait()
@@ -220,7 +231,7 @@ def _partial_kopf(fn: Any, registry: Any, insights: Any, inventory: Any, indexin
 
 
 def server_main(mode: str, port: int, cert_dir: str) -> None:
-    from webhook.cli import run_loop
+    from webhook.operator.run import run_loop
 
     # As `run` configures it: INFO for our logger, no per-request access log.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")

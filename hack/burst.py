@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_allow:
-        from webhook.cli import run_loop
+        from webhook.operator.run import run_loop
 
         run_loop(_serve_allow(args.port, args.cert_dir))  # the event loop `run` uses
         return 0

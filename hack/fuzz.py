@@ -33,9 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX
+
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_CONFIG = ROOT / "examples" / "config" / "policies.yaml"
-P = "resources.flyte.org/"
+P = DEFAULT_ANNOTATION_PREFIX
 HANDLER_PATH = "flyte-resources"
 MAX_BODY = 3 * 1024 * 1024
 ANNOTATION_CAP = 4096

@@ -19,6 +19,8 @@ import timeit
 from collections.abc import Callable
 from typing import Any
 
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX
+
 
 def _policies(count: int, *, matching: bool) -> list[dict[str, Any]]:
     """`count` project+domain policies the bench pod's project (flytesnacks) does not match; with `matching`, the
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     pod["metadata"].setdefault("labels", {}).update({"project": "flytesnacks", "domain": "development"})
     unannotated = copy.deepcopy(pod)
     unannotated["metadata"]["annotations"] = {
-        k: v for k, v in unannotated["metadata"]["annotations"].items() if not k.startswith("resources.flyte.org/")
+        k: v for k, v in unannotated["metadata"]["annotations"].items() if not k.startswith(DEFAULT_ANNOTATION_PREFIX)
     }
     unannotated["metadata"]["labels"]["task-name"] = "train"
 

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert-dir", type=Path, required=True)
     parser.add_argument("--config", type=Path, help="a config file (default: the default configuration)")
     args = parser.parse_args(argv)
-    from webhook.cli import run_loop
+    from webhook.operator.run import run_loop
 
     # As `run` configures it: INFO for our logger, no per-request access log.
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")

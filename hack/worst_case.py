@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from webhook.engine.config import WebhookConfig
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX, WebhookConfig
 from webhook.mutation.decision import Denied
 from webhook.mutation.inputs import plan_inputs
 from webhook.mutation.plan import plan_mutation
 
-P = "resources.flyte.org/"
+P = DEFAULT_ANNOTATION_PREFIX
 CAP = 4096
 
 

@@ -1,10 +1,23 @@
-"""Options for the whole suite: registered here so `pytest --existing-cluster` works from the repository root."""
+"""Options for the whole suite: registered here so `pytest --existing-cluster` works from the repository root;
+the hypothesis profiles.
+
+Property tests run derandomized (profile `ci`, the default): the same examples on every run, so CI never fails on
+a new random find; every example a run ever found is kept as an explicit `@example`. `make explore` runs them
+with the profile `explore` (random, its finds stored in .hypothesis/ and replayed first) to look for new ones.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from hack.cluster.chart import WEBHOOK_NAMESPACE
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("FRW_HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import copy
 import json
 import logging
@@ -11,27 +10,20 @@ import math
 import os
 import re
 import sys
-import tempfile
-from collections.abc import Coroutine, Iterator, Sequence
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import yaml
 
 from webhook import __version__
-from webhook.engine.config import ConfigError, WebhookConfig
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX, ConfigError
 from webhook.mutation.decision import Denied, Outcome
 from webhook.mutation.plan import Plan, plan_mutation
-from webhook.operator import logsafe
+from webhook.operator.run import DEFAULT_CERT_DIR, RunFailed, RunSettings, SetupError, run
 from webhook.operator.settings import load_config
 
-if TYPE_CHECKING:
-    from webhook.operator.selfmanaged import SelfManagedSettings
-    from webhook.operator.server import Lifecycle, ServerOptions
-
 PROG = "flyte-resources-webhook"
-DEFAULT_CERT_DIR = Path("/etc/flyte-resources-webhook/certs")
 
 
 class UsageError(Exception):
@@ -180,18 +172,25 @@ def _pair(text: str | None) -> str | tuple[str, str] | None:
     return (request, limit) if colon else text
 
 
-def cmd_annotate(args: argparse.Namespace) -> int:
+def _gpu(gpu: str | None, partition: str | None, device_class: str | None) -> Any:
+    """--gpu as given, or with --partition / --device-class the engine's Flyte 2 device: a type with a count
+    (`H100:1`) is read by the engine's parser, a bare type (`V6E`) is a device name."""
     from webhook.engine.flyte2 import device, parse_accelerator
+
+    if not (partition or device_class):
+        return gpu
+    if gpu is None or not gpu.strip()[:1].isalpha():
+        raise ValueError("--partition and --device-class need --gpu with a type, e.g. --gpu H100:1")
+    parsed = parse_accelerator(gpu) if ":" in gpu else None
+    name, quantity = (parsed.device or gpu, parsed.quantity) if parsed else (gpu.strip(), None)
+    return device(name, quantity, partition, device_class)
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
     from webhook.mutation.builder import flyte2_annotations
 
     try:
-        gpu: Any = args.gpu
-        if gpu is not None and (args.partition or args.device_class) and gpu.strip()[:1].isalpha():
-            name, colon, _ = gpu.rpartition(":") if ":" in gpu else (gpu, "", "")
-            quantity = parse_accelerator(gpu).quantity if colon else None
-            gpu = device(name if colon else gpu, quantity, args.partition, args.device_class)
-        elif args.partition or args.device_class:
-            raise ValueError("--partition and --device-class need --gpu with a type, e.g. --gpu H100:1")
+        gpu = _gpu(args.gpu, args.partition, args.device_class)
         shared_memory: bool | str | None = args.shared_memory
         if isinstance(shared_memory, str) and shared_memory.lower() in ("true", "false"):
             shared_memory = shared_memory.lower() == "true"
@@ -240,7 +239,9 @@ def _add_annotate_parser(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     annotate.add_argument("--shared-memory", help="flytekit's shared_memory: true or a size")
     annotate.add_argument("--container", help="the target container")
     annotate.add_argument("--gpu-resource-key", help="an extended resource name instead of gpu-resource-name")
-    annotate.add_argument("--prefix", default="resources.flyte.org/", help="annotation prefix (default: %(default)s)")
+    annotate.add_argument(
+        "--prefix", default=DEFAULT_ANNOTATION_PREFIX, help="annotation prefix (default: %(default)s)"
+    )
     annotate.add_argument(
         "-o", "--output", choices=["yaml", "json", "flags"], default="yaml", help="(default: %(default)s)"
     )
@@ -276,172 +277,9 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
 # --- run ------------------------------------------------------------------------------------------------------
 
 
-class RunFailed(Exception):
-    """`run` stopped because a part of it failed (login, certificates, dev registration); one line, exit code 1."""
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    """One lifecycle for the three modes: the mode says what runs around the server, `serve` runs all of it."""
-    import kopf
-
-    from webhook.operator.reload import LastGood, start_config
-    from webhook.operator.selfmanaged import SelfManagedError
-    from webhook.operator.server import ServerOptions, serve
-
-    _configure_logging(args)
-    last_good = LastGood(Path(args.last_good_config)) if args.last_good_config else None
-    try:
-        config = start_config(Path(args.config) if args.config else None, None, last_good)
-    except ConfigError as exc:
-        # Through the logger, so that `--log-format json` gets JSON; one line, no stack trace.
-        logging.getLogger("flyte_resources_webhook").error("%s", exc)
-        return 2
-    cert_dir = Path(args.cert_dir) if args.cert_dir else DEFAULT_CERT_DIR
-    if args.dev and not args.cert_dir:
-        cert_dir = Path(tempfile.mkdtemp(prefix="frw-dev-certs-"))
-    options = ServerOptions(
-        addr=args.addr,
-        port=args.port,
-        probe_addr=args.probe_addr,
-        probe_port=args.probe_port,
-        cert_file=Path(args.cert_file) if args.cert_file else cert_dir / "tls.crt",
-        key_file=Path(args.key_file) if args.key_file else cert_dir / "tls.key",
-        ca_file=Path(args.ca_file) if args.ca_file else cert_dir / "ca.crt",
-        config_file=Path(args.config) if args.config else None,
-        config_check_interval=args.config_check_interval,
-        last_good=last_good,
-    )
-    if args.dev:
-        lifecycle = _dev_mode(args, config, cert_dir)
-    elif args.cert_mode == "self-managed":
-        lifecycle = _self_managed_mode(args, options, cert_dir)
-    else:
-        lifecycle = _files_mode(options)
-    try:
-        run_loop(serve(config, options, lifecycle=lifecycle))
-    except kopf.LoginError as exc:
-        raise RunFailed(
-            f"cannot log in to the Kubernetes API ({exc}); set KUBECONFIG, or run in a pod with a ServiceAccount"
-        ) from None
-    except SelfManagedError as exc:
-        raise RunFailed(str(exc)) from None
-    return 0
-
-
-def _configure_logging(args: argparse.Namespace) -> None:
-    import kopf
-
-    level = getattr(logging, args.log_level.upper())
-    log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
-    kopf.configure(debug=level <= logging.DEBUG, quiet=level >= logging.WARNING, log_format=log_format[args.log_format])
-    logging.getLogger().setLevel(level)
-    logsafe.install()
-    # One access-log line per review costs ~15% of throughput and duplicates our own log line.
-    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
-
-
-def _files_mode(options: ServerOptions) -> Lifecycle:
-    """Certificates from files (cert-manager, or any other issuer): they must exist; kopf reloads them."""
-    from webhook.operator.server import Lifecycle
-
-    missing = [str(p) for p in (options.cert_file, options.key_file) if p and not p.exists()]
-    if missing:
-        raise UsageError(
-            f"TLS files not found: {', '.join(missing)} (pass --cert-file/--key-file or --cert-dir, "
-            "use --cert-mode self-managed in a cluster, or --dev locally)"
-        )
-    return Lifecycle()
-
-
-def _dev_mode(args: argparse.Namespace, config: WebhookConfig, cert_dir: Path) -> Lifecycle:
-    """A fresh CA and certificate for 127.0.0.1, and a MutatingWebhookConfiguration pointing at us by URL.
-
-    The registration is awaited: if it fails, `run` stops with its message instead of serving a webhook nobody
-    calls. The configuration is removed on every exit (signal, failure), because a `Fail` webhook pointing at
-    a stopped process would block every annotated pod.
-    """
-    from webhook.operator.certs import generate_bundle, write_bundle
-    from webhook.operator.devmode import register_dev_webhook, unregister_dev_webhook
-    from webhook.operator.server import HANDLER_ID, Lifecycle
-
-    bundle = generate_bundle(ip_addresses=["127.0.0.1"], dns_names=["localhost"])
-    write_bundle(bundle, cert_dir)
-    name = args.webhook_config_name or f"{PROG}-dev"
-    url = f"https://{args.dev_host}:{args.port}/{HANDLER_ID}"
-    registration: list[asyncio.Future[None]] = []
-
-    def register() -> None:
-        register_dev_webhook(
-            name=name,
-            url=url,
-            ca_pem=bundle.ca_pem,
-            annotation_prefix=config.annotation_prefix,
-            failure_policy=args.failure_policy,
-            flyte_task_pods=config.flyte_task_pods,
-            namespace_template=config.namespace_template,
-        )
-
-    async def when_listening() -> None:
-        registration.append(asyncio.get_running_loop().run_in_executor(None, register))
-        await asyncio.shield(registration[0])
-
-    async def cleanup() -> None:
-        if not registration:
-            return
-        # A registration still in flight (a signal came during it) would land after the removal: let it finish.
-        await asyncio.gather(registration[0], return_exceptions=True)
-        await asyncio.to_thread(unregister_dev_webhook, name=name)
-
-    return Lifecycle(when_listening=when_listening, cleanup=cleanup)
-
-
-def _self_managed_mode(args: argparse.Namespace, options: ServerOptions, cert_dir: Path) -> Lifecycle:
-    """Certificates kept in a Secret: issued (or adopted) before serving, then checked and rotated alongside."""
-    from webhook.operator.selfmanaged import SelfManagedError, ensure_certificates, rotate_forever
-    from webhook.operator.server import Lifecycle
-
-    missing = [
-        flag for flag in ("cert_secret", "webhook_config_name", "service_name", "namespace") if not getattr(args, flag)
-    ]
-    if missing:
-        raise UsageError("--cert-mode self-managed needs " + ", ".join("--" + m.replace("_", "-") for m in missing))
-    try:
-        settings = _self_managed_settings(args, cert_dir)
-    except SelfManagedError as exc:  # e.g. --cert-renew-before not shorter than --cert-validity
-        raise UsageError(str(exc)) from None
-    options.served = settings.served
-
-    async def prepare() -> None:
-        await ensure_certificates(settings)
-
-    async def background(stop: asyncio.Event) -> None:
-        await rotate_forever(settings, stop)
-
-    return Lifecycle(prepare=prepare, background=background)
-
-
-def _self_managed_settings(args: argparse.Namespace, cert_dir: Path) -> SelfManagedSettings:
-    from webhook.operator.certs import ServedCertificate
-    from webhook.operator.selfmanaged import SelfManagedSettings
-
-    return SelfManagedSettings(
-        secret_name=args.cert_secret,
-        namespace=args.namespace,
-        webhook_config_name=args.webhook_config_name,
-        service_name=args.service_name,
-        cert_dir=cert_dir,
-        check_interval=args.cert_check_interval,
-        validity=timedelta(seconds=args.cert_validity),
-        renew_before=timedelta(seconds=args.cert_renew_before),
-        served=ServedCertificate(cert_file=cert_dir / "tls.crt", ca_file=cert_dir / "ca.crt"),
-    )
-
-
-def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
-    """Run on uvloop, as `kopf run` does when it is installed: its C TLS transport halves the cost of a review."""
-    import uvloop
-
-    return uvloop.run(main)
+    """The operator's `run` (`webhook.operator.run`, which loads kopf only now)."""
+    return run(RunSettings.of(args))
 
 
 # --- parser ---------------------------------------------------------------------------------------------------
@@ -505,14 +343,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Flyte task resources, accelerators and shared memory applied to pods at admission, "
-        "from resources.flyte.org/* annotations.",
+        f"from {DEFAULT_ANNOTATION_PREFIX}* annotations.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
-
     run = sub.add_parser("run", help="serve the mutating admission webhook", epilog=RUN_EXAMPLES, formatter_class=fmt)
+    _add_serving_arguments(run)
+    _add_certificate_arguments(run)
+    _add_dev_and_log_arguments(run)
+    run.set_defaults(func=cmd_run)
+    _add_offline_parsers(sub, fmt)
+    _add_annotate_parser(sub, fmt)
+    _add_validate_parser(sub)
+    return parser
+
+
+def _add_serving_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file (env FRW_CONFIG_FILE)"
     )
@@ -520,25 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=9443, help="HTTPS listen port (default: %(default)s)")
     run.add_argument("--probe-addr", default="0.0.0.0", help="address of /healthz, /readyz, /metrics")
     run.add_argument(
-        "--probe-port",
-        type=int,
-        default=8080,
-        help="port of /healthz, /readyz, /metrics (default: %(default)s)",
+        "--probe-port", type=int, default=8080, help="port of /healthz, /readyz, /metrics (default: %(default)s)"
     )
-    run.add_argument("--cert-dir", help=f"directory with tls.crt, tls.key, ca.crt (default: {DEFAULT_CERT_DIR})")
-    run.add_argument("--cert-file", help="serving certificate (default: CERT_DIR/tls.crt); reloaded when it changes")
-    run.add_argument("--key-file", help="serving key (default: CERT_DIR/tls.key)")
-    run.add_argument("--ca-file", help="CA bundle (default: CERT_DIR/ca.crt)")
-    run.add_argument(
-        "--cert-mode",
-        choices=["files", "self-managed"],
-        default="files",
-        help="files: read TLS files (cert-manager); self-managed: keep a CA and serving certificate "
-        "in a Secret, rotate them and patch the caBundle (default: %(default)s)",
-    )
-    run.add_argument("--cert-secret", help="self-managed: Secret holding the certificates")
-    run.add_argument("--webhook-config-name", help="self-managed / --dev: MutatingWebhookConfiguration name")
-    run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
     run.add_argument(
         "--config-check-interval",
         type=_seconds,
@@ -553,6 +384,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep each config served in PATH and start from it when the config file is refused at a restart "
         "(the chart: a file in the pod's /tmp emptyDir)",
     )
+
+
+def _add_certificate_arguments(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--cert-dir", help=f"directory with tls.crt, tls.key, ca.crt (default: {DEFAULT_CERT_DIR})")
+    run.add_argument("--cert-file", help="serving certificate (default: CERT_DIR/tls.crt); reloaded when it changes")
+    run.add_argument("--key-file", help="serving key (default: CERT_DIR/tls.key)")
+    run.add_argument("--ca-file", help="CA bundle (default: CERT_DIR/ca.crt)")
+    run.add_argument(
+        "--cert-mode",
+        choices=["files", "self-managed"],
+        default="files",
+        help="files: read TLS files (cert-manager); self-managed: keep a CA and serving certificate "
+        "in a Secret, rotate them and patch the caBundle (default: %(default)s)",
+    )
+    run.add_argument("--cert-secret", help="self-managed: Secret holding the certificates")
+    run.add_argument("--webhook-config-name", help="self-managed / --dev: MutatingWebhookConfiguration name")
+    run.add_argument("--service-name", help="self-managed: the webhook's Service name (certificate DNS names)")
+    _add_certificate_timing_arguments(run)
+    run.add_argument(
+        "--namespace", default=os.environ.get("POD_NAMESPACE"), help="self-managed: namespace (env POD_NAMESPACE)"
+    )
+
+
+def _add_certificate_timing_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--cert-check-interval",
         type=_seconds,
@@ -576,11 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="self-managed: renew the serving certificate (and the CA) this long before it expires; shorter than "
         "--cert-validity (default: 30d)",
     )
-    run.add_argument(
-        "--namespace",
-        default=os.environ.get("POD_NAMESPACE"),
-        help="self-managed: namespace (env POD_NAMESPACE)",
-    )
+
+
+def _add_dev_and_log_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--dev",
         action="store_true",
@@ -590,14 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dev-host", default="127.0.0.1", help="--dev: host in the registered URL (default: %(default)s)")
     run.add_argument("--failure-policy", choices=["Fail", "Ignore"], default="Fail", help="--dev: failurePolicy")
     run.add_argument(
-        "--log-format",
-        choices=["plain", "full", "json"],
-        default="full",
-        help="log format (default: %(default)s)",
+        "--log-format", choices=["plain", "full", "json"], default="full", help="log format (default: %(default)s)"
     )
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    run.set_defaults(func=cmd_run)
 
+
+def _add_offline_parsers(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     mutate = sub.add_parser(
         "mutate",
         help="print pods as the webhook would admit them (no cluster needed)",
@@ -612,7 +463,6 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=["yaml", "json", "patch"], default="yaml", help="(default: %(default)s)"
     )
     mutate.set_defaults(func=cmd_mutate)
-
     explain = sub.add_parser(
         "explain",
         help="a table of what each annotation does to each pod and why",
@@ -622,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-f", "--filename", required=True, help="pod file; - for stdin")
     explain.add_argument("--config", default=os.environ.get("FRW_CONFIG_FILE"), help="YAML config file")
     explain.set_defaults(func=cmd_explain)
-    _add_annotate_parser(sub, fmt)
+
+
+def _add_validate_parser(sub: Any) -> None:
     validate = sub.add_parser(
         "validate-config",
         help="check config files as the webhook loads them (exit 1 when one is refused): for CI",
@@ -632,14 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("files", nargs="+", metavar="FILE", help="config file; - for stdin")
     validate.set_defaults(func=cmd_validate_config)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (ConfigError, UsageError) as exc:
+    except (ConfigError, UsageError, SetupError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     except RunFailed as exc:

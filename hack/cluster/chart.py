@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from hack.cluster.processes import REPO_ROOT, HarnessError
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX
 
 CHART_DIR = REPO_ROOT / "charts" / "flyte-resources-webhook"
 MWC_TEMPLATE = "templates/mutatingwebhookconfiguration.yaml"
@@ -24,7 +25,7 @@ RELEASE_NAME = "flyte-resources-webhook"
 # The namespace the chart is rendered for: the webhook's own namespace, which it must not intercept.
 WEBHOOK_NAMESPACE = "flyte-resources-webhook"
 WEBHOOK_PATH = "/flyte-resources"
-ANNOTATION_PREFIX = "resources.flyte.org/"
+ANNOTATION_PREFIX = DEFAULT_ANNOTATION_PREFIX
 APPLIED_ANNOTATION = ANNOTATION_PREFIX + "applied"
 
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import subprocess
-import typing
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -222,30 +221,22 @@ def test_schema_is_closed_everywhere() -> None:
     walk(schema(), "")
 
 
-def test_schema_config_matches_config_model() -> None:
-    config_schema = schema()["properties"]["config"]["properties"]
-    fields = {name.replace("_", "-"): field for name, field in WebhookConfig.model_fields.items()}
-    assert set(config_schema) == set(fields), "values.schema.json config keys differ from webhook/engine/config.py"
-    for key, field in fields.items():
-        annotation = field.annotation
-        choices: set[str] | None = None
-        if typing.get_origin(annotation) is typing.Literal:
-            choices = set(typing.get_args(annotation))
-        elif isinstance(annotation, type) and issubclass(annotation, __import__("enum").Enum):
-            choices = {member.value for member in annotation}
-        if choices is not None:
-            assert set(config_schema[key].get("enum", [])) == choices, key
-
-
-def test_schema_policies_match_the_policy_model() -> None:
-    from webhook.engine.config import Policy, PolicyMatch
-
-    entry = schema()["properties"]["config"]["properties"]["policies"]["items"]
-    assert set(entry["properties"]) == {name.replace("_", "-") for name in Policy.model_fields}
-    assert set(entry["properties"]["match"]["properties"]) == set(PolicyMatch.model_fields)
-    assert set(entry["required"]) == {n for n, f in Policy.model_fields.items() if f.is_required()}
-    on_limit = typing.get_args(Policy.model_fields["on_limit_exceeded"].annotation)[0]
-    assert set(entry["properties"]["on-limit-exceeded"]["enum"]) == set(typing.get_args(on_limit))
+def test_the_config_schema_takes_what_the_config_model_takes() -> None:
+    """The schema is generated from the model (`make generate`): values the model takes render, and a policy's
+    numeric quantity is taken by both."""
+    config = {
+        "preset": "karpenter",
+        "accelerator-device-classes": {"amazon_neuron": {"resource-name": "aws.amazon.com/neuroncore"}},
+        "policies": [
+            {"name": "p", "match": {"domain": "d"}, "platform-limits": {"cpu": 4}, "on-limit-exceeded": "reject"}
+        ],
+        "default-requests": {"memory": 1073741824},
+    }
+    WebhookConfig.from_mapping(config)
+    assert yaml.safe_load(find(render(config=config), "ConfigMap")["data"]["config.yaml"]) == config
+    assert "on-limit-exceeded" in render_error(
+        config={"policies": [{"name": "p", "match": {"domain": "d"}, "on-limit-exceeded": "warn"}]}
+    )
 
 
 def test_policies_render_into_the_config_file_and_the_schema_refuses_bad_ones() -> None:
@@ -274,15 +265,34 @@ def test_flyte_task_pods_widens_the_match_condition_to_flyte_task_pods() -> None
         assert label in expression
     off = pod_hook(find(render(), "MutatingWebhookConfiguration"))
     assert [c["name"] for c in off["matchConditions"]] == ["has-flyte-resources-annotation"]
-    # `run --dev` registers the same conditions, built from the labels the mutation layer tests
-    from webhook.operator import devmode
+    # `run --dev` registers the same conditions: the chart's come from the same module (`make generate`)
+    from webhook.operator import registration
 
     for hook_, on in ((hook, True), (off, False)):
         (rendered,) = hook_["matchConditions"]
-        assert rendered == {
-            "name": devmode.match_condition_name(flyte_task_pods=on),
-            "expression": devmode.match_condition_expression("resources.flyte.org/", flyte_task_pods=on),
-        }
+        assert rendered == registration.pod_match_condition("resources.flyte.org/", flyte_task_pods=on)
+    anywhere = pod_hook(
+        find(render(config={"flyte-task-pods": True, "namespace-template": ""}), "MutatingWebhookConfiguration")
+    )
+    assert anywhere["matchConditions"] == [
+        registration.pod_match_condition("resources.flyte.org/", flyte_task_pods=True, namespace_template="")
+    ]
+    custom = pod_hook(
+        find(
+            render(
+                config={
+                    "flyte-task-pods": True,
+                    "namespace-template": "flyte-{{ project }}",
+                    "annotation-prefix": "x.io/",
+                }
+            ),
+            "MutatingWebhookConfiguration",
+        )
+    )
+    assert custom["matchConditions"] == [
+        registration.pod_match_condition("x.io/", flyte_task_pods=True, namespace_template="flyte-{{ project }}")
+    ]
+    assert hook["rules"] == registration.pod_rules()
 
 
 def test_values_yaml_passes_schema_and_config_model() -> None:
@@ -824,13 +834,13 @@ def test_readme_lists_every_value() -> None:
     values = values_yaml()
     # Free-form maps whose defaults are Kubernetes objects are documented as a whole.
     whole = ("podSecurityContext", "securityContext", "resources", "updateStrategy")
+    # The `config.*` rows are generated from the config model (`make generate`, checked by `make lint`).
     expected = {p for p in _leaf_paths(values) if not p.startswith(whole) and not p.startswith("config.")}
     expected |= set(whole)
-    expected |= {f"config.{key}" for key in schema()["properties"]["config"]["properties"]}
     missing = sorted(expected - table_keys)
     assert not missing, f"chart README values table lacks: {missing}"
     unknown = sorted(
-        k for k in table_keys - expected if not any(k.startswith(w + ".") for w in whole) and k != "config"
+        k for k in table_keys - expected if not any(k.startswith(w + ".") for w in whole) and not k.startswith("config")
     )
     assert not unknown, f"chart README documents values that values.yaml does not have: {unknown}"
     for section in ("helm install", "cert-manager", "helm uninstall", "helm upgrade", "kind-test"):

@@ -8,13 +8,12 @@ import shlex
 import pytest
 import yaml
 
-from tests.cli.test_cli import cli
 from webhook.mutation.annotations import read_annotations
 
 P = "resources.flyte.org/"
 
 
-def test_yaml_json_and_flags_say_the_same() -> None:
+def test_yaml_json_and_flags_say_the_same(cli) -> None:
     flags = ["annotate", "--cpu", "2:4", "--memory", "8Gi", "--gpu", "A100:2", "--shm", "auto"]
     expected = {P + "resources": "cpu=2:4,memory=8Gi,gpu=A100:2,shm=auto"}
     as_yaml = cli(*flags)
@@ -47,7 +46,7 @@ def test_yaml_json_and_flags_say_the_same() -> None:
         (["--disk", "10Gi", "--prefix", "example.com/"], {"example.com/resources": "disk=10Gi"}),
     ],
 )
-def test_annotate(flags: list[str], expected: dict[str, str]) -> None:
+def test_annotate(cli, flags: list[str], expected: dict[str, str]) -> None:
     done = cli("annotate", *flags, "-o", "json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -72,14 +71,14 @@ def test_annotate(flags: list[str], expected: dict[str, str]) -> None:
         ),
     ],
 )
-def test_annotate_refuses_what_the_webhook_would_deny(flags: list[str], message: str) -> None:
+def test_annotate_refuses_what_the_webhook_would_deny(cli, flags: list[str], message: str) -> None:
     done = cli("annotate", *flags)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
 
 
-def test_help_has_examples() -> None:
+def test_help_has_examples(cli) -> None:
     done = cli("annotate", "--help")
     assert done.returncode == 0 and "examples:" in done.stdout and "pyflyte run" in done.stdout
 

@@ -15,12 +15,6 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 P = "resources.flyte.org/"
 
 
-def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "webhook.cli", *args], input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60
-    )
-
-
 def test_examples_exist_for_every_annotation():
     used = set()
     for path in EXAMPLES:
@@ -39,7 +33,7 @@ def test_examples_exist_for_every_annotation():
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
-def test_mutate_every_example(example: Path):
+def test_mutate_every_example(cli, example: Path):
     done = cli("mutate", "-f", str(example))
     assert done.returncode == 0, done.stderr
     original = yaml.safe_load(example.read_text())
@@ -53,7 +47,7 @@ def test_mutate_every_example(example: Path):
     assert json.loads(again.stdout) == [], f"{example.name} is not idempotent"
 
 
-def test_mutate_shows_warnings_on_stderr_only():
+def test_mutate_shows_warnings_on_stderr_only(cli):
     done = cli("mutate", "-f", str(ROOT / "examples" / "requests-limits-compact.yaml"))
     assert done.returncode == 0
     assert "Warning: flytesnacks-development/a8x2kq9fz4rtw-n1-0: " in done.stderr
@@ -61,7 +55,7 @@ def test_mutate_shows_warnings_on_stderr_only():
     assert "Warning" not in done.stdout
 
 
-def test_mutate_reads_lists_and_multi_document_files_item_by_item():
+def test_mutate_reads_lists_and_multi_document_files_item_by_item(cli):
     pods = [yaml.safe_load(p.read_text()) for p in EXAMPLES[:3]]
     listing = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pods})
     done = cli("mutate", "-f", "-", "-o", "json", stdin=listing)
@@ -75,7 +69,7 @@ def test_mutate_reads_lists_and_multi_document_files_item_by_item():
     assert all(P + "applied" in d["metadata"]["annotations"] for d in docs[:3])
 
 
-def test_denied_pod_exits_1_with_the_message_and_others_still_print():
+def test_denied_pod_exits_1_with_the_message_and_others_still_print(cli):
     good = yaml.safe_load(EXAMPLES[0].read_text())
     bad = {
         "apiVersion": "v1",
@@ -93,7 +87,7 @@ def test_denied_pod_exits_1_with_the_message_and_others_still_print():
     assert len(list(yaml.safe_load_all(done.stdout))) == 2
 
 
-def test_explain_prints_a_table_per_pod():
+def test_explain_prints_a_table_per_pod(cli):
     done = cli("explain", "-f", str(ROOT / "examples" / "gpu-a100-mig.yaml"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -102,7 +96,7 @@ def test_explain_prints_a_table_per_pod():
     assert any("node affinity added: k8s.amazonaws.com/accelerator In [nvidia-tesla-a100]" in line for line in lines)
 
 
-def test_config_file_and_environment_override(tmp_path: Path):
+def test_config_file_and_environment_override(cli, tmp_path: Path):
     config = tmp_path / "config.yaml"
     config.write_text("preset: gke\nmig-strategy: mixed\n")
     example = str(ROOT / "examples" / "gpu-a100-mig.yaml")
@@ -130,7 +124,7 @@ def test_config_file_and_environment_override(tmp_path: Path):
         ("- a list\n", "must hold a mapping"),
     ],
 )
-def test_invalid_config_is_one_clear_error(tmp_path: Path, text: str, message: str):
+def test_invalid_config_is_one_clear_error(cli, tmp_path: Path, text: str, message: str):
     config = tmp_path / "config.yaml"
     config.write_text(text)
     done = cli("mutate", "-f", str(EXAMPLES[0]), "--config", str(config))
@@ -139,21 +133,21 @@ def test_invalid_config_is_one_clear_error(tmp_path: Path, text: str, message: s
     assert "Traceback" not in done.stderr
 
 
-def test_missing_file_and_bad_yaml_are_clear_errors():
+def test_missing_file_and_bad_yaml_are_clear_errors(cli):
     done = cli("mutate", "-f", "/nonexistent.yaml")
     assert done.returncode == 2 and "cannot read /nonexistent.yaml" in done.stderr
     done = cli("mutate", "-f", "-", stdin="a: [")
     assert done.returncode == 2 and "is not valid YAML" in done.stderr
 
 
-def test_run_without_tls_files_says_what_to_do(tmp_path: Path):
+def test_run_without_tls_files_says_what_to_do(cli, tmp_path: Path):
     done = cli("run", "--cert-dir", str(tmp_path))
     assert done.returncode == 2
     assert "TLS files not found" in done.stderr and "--dev" in done.stderr
 
 
 @pytest.mark.parametrize("command", [[], ["run"], ["mutate"], ["explain"]])
-def test_help_for_every_command_has_examples(command):
+def test_help_for_every_command_has_examples(cli, command):
     done = cli(*command, "--help")
     assert done.returncode == 0
     assert "usage: flyte-resources-webhook" in done.stdout
@@ -161,7 +155,7 @@ def test_help_for_every_command_has_examples(command):
         assert "examples:" in done.stdout
 
 
-def test_input_without_a_pod_says_so():
+def test_input_without_a_pod_says_so(cli):
     deployment = yaml.safe_dump({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}})
     done = cli("mutate", "-f", "-", stdin=deployment)
     assert done.returncode == 2

@@ -20,7 +20,7 @@ from hack.cluster.processes import free_port
 from webhook import cli
 from webhook.operator import devmode
 from webhook.operator.certs import generate_bundle, write_bundle
-from webhook.operator.selfmanaged import SelfManagedError
+from webhook.operator.kubeapi import KubeApiError
 
 ROOT = Path(__file__).parents[2]
 
@@ -110,7 +110,7 @@ def dev(monkeypatch):
 
 
 def test_dev_registration_failure_stops_run_with_its_message_and_cleans_up(dev, capsys):
-    dev.registration_error = SelfManagedError("cannot register MutatingWebhookConfiguration x: HTTP 403 Forbidden")
+    dev.registration_error = KubeApiError("cannot register MutatingWebhookConfiguration x: HTTP 403 Forbidden")
     assert dev.main() == 1
     assert (
         capsys.readouterr().err.strip().endswith("cannot register MutatingWebhookConfiguration x: HTTP 403 Forbidden")

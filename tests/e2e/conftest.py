@@ -18,6 +18,9 @@ Fixtures (all session-scoped unless noted):
 * `dead_webhooks` -> two more copies of the chart's MWC pointing at a port nobody listens on, one with
   `failurePolicy: Fail`, one with `Ignore`, each selecting only pods with its own label.
 
+Every test in this folder is marked `e2e` here (by its folder), so `make unit` (`-m 'not e2e and not tools'`)
+starts nothing.
+
 Missing binaries fail the tests with a hint to run `make control-plane`; `FRW_ALLOW_SKIP_E2E=1` turns that into
 a skip (the only opt-out). `pytest tests/e2e --existing-cluster` (or `FRW_E2E_EXISTING_CLUSTER=1`) runs the same
 tests against `$KUBECONFIG`'s cluster where the chart is installed in `--webhook-namespace` (default
@@ -43,6 +46,14 @@ from hack.cluster.processes import Binaries, HarnessError, MissingBinaries, free
 from hack.cluster.webhook import WebhookProcess
 
 _CLUSTER = pytest.StashKey[Cluster]()
+
+_HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
 
 
 def _existing_cluster(config: pytest.Config) -> bool:

@@ -1,5 +1,5 @@
 """End to end: a real kube-apiserver calls the webhook; every assertion is on the pod as stored, read back with the
-Python client. Scenarios of issue 4 §3.
+Python client.
 
 Conventions of the local cluster (see conftest.py): no kubelet, so pods stay Pending; the apiserver's own
 admission plugins add two `node.kubernetes.io/*` NoExecute tolerations to every pod (DefaultTolerationSeconds),
@@ -23,8 +23,6 @@ from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION
 from hack.cluster.clusters import Cluster
 
 from .conftest import ExtraWebhook
-
-pytestmark = pytest.mark.e2e
 
 P = ANNOTATION_PREFIX
 WEBHOOK_NAME = "flyte-resources.flyte.org"

@@ -44,8 +44,6 @@ from hack.cluster.prometheus import (
 )
 from webhook.operator.certs import generate_ca
 
-pytestmark = pytest.mark.e2e
-
 NAMESPACE = WEBHOOK_NAMESPACE
 SECRET = f"{RELEASE_NAME}-tls"
 DENIED_NAMESPACE = "frw-alerts-denied"

@@ -30,8 +30,6 @@ from webhook.operator import certs
 
 from .test_selfmanaged import wait_for
 
-pytestmark = pytest.mark.e2e
-
 CHART = manifests.CHART_DIR
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 RELEASE = "flyte-resources-webhook"

@@ -34,8 +34,6 @@ from hack.cluster.flyte import (
 from hack.cluster.nodepools import POOL_LABEL
 from hack.cluster.processes import MissingBinaries, tail
 
-pytestmark = pytest.mark.e2e
-
 A = ANNOTATION_PREFIX
 DEVICE_LABEL = "k8s.amazonaws.com/accelerator"  # the main webhook's preset is eks (the chart's default)
 PARTITION_LABEL = "k8s.amazonaws.com/gpu-partition-size"

@@ -16,8 +16,6 @@ from kubernetes.client.exceptions import ApiException
 
 from hack.cluster.chart import ANNOTATION_PREFIX
 
-pytestmark = pytest.mark.e2e
-
 P = ANNOTATION_PREFIX
 
 

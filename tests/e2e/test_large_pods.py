@@ -11,8 +11,6 @@ import pytest
 
 from hack.cluster.clusters import Cluster, dry_run_create, probe_pod
 
-pytestmark = pytest.mark.e2e
-
 APPLIED = "resources.flyte.org/applied"
 
 

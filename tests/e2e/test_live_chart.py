@@ -35,8 +35,6 @@ from hack.cluster.live import LiveCluster
 from hack.cluster.nodepools import POOL_LABEL
 from hack.cluster.processes import REPO_ROOT, Binaries, HarnessError, MissingBinaries, wait_until
 
-pytestmark = pytest.mark.e2e
-
 NAMESPACE = "flyte-resources-webhook"
 SERVICE_HOST = f"{RELEASE_NAME}.{NAMESPACE}.svc"
 SECRET = f"{RELEASE_NAME}-tls"

@@ -25,8 +25,6 @@ from hack.local_cluster import EXAMPLES_DIR, load_examples
 
 from .conftest import PRESETS, ExtraWebhook
 
-pytestmark = pytest.mark.e2e
-
 POOLS = load()
 RUN_LABEL = "e2e.flyte.org/placement-run"
 EXAMPLES = {path.name: pod for path, pod in load_examples(EXAMPLES_DIR)}

@@ -18,8 +18,6 @@ import pytest
 from hack.cluster.clusters import Cluster, LocalCluster, dry_run_create
 from hack.cluster.processes import free_port, wait_until
 
-pytestmark = pytest.mark.e2e
-
 PREFIX = "e2e-dev.flyte.org/"
 ROOT = Path(__file__).resolve().parents[2]
 

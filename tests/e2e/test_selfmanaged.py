@@ -34,8 +34,6 @@ from webhook.operator.selfmanaged import (
     service_dns_names,
 )
 
-pytestmark = pytest.mark.e2e
-
 DAY = timedelta(days=1)
 NEVER = {"e2e.flyte.org/never-matches": "true"}
 

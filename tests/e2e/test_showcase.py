@@ -13,14 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from hack.cluster.chart import APPLIED_ANNOTATION
 from hack.cluster.presets import preset_of
 from hack.local_cluster import EXAMPLES_DIR, SUMMARY_FILE, TRY_NAMESPACE, load_examples, try_command, try_command_text
-
-pytestmark = pytest.mark.e2e
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_LINES = 60

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonpatch
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from webhook.engine.config import WebhookConfig
@@ -215,6 +215,20 @@ configs = st.sampled_from(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(containers=containers, annotations=annotation_sets, extra=existing, config=configs)
+# Every example a run ever found stays here (CI runs derandomized; `make explore` looks for new ones).
+# A TPU accelerator on a pod whose GPU count sits under nvidia.com/gpu, request 2 over limit 1:
+@example(
+    containers=[
+        {
+            "name": "c0",
+            "image": "img",
+            "resources": {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "1"}},
+        }
+    ],
+    annotations={P + "accelerator": "V5E.slice_2x4", P + "resources": "cpu=1:2,mem=1Gi:2Gi"},
+    extra={},
+    config=CONFIG,
+)
 def test_plan_is_idempotent_and_yields_valid_pods(containers, annotations, extra, config):
     original = pod({**annotations, "primary_container_name": "c0"}, containers, **extra)
     before = copy.deepcopy(original)

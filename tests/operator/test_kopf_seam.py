@@ -1,13 +1,16 @@
-"""The contract with kopf that the fast path relies on: kopf's server dispatches every review to `self._serve`.
+"""The contract with kopf that the fast path relies on (`webhook/operator/kopfseam.py`): kopf's server dispatches
+every review to `self._serve`.
 
 `AdmissionServer` overrides `kopf.WebhookServer._serve`, a private staticmethod. If a kopf release renames it,
 changes its signature or stops calling it through `self`, every review would silently take kopf's generic path
-(slower, and answering unknown paths `allowed: true`); these tests fail first.
+(slower, and answering unknown paths `allowed: true`); these tests fail first. The installed kopf must be the
+version series this was checked against: a new one fails here until the seam is checked again and the pin moved.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
 import json
 import ssl
@@ -16,9 +19,23 @@ import aiohttp
 import kopf
 
 from hack.cluster.processes import free_port
-from tests.operator.test_review import admission_review
+from hack.reviews import admission_review
 from webhook.operator.certs import generate_bundle, write_bundle
-from webhook.operator.server import AdmissionServer
+from webhook.operator.kopfseam import AdmissionServer
+
+# The kopf series the seam was checked against, and the bound pyproject.toml pins it with.
+CHECKED_KOPF_SERIES, PIN_BELOW = "1.45.", "<1.46"
+
+
+def test_the_installed_kopf_is_the_series_the_seam_was_checked_against():
+    version = importlib.metadata.version("kopf")
+    assert version.startswith(CHECKED_KOPF_SERIES), (
+        f"kopf {version} is installed, the seam (webhook/operator/kopfseam.py) was checked against "
+        f"{CHECKED_KOPF_SERIES}x: check kopf.WebhookServer.__call__ still routes through self._serve, then move the "
+        "pin in pyproject.toml and here"
+    )
+    pin = next(r for r in importlib.metadata.requires("flyte-resources-webhook") or [] if r.startswith("kopf"))
+    assert PIN_BELOW in pin, f"pyproject.toml pins {pin}: the seam was checked for {CHECKED_KOPF_SERIES}x only"
 
 
 def test_kopf_webhook_server_serve_is_the_staticmethod_we_override():

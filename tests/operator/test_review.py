@@ -9,34 +9,13 @@ import json
 import jsonpatch
 import pytest
 
+from hack.reviews import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.mutation.decision import Outcome
 from webhook.operator import review as review_module
 from webhook.operator.review import PodReviewer, pod_ref
 
 P = "resources.flyte.org/"
-
-
-def admission_review(annotations=None, operation="CREATE", api_version="admission.k8s.io/v1"):
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"generateName": "task-", "namespace": "ns", "annotations": annotations or {}},
-        "spec": {"containers": [{"name": "main", "image": "x"}]},
-    }
-    return {
-        "apiVersion": api_version,
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "operation": operation,
-            "namespace": "ns",
-            "userInfo": {"username": "admin"},
-            "object": pod,
-        },
-    }
 
 
 def counts(reviewer):

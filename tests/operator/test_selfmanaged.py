@@ -20,9 +20,9 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from webhook.operator import certs, devmode, selfmanaged
+from webhook.operator import certs, devmode, registration, selfmanaged
+from webhook.operator.kubeapi import KubeApiError
 from webhook.operator.selfmanaged import (
-    SelfManagedError,
     SelfManagedSettings,
     StoredCerts,
     ensure_certificates,
@@ -178,7 +178,7 @@ def test_settings_are_validated(tmp_path: Path, kw: dict[str, Any], message: str
         "cert_dir": tmp_path,
     }
     args.update(kw)
-    with pytest.raises(SelfManagedError, match=message):
+    with pytest.raises(ValueError, match=message):
         SelfManagedSettings(**args)
 
 
@@ -405,7 +405,7 @@ async def test_missing_webhook_configuration_is_not_fatal_at_start(
 @run_async
 async def test_forbidden_secret_is_a_clear_start_error(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.forbid.add("create secret")
-    with pytest.raises(SelfManagedError, match=r"not allowed to create Secret ns/frw-certs: .*\"create\""):
+    with pytest.raises(KubeApiError, match=r"not allowed to create Secret ns/frw-certs: .*\"create\""):
         await ensure_certificates(_settings(tmp_path))
     assert not (tmp_path / "tls.crt").exists()
 
@@ -414,7 +414,7 @@ async def test_forbidden_secret_is_a_clear_start_error(cluster: FakeCluster, tmp
 async def test_forbidden_webhook_patch_is_a_clear_start_error(cluster: FakeCluster, tmp_path: Path) -> None:
     cluster.add_mwc("frw", ["a.resources.flyte.org"])
     cluster.forbid.add("patch mwc")
-    with pytest.raises(SelfManagedError, match="not allowed to patch MutatingWebhookConfiguration frw"):
+    with pytest.raises(KubeApiError, match="not allowed to patch MutatingWebhookConfiguration frw"):
         await ensure_certificates(_settings(tmp_path))
 
 
@@ -425,7 +425,7 @@ async def test_unreachable_api_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
             raise ConnectionRefusedError(111, "Connection refused")
 
     monkeypatch.setattr(selfmanaged, "_core_api", lambda s: Down())
-    with pytest.raises(SelfManagedError, match="API server is unreachable"):
+    with pytest.raises(KubeApiError, match="API server is unreachable"):
         await ensure_certificates(_settings(tmp_path))
 
 
@@ -463,7 +463,7 @@ async def test_loop_keeps_old_files_when_a_new_ca_cannot_be_published(cluster: F
     await ensure_certificates(_settings(tmp_path, ca_validity=20 * DAY, validity=10 * DAY, renew_before=5 * DAY))
     before = (tmp_path / "tls.crt").read_bytes()
     cluster.forbid.add("patch mwc")
-    with pytest.raises(SelfManagedError):
+    with pytest.raises(KubeApiError):
         await asyncio.to_thread(selfmanaged._sync_once, _settings(tmp_path, renew_before=25 * DAY), at_start=False)
     assert (tmp_path / "tls.crt").read_bytes() == before
 
@@ -632,7 +632,12 @@ def test_dev_webhook_configuration_shape() -> None:
     )
     (webhook,) = body["webhooks"]
     assert webhook["clientConfig"] == {"url": "https://127.0.0.1:9443/flyte-resources", "caBundle": "Q0E="}
-    assert webhook["rules"][0]["operations"] == ["CREATE"] and webhook["rules"][0]["resources"] == ["pods"]
+    # The chart's rules (`make generate` renders them from the same module): CREATE of pods, UPDATE of pods/resize.
+    assert webhook["rules"] == registration.pod_rules()
+    assert [(r["operations"], r["resources"]) for r in webhook["rules"]] == [
+        (["CREATE"], ["pods"]),
+        (["UPDATE"], ["pods/resize"]),
+    ]
     assert webhook["sideEffects"] == "None" and webhook["admissionReviewVersions"] == ["v1"]
     assert webhook["timeoutSeconds"] == 5 and webhook["reinvocationPolicy"] == "IfNeeded"
     assert webhook["failurePolicy"] == "Fail"
@@ -645,13 +650,13 @@ def test_dev_webhook_configuration_shape() -> None:
 
 
 def test_dev_webhook_cel_quotes_are_escaped() -> None:
-    assert devmode.match_condition_expression("a'b\\").endswith("k.startsWith('a\\'b\\\\'))")
+    assert registration.match_condition_expression("a'b\\").endswith("k.startsWith('a\\'b\\\\'))")
 
 
 def test_dev_webhook_rejects_bad_arguments() -> None:
-    with pytest.raises(SelfManagedError, match="must be https"):
+    with pytest.raises(KubeApiError, match="must be https"):
         devmode.register_dev_webhook(name="x", url="http://x", ca_pem=b"", api_client=k8s.ApiClient())
-    with pytest.raises(SelfManagedError, match="Fail or Ignore"):
+    with pytest.raises(KubeApiError, match="Fail or Ignore"):
         devmode.register_dev_webhook(
             name="x", url="https://x", ca_pem=b"", failure_policy="Maybe", api_client=k8s.ApiClient()
         )

@@ -15,19 +15,15 @@ from pathlib import Path
 
 import aiohttp
 import jsonpatch
-import kopf
 import pytest
-from kopf._cogs.structs import references  # private, as in kopf's own admission tests
-from kopf._core.engines import admission, indexing
-from kopf._core.reactor import inventory
 
 from hack.cluster.processes import free_port
+from hack.reviews import admission_review
 from hack.webhook_process import local_options
-from tests.operator.test_review import admission_review
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import generate_bundle, write_bundle
 from webhook.operator.review import PodReviewer
-from webhook.operator.server import HANDLER_ID, build_server, register_handler
+from webhook.operator.server import HANDLER_ID, build_server
 
 P = "resources.flyte.org/"
 ANNOTATIONS = {P + "resources": "cpu=1:2,gpu=1", P + "accelerator": "T4", P + "shared-memory": "1Gi"}
@@ -55,13 +51,12 @@ async def _post(port: int, ca: bytes, path: str, payload) -> tuple[int, dict]:
         return reply.status, body
 
 
-def test_fast_path_answers_over_https_kopf_ids_go_to_kopf_and_other_paths_are_404(certs):
+def test_our_paths_are_answered_over_https_and_every_other_path_is_a_404(certs):
     directory, bundle = certs
     port = free_port()
     options = local_options(port, directory)
     reviewer = PodReviewer(WebhookConfig.from_mapping({}))
     server = build_server(options, reviewer)
-    server.kopf_ids.add("kopf-served")
     fallback_calls = []
 
     async def kopf_fn(request, **kwargs):
@@ -80,52 +75,15 @@ def test_fast_path_answers_over_https_kopf_ids_go_to_kopf_and_other_paths_are_40
         main = pod["spec"]["containers"][0]
         assert main["resources"]["limits"] == {"cpu": "2", "nvidia.com/gpu": "1", "memory": "1Gi"}
         assert main["volumeMounts"] == [{"name": "flyte-shared-memory", "mountPath": "/dev/shm"}]
-        status, body = await _post(port, bundle.ca_pem, "/kopf-served", review)
-        assert status == 200 and fallback_calls == ["kopf-served"]
         for path in ("/something-else", "/", f"/{HANDLER_ID}/x", "/FLYTE-RESOURCES"):
             status, _ = await _post(port, bundle.ca_pem, path, review)
             assert status == 404, path
-        assert fallback_calls == ["kopf-served"], "kopf would answer an unknown path allowed: true"
+        assert fallback_calls == [], "kopf would answer an unknown path allowed: true"
         status, _ = await _post(port, bundle.ca_pem, f"/{HANDLER_ID}", {"no": "request"})
         assert status == 400
         await serving.aclose()
 
     asyncio.run(scenario())
-
-
-def test_kopf_handler_through_kopfs_admission_path_gives_the_same_pod():
-    """When kopf serves the review itself (e.g. behind another kopf server), the result must be identical."""
-    config = WebhookConfig.from_mapping({"warnings": "all"})  # routine fills as warnings too: some to compare
-    reviewer = PodReviewer(config)
-    registry = kopf.OperatorRegistry()
-    register_handler(registry, reviewer)
-    insights = references.Insights()
-    insights.webhook_resources.add(references.Resource("", "v1", "pods", kind="Pod", namespaced=True))
-    review = admission_review(ANNOTATIONS)
-
-    async def through_kopf(request):
-        return await admission.serve_admission_request(
-            request,
-            webhook=HANDLER_ID,
-            settings=kopf.OperatorSettings(),
-            registry=registry,
-            insights=insights,
-            memories=inventory.ResourceMemories(),
-            memobase=kopf.Memo(),
-            indices=indexing.OperatorIndexers().indices,
-        )
-
-    via_kopf = asyncio.run(through_kopf(copy.deepcopy(review)))
-    direct = reviewer(copy.deepcopy(review))
-    assert via_kopf["response"]["allowed"] is True
-    assert patched(review, via_kopf) == patched(review, direct)
-    assert via_kopf["response"]["warnings"] == direct["response"]["warnings"] != []
-
-    bad = admission_review({P + "accelerator": "A999"})
-    denied = asyncio.run(through_kopf(bad))
-    assert denied["response"]["allowed"] is False
-    assert denied["response"]["status"]["code"] == 400
-    assert "A999" in denied["response"]["status"]["message"]
 
 
 @pytest.fixture

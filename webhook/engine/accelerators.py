@@ -25,6 +25,7 @@ from flyteidl.core import tasks_pb2
 
 from webhook.engine.catalog import CATALOG, DeviceClass, DeviceType, by_name, find_device
 from webhook.engine.excerpt import did_you_mean
+from webhook.engine.kubenames import is_label_value
 
 __all__ = [
     "A10G",
@@ -332,8 +333,6 @@ def known_accelerators() -> dict[str, BaseAccelerator]:
 
 # --- lookup -------------------------------------------------------------------------------------------------
 
-# A Kubernetes label value (devices and partitions end up as node label values), 1..63 characters.
-_LABEL_VALUE: Final = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 # Looks like a flytekit constant path (upper-case name, optional attributes), not a device string.
 _CONSTANT_LIKE: Final = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Za-z0-9_]+)*")
 _MIG_PROFILE: Final = re.compile(r"[0-9]{1,2}g\.[0-9]{1,4}gb")
@@ -369,12 +368,12 @@ def lookup_accelerator(text: str) -> BaseAccelerator:
     if _CONSTANT_LIKE.fullmatch(text):
         return _lookup_constant(text)
     device, colon, partition = text.partition(":")
-    if not _LABEL_VALUE.fullmatch(device):
+    if not is_label_value(device):
         raise ValueError(
             f"accelerator: {text!r} is neither a known accelerator name ({_names_hint()}) "
             "nor a device name (a label value: letters, digits, '-', '_', '.', at most 63 characters)"
         )
-    if colon and not _LABEL_VALUE.fullmatch(partition):
+    if colon and not is_label_value(partition):
         raise ValueError(
             f"accelerator: {text!r} has an invalid partition {partition!r} "
             "(expected a label value such as '1g.5gb' or '2x4')"

@@ -9,15 +9,35 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from webhook.engine.catalog import DEVICE_CLASS_DEFAULTS, DeviceClass, find_device
 from webhook.engine.errors import Refusal
 from webhook.engine.excerpt import bounded, excerpt
 from webhook.engine.excerpt import shown as shown_value
+from webhook.engine.kubenames import DNS_SUBDOMAIN_PATTERN, is_dns_subdomain
 from webhook.engine.quantity import canonical_quantity, parse_quantity
+
+# A resource → quantity map; it takes numbers too (`cpu: 4`), read as quantities and kept canonical strings.
+QuantityMap = Annotated[
+    dict[str, str], WithJsonSchema({"type": "object", "additionalProperties": {"type": ["string", "number"]}})
+]
+
+
+def _any_key_spelling(schema: dict[str, Any]) -> None:
+    """A device class is taken in either spelling and any case: the schema names no keys."""
+    schema.pop("propertyNames", None)
+
 
 _KEBAB = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -194,21 +214,16 @@ def _quantity_map(value: Any) -> Any:
     return out
 
 
-def _is_dns_label(label: str) -> bool:
-    return (
-        0 < len(label) <= 63
-        and label.isascii()
-        and all(c.isdigit() or c.islower() or c == "-" for c in label)
-        and label[0] != "-"
-        and label[-1] != "-"
-    )
+# The default annotation prefix: every place that needs it (the CLI, `run --dev`, the chart via `make generate`)
+# takes it from here.
+DEFAULT_ANNOTATION_PREFIX: Final = "resources.flyte.org/"
+ANNOTATION_PREFIX_PATTERN: Final = DNS_SUBDOMAIN_PATTERN + "/"
 
 
 def check_annotation_prefix(value: str) -> str:
     """`value` when it is a DNS subdomain followed by `/` (an annotation key's prefix), else a ValueError."""
-    name = value[:-1]
-    if not value.endswith("/") or len(name) > 253 or not all(map(_is_dns_label, name.split("."))):
-        raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. 'resources.flyte.org/'")
+    if not value.endswith("/") or not is_dns_subdomain(value[:-1]):
+        raise ValueError(f"{value!r} must be a DNS subdomain followed by '/', e.g. {DEFAULT_ANNOTATION_PREFIX!r}")
     return value
 
 
@@ -258,8 +273,8 @@ class Policy(BaseModel):
 
     name: str = Field(min_length=1, max_length=63)
     match: PolicyMatch
-    default_requests: dict[str, str] | None = None
-    platform_limits: dict[str, str] | None = None
+    default_requests: QuantityMap | None = None
+    platform_limits: QuantityMap | None = None
     on_limit_exceeded: Literal["clamp", "reject"] | None = None
     # Catalog names (`A100`, `T4`), device strings (`nvidia-tesla-a100`) or device classes (`GPU`, `TPU`,
     # `GOOGLE_TPU`); None allows every accelerator, [] none.
@@ -330,34 +345,122 @@ class WebhookConfig(BaseModel):
         validate_default=True,
     )
 
-    preset: Preset = Preset.eks
-    annotation_prefix: str = "resources.flyte.org/"
-    gpu_resource_name: str = "nvidia.com/gpu"
-    gpu_device_node_label: str = "k8s.amazonaws.com/accelerator"
-    gpu_partition_size_node_label: str = "k8s.amazonaws.com/gpu-partition-size"
-    gpu_unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = None
-    gpu_unpartitioned_toleration: Toleration | None = None
-    accelerator_devices: dict[str, str] = Field(default_factory=dict)
-    accelerator_device_classes: dict[DeviceClass, DeviceClassConfig] = Field(default_factory=dict)
-    mig_strategy: Literal["single", "mixed"] = "single"
-    accelerator_placement: Literal["affinity", "nodeSelector"] = "affinity"
-    default_cpus: str = "1000m"
-    default_memory: str = "1024Mi"
-    default_requests: dict[str, str] = Field(default_factory=dict)
-    platform_limits: dict[str, str] = Field(default_factory=dict)
-    on_limit_exceeded: Literal["clamp", "reject"] = "clamp"
-    resource_tolerations: dict[str, list[Toleration]] = Field(default_factory=dict)
-    on_invalid: Literal["reject", "ignore"] = "reject"
-    on_error: Literal["deny", "allow"] = "deny"
-    # Which notes become admission warnings: `changes` (what alters the user's intent: clamps, lowered or raised
-    # values, dropped or replaced ones) or `all` (routine fills too). Every note is in `explain` either way.
-    warnings: Literal["changes", "all"] = "changes"
-    # Also mutate Flyte task pods that carry no annotation of ours (the chart then sends them too).
-    flyte_task_pods: bool = False
-    # The namespace Flyte runs a project's domain in (flyteadmin's `namespace_mapping.template`): a pod's `project`
-    # and `domain` labels count only there. Empty: the labels alone (a convenience, not a boundary).
-    namespace_template: str = Field(default=DEFAULT_NAMESPACE_TEMPLATE, max_length=253)
-    policies: list[Policy] = Field(default_factory=list, max_length=256)
+    # Each key's `description` is its documentation: `make generate` renders the README tables, the chart's
+    # values.schema.json and the key list in values.yaml from this model.
+    preset: Preset = Field(
+        Preset.eks,
+        description="label keys of a cluster flavour: `eks` (Flyte's defaults, cluster-autoscaler), `gke`, "
+        "`karpenter`, `gfd` (NVIDIA GPU feature discovery), `amd`; a preset only fills the keys not set",
+    )
+    annotation_prefix: str = Field(
+        DEFAULT_ANNOTATION_PREFIX,
+        description="prefix of the annotations (a DNS subdomain followed by `/`); the chart's `matchConditions` "
+        "use it too",
+        json_schema_extra={"pattern": f"^{ANNOTATION_PREFIX_PATTERN}$", "maxLength": 254},
+    )
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu",
+        min_length=1,
+        description="extended resource name a GPU without a device class is counted as (the generic `gpu`, the "
+        "IDL GPU)",
+    )
+    gpu_device_node_label: str = Field(
+        "k8s.amazonaws.com/accelerator",
+        min_length=1,
+        description="node label of the device requirement and toleration",
+    )
+    gpu_partition_size_node_label: str = Field(
+        "k8s.amazonaws.com/gpu-partition-size",
+        min_length=1,
+        description="node label of the partition requirement and toleration",
+    )
+    gpu_unpartitioned_node_selector_requirement: NodeSelectorRequirement | None = Field(
+        None,
+        description="node selector requirement (`{key, operator, values}`) for `.unpartitioned`; unset: "
+        "`<partition label> DoesNotExist`",
+    )
+    gpu_unpartitioned_toleration: Toleration | None = Field(
+        None, description="toleration (`{key, operator, value, effect}`) added for `.unpartitioned`"
+    )
+    accelerator_devices: dict[str, str] = Field(
+        default_factory=dict,
+        description="device → node label value; a key is any spelling of a catalog device (`nvidia-h100`, `H100`, "
+        "`nvidia-tesla-h100` are one device); the presets fill the label values their clusters use",
+    )
+    accelerator_device_classes: dict[DeviceClass, DeviceClassConfig] = Field(
+        default_factory=dict,
+        description="device class (`NVIDIA_GPU`, `GOOGLE_TPU`, `AMAZON_NEURON`, `AMD_GPU`, `HABANA_GAUDI`) → "
+        "`resource-name`, `device-node-label`, `partition-size-node-label`, "
+        "`unpartitioned-node-selector-requirement`, `unpartitioned-toleration`; unset fields take Flyte 2's "
+        "defaults (`GOOGLE_TPU` → `google.com/tpu`, `cloud.google.com/gke-tpu-accelerator`, "
+        "`cloud.google.com/gke-tpu-topology`; `AMAZON_NEURON` → `aws.amazon.com/neuron`; `AMD_GPU` → "
+        "`amd.com/gpu`; `HABANA_GAUDI` → `habana.ai/gaudi`), then the `gpu-*` keys (`NVIDIA_GPU` always does)",
+        json_schema_extra=_any_key_spelling,
+    )
+    mig_strategy: Literal["single", "mixed"] = Field(
+        "single",
+        description="`single`: keep `nvidia.com/gpu` + the partition label; `mixed`: count a MIG slice as "
+        "`nvidia.com/mig-<profile>`",
+    )
+    accelerator_placement: Literal["affinity", "nodeSelector"] = Field(
+        "affinity", description="`affinity` (Flyte's), or `nodeSelector` for single-value requirements"
+    )
+    default_cpus: str = Field("1000m", description="Flyte's fallback CPU request when neither request nor limit is set")
+    default_memory: str = Field(
+        "1024Mi", description="Flyte's fallback memory request when neither request nor limit is set"
+    )
+    default_requests: QuantityMap = Field(
+        default_factory=dict,
+        description="resource → default request (flyteadmin's `task_resources.defaults`)",
+    )
+    platform_limits: QuantityMap = Field(
+        default_factory=dict,
+        description="resource → maximum (flyteadmin's `task_resources.limits`): values above are clamped, or rejected",
+    )
+    on_limit_exceeded: Literal["clamp", "reject"] = Field(
+        "clamp", description="`clamp` (Flyte's runtime behaviour, with a warning) or `reject` (deny the pod)"
+    )
+    resource_tolerations: dict[str, list[Toleration]] = Field(
+        default_factory=dict,
+        description="resource name → tolerations added when a container uses it; the `eks` and `karpenter` "
+        "presets tolerate `nvidia.com/gpu` and `aws.amazon.com/neuron` (`Exists`, `NoSchedule`): AWS's guides, "
+        "EKS Auto Mode and Karpenter's GPU NodePools taint those nodes so and run no ExtendedResourceToleration "
+        "admission plugin (GKE does), so a GPU count without an accelerator is not left Pending; setting the key "
+        "replaces the preset's",
+    )
+    on_invalid: Literal["reject", "ignore"] = Field(
+        "reject", description="`reject` (deny bad annotations) or `ignore` (admit unchanged, with a warning)"
+    )
+    on_error: Literal["deny", "allow"] = Field(
+        "deny", description="our own bug: `deny`, or `allow` unchanged with a warning"
+    )
+    warnings: Literal["changes", "all"] = Field(
+        "changes",
+        description="which notes `kubectl` (and flytepropeller's log) get as admission warnings: `changes`, only "
+        "what alters the request (a value clamped, lowered or raised, dropped or replaced; a request above every "
+        "configured limit), or `all`, routine fills too (a request set from its limit, a default, an affinity or "
+        "toleration added); `explain` lists every note and the `applied` annotation the result either way",
+    )
+    flyte_task_pods: bool = Field(
+        False,
+        description="also mutate Flyte task pods without an annotation of ours (the chart's `matchConditions` then "
+        'send pods labelled `project`, `domain` and `task-name`, or `flyte.org/managed: "true"`): the defaults '
+        "and limits of the matching policy, or the global ones, hold for every task pod",
+    )
+    namespace_template: str = Field(
+        DEFAULT_NAMESPACE_TEMPLATE,
+        max_length=253,
+        description="the namespace Flyte runs a project's domain in (flyteadmin's `namespace_mapping.template`): "
+        "a pod's `project` and `domain` labels count only there, for policies and `flyte-task-pods`; empty trusts "
+        "the labels anywhere (a convenience, not a boundary)",
+    )
+    policies: list[Policy] = Field(
+        default_factory=list,
+        max_length=256,
+        description="per project, domain, workflow, namespace or pod labels: `default-requests`, "
+        "`platform-limits`, `on-limit-exceeded`, `allowed-accelerators`, `max-gpus`, `shared-memory`; the most "
+        'specific match wins, merged key by key onto the global keys (README, "Policies")',
+    )
 
     @field_validator("annotation_prefix")
     @classmethod
@@ -412,20 +515,6 @@ class WebhookConfig(BaseModel):
         if not isinstance(value, dict):
             return value
         return {DeviceClass.parse(str(name)): entry for name, entry in value.items()}
-
-    # What `webhook.engine.policies` derives from `policies` once per configuration: their order and each merged
-    # configuration (at most two entries plus one per policy).
-    _policy_cache: dict[str, object] = PrivateAttr(default_factory=dict)
-
-    @property
-    def policy_cache(self) -> dict[str, object]:
-        return self._policy_cache
-
-    def with_policy_keys(self, update: dict[str, Any]) -> WebhookConfig:
-        """A copy with a policy's (already validated) keys; it keeps no policy cache of this configuration."""
-        merged = self.model_copy(update=update)
-        merged._policy_cache = {}
-        return merged
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None = None) -> WebhookConfig:

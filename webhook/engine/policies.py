@@ -21,8 +21,10 @@ lookup of the namespace on every review; the webhook configuration's `namespaceS
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from webhook.engine.config import Policy, PolicyMatch, WebhookConfig
@@ -140,39 +142,66 @@ def resolve(config: WebhookConfig, facts: PodFacts) -> Resolved:
 
 def matched_label_keys(config: WebhookConfig) -> tuple[str, ...]:
     """Every label a policy or the Flyte task pod test reads: what a plan's answer depends on besides the pod."""
-    cache = config.policy_cache
-    keys = cache.get("label_keys")
-    if keys is None:
-        found = dict.fromkeys((*FLYTE_TASK_POD_LABELS, WORKFLOW_LABEL, FLYTE2_MANAGED_LABEL))
-        for policy in config.policies:
-            found.update(dict.fromkeys(policy.match.labels))
-        keys = cache["label_keys"] = tuple(found)
-    assert isinstance(keys, tuple)
-    return keys
+    return _index(config).label_keys
 
 
 def _by_precedence(config: WebhookConfig) -> tuple[Policy, ...]:
-    cache = config.policy_cache
-    ordered = cache.get("order")
-    if ordered is None:
-        # sorted() is stable: within a level the list order stays, so the first entry wins.
-        ordered = cache["order"] = tuple(sorted(config.policies, key=lambda p: -level(p.match)))
-    assert isinstance(ordered, tuple)
-    return ordered
+    return _index(config).order
 
 
 def _merged(config: WebhookConfig, policy: Policy) -> WebhookConfig:
-    cache = config.policy_cache
-    key = "config:" + policy.name
-    merged = cache.get(key)
-    if merged is None:
-        update: dict[str, Any] = {}
-        if policy.default_requests is not None:
-            update["default_requests"] = {**config.default_requests, **policy.default_requests}
-        if policy.platform_limits is not None:
-            update["platform_limits"] = {**config.platform_limits, **policy.platform_limits}
-        if policy.on_limit_exceeded is not None:
-            update["on_limit_exceeded"] = policy.on_limit_exceeded
-        merged = cache[key] = config.with_policy_keys(update)
-    assert isinstance(merged, WebhookConfig)
-    return merged
+    return _index(config).merged[policy.name]
+
+
+@dataclass(frozen=True)
+class _PolicyIndex:
+    """What a configuration's `policies` give once, not per admission: their order, the labels they read, and the
+    configuration each one's keys make."""
+
+    order: tuple[Policy, ...]
+    label_keys: tuple[str, ...]
+    merged: Mapping[str, WebhookConfig]
+
+
+class _ByIdentity:
+    """A configuration as a cache key by identity: its maps make it unhashable by value. The cache holds the key,
+    hence the configuration, so an id is never reused while cached."""
+
+    __slots__ = ("config",)
+
+    def __init__(self, config: WebhookConfig) -> None:
+        self.config = config
+
+    def __hash__(self) -> int:
+        return id(self.config)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByIdentity) and other.config is self.config
+
+
+def _index(config: WebhookConfig) -> _PolicyIndex:
+    return _index_of(_ByIdentity(config))
+
+
+# A few configurations live at once (the one served, one being reloaded, the CLI's): a small bound suffices.
+@functools.lru_cache(maxsize=16)
+def _index_of(key: _ByIdentity) -> _PolicyIndex:
+    config = key.config
+    labels = dict.fromkeys((*FLYTE_TASK_POD_LABELS, WORKFLOW_LABEL, FLYTE2_MANAGED_LABEL))
+    for policy in config.policies:
+        labels.update(dict.fromkeys(policy.match.labels))
+    # sorted() is stable: within a level the list order stays, so the first entry wins.
+    order = tuple(sorted(config.policies, key=lambda p: -level(p.match)))
+    merged = MappingProxyType({policy.name: _merge(config, policy) for policy in config.policies})
+    return _PolicyIndex(order, tuple(labels), merged)
+
+
+def _merge(config: WebhookConfig, policy: Policy) -> WebhookConfig:
+    update: dict[str, Any] = {}
+    if policy.default_requests is not None:
+        update["default_requests"] = {**config.default_requests, **policy.default_requests}
+    if policy.platform_limits is not None:
+        update["platform_limits"] = {**config.platform_limits, **policy.platform_limits}
+    if policy.on_limit_exceeded is not None:
+        update["on_limit_exceeded"] = policy.on_limit_exceeded
+    return config.model_copy(update=update)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from google.protobuf.message import DecodeError
 from webhook.engine.accelerators import Accelerator, BaseAccelerator, accelerator_from_idl, lookup_accelerator
 from webhook.engine.catalog import find_device
 from webhook.engine.excerpt import SHOWN_CHARS, bounded, excerpt, shown, utf8_size
+from webhook.engine.kubenames import is_dns_label, is_label_value
 from webhook.engine.names import FIELD_TO_K8S, FLYTE2_SHARED_MEMORY_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
@@ -56,7 +56,6 @@ _K8S_NAMES = FIELD_TO_K8S
 _RESOURCE_NAME = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
-_CONTAINER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 #: The largest annotation value read, in UTF-8 bytes: a Flyte task's longest real value (a `resources` JSON with
 #: every field as a pair) is ~150 bytes. Larger values are refused before any parsing.
@@ -230,7 +229,7 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
     container = given.get(CONTAINER)
     if container is not None:
         container = container.strip()
-        if len(container) > 63 or not _CONTAINER_NAME.match(container):
+        if not is_dns_label(container):
             raise InvalidAnnotation(prefix + CONTAINER, given[CONTAINER], "not a valid container name")
 
     return ResourceRequest(
@@ -365,32 +364,16 @@ def _check_json_depth(annotation: str, text: str) -> None:
             depth -= 1
 
 
-_LABEL_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "-_.")
-
-
-def _is_label_value(text: str) -> bool:
-    """A Kubernetes label value: at most 63 ASCII letters, digits, `-`, `_`, `.`, alphanumeric at both ends.
-
-    Written out rather than as `\\w`/`\\d` patterns, which also match other scripts' letters and digits.
-    """
-    return (
-        0 < len(text) <= 63
-        and text[0] not in "-_."
-        and text[-1] not in "-_."
-        and all(char in _LABEL_VALUE_CHARS for char in text)
-    )
-
-
 def _check_gpu_accelerator(annotation: str, text: str, accelerator: tasks_pb2.GPUAccelerator) -> None:
     """The device and partition become node label values (affinity, tolerations): refuse any other shape."""
-    if accelerator.device and not _is_label_value(accelerator.device):
+    if accelerator.device and not is_label_value(accelerator.device):
         raise InvalidAnnotation(
             annotation,
             text,
             f"gpuAccelerator.device {shown(accelerator.device)} is not a label value "
             "(ASCII letters, digits, '-', '_', '.', at most 63 characters)",
         )
-    if accelerator.WhichOneof("partition_size_value") == "partition_size" and not _is_label_value(
+    if accelerator.WhichOneof("partition_size_value") == "partition_size" and not is_label_value(
         accelerator.partition_size
     ):
         raise InvalidAnnotation(

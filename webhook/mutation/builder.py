@@ -25,7 +25,7 @@ from typing import Any, Final, TypeAlias
 
 from webhook.engine.accelerators import BaseAccelerator, known_accelerators, lookup_accelerator
 from webhook.engine.catalog import DeviceClass, by_name, find_device
-from webhook.engine.config import check_annotation_prefix
+from webhook.engine.config import DEFAULT_ANNOTATION_PREFIX, check_annotation_prefix
 from webhook.engine.flyte2 import Device, parse_accelerator
 from webhook.engine.names import RESOURCE_FIELDS
 from webhook.engine.resources import Resources
@@ -44,7 +44,7 @@ from webhook.mutation.annotations import (
 
 __all__ = ["DEFAULT_PREFIX", "accelerator_annotation", "flyte2_annotations", "flytekit_annotations"]
 
-DEFAULT_PREFIX: Final = "resources.flyte.org/"
+DEFAULT_PREFIX: Final = DEFAULT_ANNOTATION_PREFIX
 
 Scalar: TypeAlias = str | int | float
 Value: TypeAlias = Scalar | tuple[Scalar, Scalar] | list[Scalar]

@@ -10,11 +10,11 @@ thousands of tolerations).
 
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhook.engine.excerpt import bounded, excerpt, shown
+from webhook.engine.kubenames import is_dns_label
 from webhook.engine.quantity import InvalidQuantity, parse_quantity
 from webhook.mutation.decision import Denied
 
@@ -96,7 +96,7 @@ def _container(container: Mapping[str, Any], path: str) -> str | None:
     name = container.get("name")
     if name is not None and not isinstance(name, str):
         return _wrong(f"{path}.name", name, "a string")
-    if name is not None and not _is_dns_label(name):
+    if name is not None and not is_dns_label(name):
         # The name is copied into the `applied` summary: only a real container name may be.
         return f"pod field {path}.name: {shown(name)} is not a container name (a DNS label of at most 63 characters)"
     resources, problem = _object(container, "resources", path)
@@ -104,13 +104,6 @@ def _container(container: Mapping[str, Any], path: str) -> str | None:
         if problem is None:
             problem = _quantities(resources, side, f"{path}.resources")
     return problem or _each(container, "volumeMounts", path, None)
-
-
-_DNS_LABEL_CHARS = frozenset(string.ascii_lowercase + string.digits + "-")
-
-
-def _is_dns_label(text: str) -> bool:
-    return 0 < len(text) <= 63 and text[0] != "-" and text[-1] != "-" and set(text) <= _DNS_LABEL_CHARS
 
 
 _MAX_RESOURCE_NAME = 253 + 1 + 63  # a qualified name: DNS subdomain prefix, "/", name

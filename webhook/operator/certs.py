@@ -1,8 +1,8 @@
 """Certificate material for the webhook's HTTPS listener, built with `cryptography`.
 
-kopf can self-sign, but its generator depends on oscrypto, which fails to load on OpenSSL >= 3.0.10
-(kopf-admission.md §2.1). We generate our own: a CA plus a serving certificate signed by it, ECDSA P-256
-because key generation is instant and every Kubernetes apiserver accepts it.
+kopf can self-sign, but its generator depends on oscrypto, which fails to load on OpenSSL >= 3.0.10. We generate
+our own: a CA plus a serving certificate signed by it, ECDSA P-256 because key generation is instant and every
+Kubernetes apiserver accepts it.
 
 The CA key travels with the bundle so a serving certificate can be re-issued from the same CA: the CA is what
 the apiserver trusts (`caBundle`), so keeping it stable across leaf rotations keeps the webhook configuration

@@ -22,7 +22,7 @@ Rotation keeps the CA: only the serving certificate is re-issued, so `caBundle` 
 nears expiry a new CA is made and the old one stays in `caBundle` (Secret key `ca.previous.crt`) until it
 expires, which covers replicas still serving a certificate from the old CA.
 
-Flyte's own webhook was bitten by certificates that silently expired (peers.md §0); the loop below renews
+A webhook certificate that silently expires blocks every pod it is called for; the loop below renews
 `renew_before` ahead and keeps retrying with backoff when the API is unavailable.
 """
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import enum
-import json
 import logging
 import math
 import random
@@ -42,20 +41,18 @@ from typing import Any
 
 import urllib3.exceptions
 from kubernetes import client as k8s
-from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
 from webhook.operator import certs
 from webhook.operator.certs import CertBundle, CertificateError
+from webhook.operator.kubeapi import KubeApiError, api_error, kube_api_client
 
 __all__ = [
     "DEFAULT_CHECK_INTERVAL",
     "PREVIOUS_CA_KEY",
-    "SelfManagedError",
     "SelfManagedSettings",
     "StoredCerts",
     "ensure_certificates",
-    "kube_api_client",
     "plan_certificates",
     "rotate_forever",
     "service_dns_names",
@@ -83,10 +80,6 @@ _MAX_BACKOFF = 300.0
 # times): a bound on what an ever-growing bundle would otherwise accumulate over a CA's ten-year life.
 _MAX_TRUSTED_CAS = 8
 DEFAULT_CHECK_INTERVAL = 30.0
-
-
-class SelfManagedError(RuntimeError):
-    """A failure with a message meant for the operator's user (no stack trace needed)."""
 
 
 @dataclass
@@ -124,20 +117,20 @@ class SelfManagedSettings:
             ("service name", self.service_name),
         ):
             if not value:
-                raise SelfManagedError(f"self-managed certificates need a {what}")
+                raise ValueError(f"self-managed certificates need a {what}")
         if self.renew_before <= timedelta(0):
-            raise SelfManagedError("renew-before must be positive")
+            raise ValueError("renew-before must be positive")
         # Otherwise every check would find the fresh certificate already due and re-issue it forever.
         if self.renew_before >= self.validity:
-            raise SelfManagedError(
+            raise ValueError(
                 f"renew-before ({self.renew_before}) must be shorter than the certificate validity ({self.validity})"
             )
         if self.renew_before >= self.ca_validity:
-            raise SelfManagedError(
+            raise ValueError(
                 f"renew-before ({self.renew_before}) must be shorter than the CA validity ({self.ca_validity})"
             )
         if not all(math.isfinite(i) and i > 0 for i in (self.check_interval, self.retry_interval)):
-            raise SelfManagedError("check and retry intervals must be positive numbers of seconds")
+            raise ValueError("check and retry intervals must be positive numbers of seconds")
 
     @property
     def dns_names(self) -> tuple[str, ...]:
@@ -317,39 +310,6 @@ def _issue(
 # --- the Kubernetes API ----------------------------------------------------------------------------------
 
 
-def kube_api_client() -> k8s.ApiClient:
-    """An API client with the pod's service account, else KUBECONFIG / ~/.kube/config."""
-    configuration = k8s.Configuration()
-    try:
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    except k8s_config.ConfigException as in_cluster_error:
-        try:
-            k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except (k8s_config.ConfigException, OSError) as kubeconfig_error:
-            raise SelfManagedError(
-                "no Kubernetes credentials: not running in a pod "
-                f"({in_cluster_error}) and no usable kubeconfig ({kubeconfig_error})"
-            ) from None
-    return k8s.ApiClient(configuration)
-
-
-def _api_error(action: str, e: Exception, *, rbac_hint: str) -> SelfManagedError:
-    if isinstance(e, ApiException):
-        if e.status == 403:
-            return SelfManagedError(f"not allowed to {action}: the service account needs {rbac_hint}")
-        if e.status == 401:
-            return SelfManagedError(f"cannot {action}: the API server rejected our credentials")
-        return SelfManagedError(f"cannot {action}: HTTP {e.status} {e.reason}: {_status_message(e)}")
-    return SelfManagedError(f"cannot {action}: the API server is unreachable ({type(e).__name__}: {e})")
-
-
-def _status_message(e: ApiException) -> str:
-    try:
-        return str(json.loads(e.body or "")["message"])
-    except (ValueError, KeyError, TypeError):
-        return (e.body or "").strip()[:300]
-
-
 def _decode(value: str | bytes | None) -> bytes:
     if not value:
         return b""
@@ -366,24 +326,18 @@ def _encode(value: bytes) -> str:
 _API_ERRORS: tuple[type[Exception], ...] = (ApiException, OSError, urllib3.exceptions.HTTPError)
 
 
-def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> StoredCerts:
-    secret_rbac = f'"get", "create" and "update" on secrets in namespace {s.namespace}'
-    for _attempt in range(_MAX_ATTEMPTS):
-        try:
-            secret: k8s.V1Secret | None = core.read_namespaced_secret(
-                s.secret_name, s.namespace, _request_timeout=_REQUEST_TIMEOUT
-            )
-        except ApiException as e:
-            if e.status != 404:
-                raise _api_error(f"read Secret {s.secret_ref}", e, rbac_hint=secret_rbac) from None
-            secret = None
-        except _API_ERRORS as e:
-            raise _api_error(f"read Secret {s.secret_ref}", e, rbac_hint=secret_rbac) from None
+def _secret_rbac(s: SelfManagedSettings) -> str:
+    return f'"get", "create" and "update" on secrets in namespace {s.namespace}'
 
+
+def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> StoredCerts:
+    """The certificates the Secret holds once it is as it should be: read, planned, written when they (or its
+    owner) must change; a write that lost a race with another replica is retried on a fresh read."""
+    for _attempt in range(_MAX_ATTEMPTS):
+        secret = _read_secret(core, s)
         data = {k: _decode(v) for k, v in ((secret.data or {}) if secret else {}).items()}
-        stored = StoredCerts.from_data(data)
         desired, reason = plan_certificates(
-            stored,
+            StoredCerts.from_data(data),
             dns_names=s.dns_names,
             now=now,
             renew_before=s.renew_before,
@@ -393,60 +347,93 @@ def _sync_secret(core: k8s.CoreV1Api, s: SelfManagedSettings, now: datetime) -> 
         owners = _owners(secret, s)
         if reason is None and owners == _owner_references(secret):
             return desired
-
-        encoded = {k: _encode(v) for k, v in desired.to_data().items()}
-        try:
-            if secret is None:
-                body = k8s.V1Secret.model_validate(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Secret",
-                        "metadata": {
-                            "name": s.secret_name,
-                            "namespace": s.namespace,
-                            "labels": _SECRET_LABELS,
-                            "ownerReferences": owners or None,
-                        },
-                        "type": "kubernetes.io/tls",
-                        "data": encoded,
-                    }
-                )
-                core.create_namespaced_secret(s.namespace, body, _request_timeout=_REQUEST_TIMEOUT)
-                verb = "created"
-            else:
-                # Keys we do not own are kept; the resourceVersion read above makes a concurrent writer's
-                # update fail with 409 instead of being silently overwritten.
-                if reason is not None:
-                    secret.data = {**(secret.data or {}), **encoded}
-                    if PREVIOUS_CA_KEY not in encoded and secret.data:
-                        secret.data.pop(PREVIOUS_CA_KEY, None)
-                if secret.metadata is not None:
-                    secret.metadata.owner_references = owners or None
-                core.replace_namespaced_secret(s.secret_name, s.namespace, secret, _request_timeout=_REQUEST_TIMEOUT)
-                verb = "updated"
-        except ApiException as e:
-            if e.status == 409:
-                logger.info("Secret %s was written by another replica meanwhile; re-reading it", s.secret_ref)
-                continue
-            action = "create" if secret is None else "update"
-            raise _api_error(f"{action} Secret {s.secret_ref}", e, rbac_hint=secret_rbac) from None
-        except _API_ERRORS as e:
-            raise _api_error(f"write Secret {s.secret_ref}", e, rbac_hint=secret_rbac) from None
-
-        if reason is None:
-            logger.info("Secret %s now owned by MutatingWebhookConfiguration %s", s.secret_ref, s.webhook_config_name)
+        verb = _write_secret(core, s, secret, desired, reason, owners)
+        if verb is not None:
+            _log_secret_write(s, verb, reason, desired)
             return desired
-        logger.info(
-            "%s Secret %s because %s; serving certificate valid until %s",
-            verb.capitalize(),
-            s.secret_ref,
-            reason,
-            certs.read_not_after(desired.tls_cert).isoformat(),
-        )
-        return desired
-    raise SelfManagedError(
+        logger.info("Secret %s was written by another replica meanwhile; re-reading it", s.secret_ref)
+    raise KubeApiError(
         f"Secret {s.secret_ref} kept changing under us ({_MAX_ATTEMPTS} conflicting writes in a row); "
         "is another controller rewriting it?"
+    )
+
+
+def _read_secret(core: k8s.CoreV1Api, s: SelfManagedSettings) -> k8s.V1Secret | None:
+    try:
+        secret: k8s.V1Secret = core.read_namespaced_secret(
+            s.secret_name, s.namespace, _request_timeout=_REQUEST_TIMEOUT
+        )
+    except ApiException as e:
+        if e.status != 404:
+            raise api_error(f"read Secret {s.secret_ref}", e, rbac_hint=_secret_rbac(s)) from None
+        return None
+    except _API_ERRORS as e:
+        raise api_error(f"read Secret {s.secret_ref}", e, rbac_hint=_secret_rbac(s)) from None
+    return secret
+
+
+def _write_secret(
+    core: k8s.CoreV1Api,
+    s: SelfManagedSettings,
+    secret: k8s.V1Secret | None,
+    desired: StoredCerts,
+    reason: str | None,
+    owners: list[Any],
+) -> str | None:
+    """Create or update the Secret: "created", "updated", or None when another writer came first (409)."""
+    encoded = {k: _encode(v) for k, v in desired.to_data().items()}
+    try:
+        if secret is None:
+            core.create_namespaced_secret(
+                s.namespace, _new_secret(s, encoded, owners), _request_timeout=_REQUEST_TIMEOUT
+            )
+            return "created"
+        # Keys we do not own are kept; the resourceVersion read before makes a concurrent writer's update fail
+        # with 409 instead of being silently overwritten.
+        if reason is not None:
+            secret.data = {**(secret.data or {}), **encoded}
+            if PREVIOUS_CA_KEY not in encoded and secret.data:
+                secret.data.pop(PREVIOUS_CA_KEY, None)
+        if secret.metadata is not None:
+            secret.metadata.owner_references = owners or None
+        core.replace_namespaced_secret(s.secret_name, s.namespace, secret, _request_timeout=_REQUEST_TIMEOUT)
+        return "updated"
+    except ApiException as e:
+        if e.status == 409:
+            return None
+        action = "create" if secret is None else "update"
+        raise api_error(f"{action} Secret {s.secret_ref}", e, rbac_hint=_secret_rbac(s)) from None
+    except _API_ERRORS as e:
+        raise api_error(f"write Secret {s.secret_ref}", e, rbac_hint=_secret_rbac(s)) from None
+
+
+def _new_secret(s: SelfManagedSettings, encoded: dict[str, str], owners: list[Any]) -> k8s.V1Secret:
+    return k8s.V1Secret.model_validate(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": s.secret_name,
+                "namespace": s.namespace,
+                "labels": _SECRET_LABELS,
+                "ownerReferences": owners or None,
+            },
+            "type": "kubernetes.io/tls",
+            "data": encoded,
+        }
+    )
+
+
+def _log_secret_write(s: SelfManagedSettings, verb: str, reason: str | None, desired: StoredCerts) -> None:
+    if reason is None:
+        logger.info("Secret %s now owned by MutatingWebhookConfiguration %s", s.secret_ref, s.webhook_config_name)
+        return
+    logger.info(
+        "%s Secret %s because %s; serving certificate valid until %s",
+        verb.capitalize(),
+        s.secret_ref,
+        reason,
+        certs.read_not_after(desired.tls_cert).isoformat(),
     )
 
 
@@ -492,9 +479,9 @@ def _sync_ca_bundle(
         except ApiException as e:
             if e.status == 404:
                 return _WebhookState.MISSING, None
-            raise _api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
+            raise api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
         except _API_ERRORS as e:
-            raise _api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
+            raise api_error(f"read MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
 
         s.webhook_uid = (mwc.metadata.uid if mwc.metadata else None) or s.webhook_uid
         webhooks = mwc.webhooks or []
@@ -527,9 +514,9 @@ def _sync_ca_bundle(
                 continue
             if e.status == 404:
                 return _WebhookState.MISSING, None
-            raise _api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
+            raise api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
         except _API_ERRORS as e:
-            raise _api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
+            raise api_error(f"patch MutatingWebhookConfiguration {name}", e, rbac_hint=rbac) from None
         logger.info(
             "Set caBundle (%d CA(s)) on %d webhook(s) of MutatingWebhookConfiguration %s",
             len(certs.split_pem_certs(wanted)),
@@ -537,7 +524,7 @@ def _sync_ca_bundle(
             name,
         )
         return _WebhookState.TRUSTED, wanted
-    raise SelfManagedError(f"MutatingWebhookConfiguration {name} kept changing while we patched its caBundle")
+    raise KubeApiError(f"MutatingWebhookConfiguration {name} kept changing while we patched its caBundle")
 
 
 def _trusted_by_all(bundles: list[bytes]) -> bytes | None:
@@ -597,13 +584,13 @@ def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
     try:
         bundle = stored.to_bundle(now)
     except CertificateError as e:  # plan_certificates validated it; only a bug gets here
-        raise SelfManagedError(f"Secret {s.secret_ref} holds unusable certificates: {e}") from None
+        raise KubeApiError(f"Secret {s.secret_ref} holds unusable certificates: {e}") from None
 
     adm = _admission_api(s)
     on_disk = _read_files(s.cert_dir)
     try:
         webhook, trusted = _sync_ca_bundle(adm, s, bundle.ca_pem, on_disk[2] if on_disk else None)
-    except SelfManagedError as e:
+    except KubeApiError as e:
         if at_start or on_disk is None:
             raise
         # Serving a certificate from a CA the apiserver does not trust yet would fail every review, so a
@@ -640,13 +627,13 @@ def _sync_once(s: SelfManagedSettings, *, at_start: bool) -> _Outcome:
 async def ensure_certificates(settings: SelfManagedSettings) -> CertBundle:
     """Start-time: make the Secret, caBundle and certificate files consistent; idempotent.
 
-    Raises SelfManagedError with a user-facing message when this cannot be done. A webhook configuration
+    Raises KubeApiError with a user-facing message when this cannot be done. A webhook configuration
     that does not exist yet is not an error: `rotate_forever` sets its caBundle once it appears.
     """
     try:
         outcome = await asyncio.to_thread(_sync_once, settings, at_start=True)
     except CertificateError as e:
-        raise SelfManagedError(str(e)) from None
+        raise KubeApiError(str(e)) from None
     logger.info(
         "Serving certificate for %s from Secret %s, valid until %s",
         settings.dns_names[2],
@@ -669,7 +656,7 @@ async def rotate_forever(settings: SelfManagedSettings, stop: asyncio.Event) -> 
             pass
         try:
             outcome = await asyncio.to_thread(_sync_once, settings, at_start=False)
-        except (SelfManagedError, CertificateError) as e:
+        except (KubeApiError, CertificateError) as e:
             failures += 1
             logger.error("Certificate check failed (attempt %d): %s", failures, e)
         except Exception as e:  # a bug must not stop rotation: certificates expiring later would be worse

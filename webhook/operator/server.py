@@ -1,124 +1,37 @@
-"""kopf wiring: the mutating handler, the HTTPS admission server, probes, metrics and the operator lifecycle.
+"""kopf wiring: the HTTPS admission server, probes, metrics and the operator lifecycle.
 
 kopf owns the listener, TLS and certificate reload, API login and discovery, signals and shutdown. Its generic
 admission path builds each response by deep-copying the whole pod and diffing it against the handler's edits
-(about 1 ms of CPU for a 5 KB Flyte pod). Our mutation already yields the JSON Patch ops, so `AdmissionServer`,
-a `kopf.WebhookServer`, answers the endpoints of handlers registered with `fast=` straight from those ops; the
-kopf handler of the same id stays registered for a kopf server of someone else's, and any other path is a 404.
+(about 1 ms of CPU for a 5 KB Flyte pod). Our mutation already yields the JSON Patch ops, so `AdmissionServer`
+(`webhook.operator.kopfseam`, a `kopf.WebhookServer`) answers our endpoints straight from those ops; no kopf
+handler is registered, and any other path is a 404.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import jsonpatch
 import kopf
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.engine.config import WebhookConfig
 from webhook.operator.certs import ServedCertificate
 from webhook.operator.configreview import VALIDATE_CONFIG_PATH, review_config_map
+from webhook.operator.kopfseam import AdmissionServer
 from webhook.operator.metrics import Metrics
 from webhook.operator.reload import DEFAULT_INTERVAL, ConfigMetrics, ConfigReloader, LastGood
 from webhook.operator.review import PodReviewer
 
 HANDLER_ID = "flyte-resources"
 logger = logging.getLogger("flyte_resources_webhook")
-
-FastHandler = Callable[[Mapping[str, Any]], dict[str, Any]]
-
-
-# The apiserver accepts requests up to 3 MiB and stores objects up to etcd's ~1.5 MiB, and the AdmissionReview
-# wraps the object; kopf's aiohttp app keeps aiohttp's 1 MiB default, which refused legal pods with HTTP 413.
-MAX_REQUEST_BYTES = 3 * 1024 * 1024
-_REASON_CHARS = 200
-
-
-class AdmissionServer(kopf.WebhookServer):
-    """kopf's HTTPS webhook server that answers some endpoints directly with prepared AdmissionReviews.
-
-    The seam: kopf's `WebhookServer.__call__` builds the aiohttp app (listener, TLS, certificate reload) and
-    routes every `POST /{id}` to `self._serve(fn, request)`, a private staticmethod. Overriding it is the only
-    way to answer from our own JSON Patch instead of kopf's deep-copy-and-diff; kopf is pinned to the minor
-    series this was checked against, and tests/operator/test_kopf_seam.py fails loudly when kopf stops
-    dispatching through `_serve`. Ids in `fast` are ours; ids in `kopf_ids` go to kopf's generic path; any
-    other path is a 404 (kopf would answer it `allowed: true`).
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        fast: Mapping[str, FastHandler] | None = None,
-        kopf_ids: Iterable[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.fast = dict(fast or {})
-        self.kopf_ids = set(kopf_ids)
-        self.listening = asyncio.Event()
-
-    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        async for client_config in super().__call__(fn):
-            # Everything imported and built so far lives as long as the process: keep the collector from
-            # re-scanning it on every full collection (pauses of several ms at the tail of the latency).
-            gc.freeze()
-            self.listening.set()  # kopf yields once the TLS site is bound: the moment we are ready
-            yield client_config
-
-    async def _serve(self, fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:  # type: ignore[override]
-        webhook = request.match_info.get("id", "")
-        handler = self.fast.get(webhook)
-        if handler is None:
-            if webhook in self.kopf_ids:
-                return await kopf.WebhookServer._serve(fn, request)
-            raise aiohttp.web.HTTPNotFound(reason=_reason(f"no admission webhook at /{webhook}"))
-        return self._answer(handler, await _read_body(request))
-
-    def _answer(self, handler: FastHandler, body: bytes) -> aiohttp.web.Response:
-        """The reply to one request body: 400 with a reason unless it is an AdmissionReview, else the handler's."""
-        try:
-            review = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise aiohttp.web.HTTPBadRequest(reason=_reason(f"request body is not JSON: {exc}")) from None
-        if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
-            raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview: no request object")
-        return aiohttp.web.Response(body=orjson.dumps(handler(review)), content_type="application/json")
-
-
-async def _read_body(request: aiohttp.web.Request) -> bytes:
-    """The request body up to MAX_REQUEST_BYTES (413 above), read from the stream: the app kopf built keeps its
-    own 1 MiB limit for everything else. (`request.clone(client_max_size=...)` would do the same at ~50 us a
-    request, a third of a review.)"""
-    length = request.content_length
-    if length is not None:
-        if length > MAX_REQUEST_BYTES:
-            raise aiohttp.web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=length)
-        try:
-            return await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise aiohttp.web.HTTPBadRequest(reason="request body shorter than its Content-Length") from None
-    body = bytearray()
-    while chunk := await request.content.readany():
-        body += chunk
-        if len(body) > MAX_REQUEST_BYTES:
-            raise aiohttp.web.HTTPRequestEntityTooLarge(max_size=MAX_REQUEST_BYTES, actual_size=len(body))
-    return bytes(body)
-
-
-def _reason(text: str) -> str:
-    """An HTTP reason phrase: one line, short, printable ASCII."""
-    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text[:_REASON_CHARS])
 
 
 def own_identity() -> Any:
@@ -146,26 +59,6 @@ def register_login(registry: kopf.OperatorRegistry, failed: Callable[[kopf.Login
             if failed is not None:
                 failed(exc)
             raise kopf.PermanentError(str(exc)) from None
-
-
-def register_handler(registry: kopf.OperatorRegistry, reviewer: PodReviewer) -> None:
-    """The kopf handler of record: its id is the URL path; kopf's own path runs it when we are not the server."""
-
-    @kopf.on.mutate("v1", "pods", id=HANDLER_ID, operations={"CREATE"}, registry=registry)  # type: ignore[arg-type]
-    async def flyte_resources(
-        body: kopf.Body, patch: kopf.Patch, warnings: list[str], operation: str | None, **_: Any
-    ) -> None:
-        # The same reviewer as the fast path (async: on the loop, never in kopf's thread pool), so denials, on-error
-        # and metrics behave alike; the ops travel as a transformation kopf applies to its copy of the pod.
-        review = {"request": {"operation": operation or "CREATE", "object": dict(body)}}
-        response = reviewer(review)["response"]
-        warnings.extend(response.get("warnings", ()))
-        if not response["allowed"]:
-            status = response.get("status", {})
-            raise kopf.AdmissionError(status.get("message", "denied"), code=status.get("code", 400))
-        if "patch" in response:
-            ops = orjson.loads(base64.b64decode(response["patch"]))
-            patch.fns.append(lambda raw: jsonpatch.apply_patch(raw, ops, in_place=True))
 
 
 @dataclass
@@ -294,7 +187,6 @@ async def _serve_until_stopped(
         stop.set()  # kopf would wait for credentials forever
 
     register_login(registry, login_failed)
-    register_handler(registry, reviewer)
     server = build_server(options, reviewer)
 
     settings = kopf.OperatorSettings()

@@ -69,9 +69,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The annotation prefix of the webhook config (also used in matchConditions). */}}
 {{- define "frw.annotationPrefix" -}}
-{{- $p := index .Values.config "annotation-prefix" | default "resources.flyte.org/" }}
-{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/$" $p) }}
-{{- fail (printf "config.annotation-prefix %q must be a DNS subdomain followed by '/', e.g. resources.flyte.org/" $p) }}
+{{- $default := include "frw.defaultAnnotationPrefix" . }}
+{{- $p := index .Values.config "annotation-prefix" | default $default }}
+{{- if or (not (regexMatch (include "frw.annotationPrefixPattern" .) $p)) (gt (len $p) 254) }}
+{{- fail (printf "config.annotation-prefix %q must be a DNS subdomain followed by '/', e.g. %s" $p $default) }}
 {{- end }}
 {{- $p }}
 {{- end }}

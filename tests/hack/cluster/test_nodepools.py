@@ -58,13 +58,6 @@ def test_kind_workers_register_with_the_same_labels_and_taints() -> None:
         assert taints == [dict(t) for t in pool.taints]
 
 
-def test_the_readme_shows_the_placements_of_the_data_file() -> None:
-    from hack.cluster.nodepools import placement_markdown
-    from hack.cluster.processes import REPO_ROOT
-
-    assert placement_markdown() in (REPO_ROOT / "README.md").read_text(), "regenerate the README's placement table"
-
-
 def _tolerates(toleration: dict[str, str], taint: dict[str, str]) -> bool:
     """Kubernetes' toleration matching (`ToleratesTaint`) for the fields the pools use."""
     if toleration.get("effect") not in (None, taint["effect"]) or toleration.get("key") not in (None, taint["key"]):
