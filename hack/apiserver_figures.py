@@ -249,35 +249,46 @@ def cpu_by_process(pids: Mapping[str, int]) -> dict[str, float]:
 
 
 class ConnectionCounter:
-    """The TCP connections a listener on `port` had while it ran: remote ports seen in /proc/net/tcp, sampled.
+    """The TCP connections to a listener on `port` while it ran, from /proc/net/tcp sampled 10 times a second: the
+    listener's accepted sockets, and the client sockets in TIME_WAIT after a close (so a connection that lived
+    shorter than a sample still shows). Nothing is sampled for port 0.
 
     A client that keeps its connections alive shows about as many as it runs requests at once; one that
     reconnects (an idle pool too small for its concurrency, or a server closing them) shows hundreds."""
 
-    def __init__(self, port: int, interval: float = 0.02) -> None:
+    def __init__(self, port: int, interval: float = 0.1) -> None:
+        self.port = port
         self.local = f":{port:04X}"
         self.interval = interval
-        self.peers: set[str] = set()
+        self.peers: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-                try:
-                    lines = Path(table).read_text().splitlines()[1:]
-                except OSError:
-                    continue
-                for line in lines:
-                    fields = line.split()
-                    if fields[1].endswith(self.local) and fields[3] != "0A":  # 0A: the listening socket
-                        self.peers.add(fields[2])
+            self.sample()
             self._stop.wait(self.interval)
 
+    def sample(self) -> None:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                lines = Path(table).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for line in lines:
+                local, remote, state = line.split()[1:4]
+                if local.endswith(self.local) and state != "0A":  # 0A: the listening socket itself
+                    self.peers.add((remote, local))
+                elif remote.endswith(self.local) and state == "06":  # 06: TIME_WAIT, closed by the client
+                    self.peers.add((local, remote))
+
     def __enter__(self) -> ConnectionCounter:
-        self._thread.start()
+        if self.port:
+            self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self.port:
+            self._stop.set()
+            self._thread.join()
+            self.sample()
