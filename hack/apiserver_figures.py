@@ -14,7 +14,7 @@ deltas of the admission families that matter and `summary_lines` prints them per
 
 `Profiler` takes a CPU profile (`/debug/pprof/profile`, on by default: `--profiling=true`) over a window and
 `profile_summary` reads it with `go tool pprof`: CPU ms per pod in a few areas (admission, webhook calls, JSON
-patch, TLS handshakes, storage, GC) and the top functions by own CPU.
+patch, TLS handshakes, storage, GC) and the admission path's top functions by cumulative CPU.
 """
 
 from __future__ import annotations
@@ -194,6 +194,8 @@ def _go() -> str:
     return found
 
 
+_RUNTIME = r"^(runtime|internal/runtime|internal/bytealg|sync|reflect)[./]"
+_QUANTITY = re.compile(r"([\d.]+)(ms|s|us|min)?")
 _SHOWING = re.compile(r"Showing nodes accounting for ([\d.]+)(ms|s|us|min)?")
 _TOTAL = re.compile(r"of ([\d.]+)(ms|s|us|min)? total")
 _UNIT = {"us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60000.0, None: 1000.0}
@@ -214,16 +216,28 @@ class ProfileSummary:
     pods: float  # pods created in the profile's window
     total_ms: float  # CPU sampled in the window
     areas: dict[str, float]  # area -> CPU ms
-    top: list[str]  # pprof's top lines by own CPU
+    top: list[str]  # pprof's top lines of the admission path by cumulative CPU
 
     def per_pod(self, ms: float) -> float:
         return ms / max(self.pods, 1.0)
 
+    def top_per_pod(self) -> list[tuple[float, str]]:
+        """The top lines as (cumulative CPU ms per pod, function)."""
+        out = []
+        for line in self.top:
+            fields = line.split(None, 5)
+            match = _QUANTITY.fullmatch(fields[3]) if len(fields) == 6 else None
+            if match is not None:
+                out.append((self.per_pod(_ms(match)), fields[5]))
+        return out
 
-def profile_summary(profile: Path, pods: float, top: int = 12) -> ProfileSummary:
-    """CPU per area and the top functions by own CPU (`go tool pprof -top`)."""
-    text = _pprof(profile, f"-nodecount={top}")
-    total = _ms(_TOTAL.search(text))
+
+def profile_summary(profile: Path, pods: float, top: int = 16) -> ProfileSummary:
+    """CPU per area and the admission path's top functions by cumulative CPU (`go tool pprof -top -cum`)."""
+    # The admission path's heaviest functions by cumulative CPU (the Go runtime's own frames hidden): where a
+    # create's admission time goes, webhook call, patch, CEL, conversion.
+    text = _pprof(profile, "-cum", f"-nodecount={top}", f"-focus={AREAS['admission']}", f"-hide={_RUNTIME}")
+    total = _ms(_TOTAL.search(_pprof(profile, "-nodecount=1")))
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.lstrip().startswith("flat")), len(lines))
     areas = {}

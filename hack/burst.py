@@ -39,6 +39,7 @@ import ssl
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,15 +65,23 @@ MODES = ("none", "map", "bare", "ours")
 MODE_LABEL = "bench.flyte.org/burst"
 RUN_LABEL = "bench.flyte.org/run"
 DEVICE, PARTITION = "nvidia-tesla-a100", "1g.5gb"
-ACCEL_LABEL, PARTITION_LABEL = "k8s.amazonaws.com/accelerator", "k8s.amazonaws.com/gpu-partition-size"
+PRESETS = ("eks", "gke")  # presets with an A100 MIG pool in nodepools.yaml (`<preset>-a100-mig`)
 RESOURCES = {"cpu": "10m", "memory": "32Mi", "nvidia.com/gpu": "1"}
 TARGET_VS_MAP, TARGET_VS_BARE = 1.0, 0.95
 
 
-def burst_pools(pods: int) -> list[Any]:
-    """The CPU pool and the eks A100 MIG pool of nodepools.yaml, with as many nodes as `pods` needs."""
+def node_labels(preset: str) -> tuple[str, str]:
+    """The node labels of the GPU device and of its partition size under `preset`."""
+    from webhook.engine.config import WebhookConfig
+
+    config = WebhookConfig.from_mapping({"preset": preset})
+    return config.gpu_device_node_label, config.gpu_partition_size_node_label
+
+
+def burst_pools(pods: int, preset: str = "eks") -> list[Any]:
+    """The CPU pool and the preset's A100 MIG pool of nodepools.yaml, with as many nodes as `pods` needs."""
     data = load()
-    mig, cpu = data.pool("eks-a100-mig"), data.pool("cpu")
+    mig, cpu = data.pool(f"{preset}-a100-mig"), data.pool("cpu")
     per_node = min(int(mig.allocatable["nvidia.com/gpu"]), int(mig.allocatable["pods"]))
     need = -(-pods // per_node) + 1
     cpu_need = -(-pods // int(cpu.allocatable["pods"])) + 1
@@ -102,8 +111,9 @@ def _toleration(key: str, value: str) -> str:
     return f'Object.spec.tolerations{{key: "{key}", operator: "Equal", value: "{value}", effect: "NoSchedule"}}'
 
 
-def mutating_policy() -> list[dict[str, Any]]:
+def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
     """A MutatingAdmissionPolicy + binding giving the burst's `map` pods what our webhook gives them."""
+    accel_label, partition_label = node_labels(preset)
     terms = "Object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
     requirement = terms + '.matchExpressions{{key: "{}", operator: "In", values: ["{}"]}}'
     affinity = (
@@ -111,11 +121,11 @@ def mutating_policy() -> list[dict[str, Any]]:
         "requiredDuringSchedulingIgnoredDuringExecution: "
         "Object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution{"
         f"nodeSelectorTerms: [{terms}{{matchExpressions: ["
-        f"{requirement.format(ACCEL_LABEL, DEVICE)}, {requirement.format(PARTITION_LABEL, PARTITION)}]}}]}}}}}}"
+        f"{requirement.format(accel_label, DEVICE)}, {requirement.format(partition_label, PARTITION)}]}}]}}}}}}"
     )
     quantities = ", ".join(f'"{k}": "{v}"' for k, v in RESOURCES.items())
     resources = f"Object.spec.containers.resources{{limits: {{{quantities}}}, requests: {{{quantities}}}}}"
-    tolerations = [_toleration(ACCEL_LABEL, DEVICE), _toleration(PARTITION_LABEL, PARTITION)]
+    tolerations = [_toleration(accel_label, DEVICE), _toleration(partition_label, PARTITION)]
     expression = (
         "(has(object.spec.tolerations) ? ["
         + ", ".join(f'JSONPatch{{op: "add", path: "/spec/tolerations/-", value: {t}}}' for t in tolerations)
@@ -160,7 +170,7 @@ def mutating_policy() -> list[dict[str, Any]]:
 ALLOW_PATH = "allow"
 
 
-def allowed(review: dict[str, Any]) -> dict[str, Any]:
+def allowed(review: Mapping[str, Any]) -> dict[str, Any]:
     response = {"uid": review["request"]["uid"], "allowed": True}
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
 
@@ -392,8 +402,8 @@ def apiserver_report(medians: dict[str, RunResult], results: dict[str, list[RunR
         for mode in ("ours", "map"):
             summary = profiled[mode]
             if summary is not None:
-                lines.append(f"  top of the apiserver's own CPU, {mode} (flat flat% sum% cum cum%):")
-                lines.extend(f"    {line.strip()}" for line in summary.top)
+                lines.append(f"  {mode}: the admission path's heaviest functions, cumulative CPU ms per pod:")
+                lines.extend(f"    {ms:6.2f}  {name}" for ms, name in summary.top_per_pod())
     return "\n".join(lines)
 
 
@@ -405,6 +415,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=300.0, help="per run, until all pods are Running")
+    parser.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default="eks",
+        help="ours runs under this preset (gke: no resource-tolerations, the apiserver's ExtendedResourceToleration"
+        " adds the GPU toleration), the pods go to its A100 MIG pool, the policy uses its node labels",
+    )
     parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="no CPU profile of the apiserver in the last round"
     )
@@ -420,7 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="frw-burst-"))
-    cluster = LocalCluster(work / "cluster", pools=burst_pools(args.pods))
+    config = None  # the chart's
+    if args.preset != "eks":
+        from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
+        from hack.cluster.processes import Binaries
+
+        chart_config = render_webhook_config(str(Binaries.locate().helm), namespace=WEBHOOK_NAMESPACE)
+        config = chart_config | {"preset": args.preset}
+    cluster = LocalCluster(work / "cluster", pools=burst_pools(args.pods, args.preset), webhook_config=config)
     bare: Process | None = None
     try:
         started = time.monotonic()
@@ -429,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         # The patch-less webhook first: it changes nothing one could wait for, so it is registered before the
         # others, which are waited for (the apiserver's informer sees configurations in order).
         bare, _, bare_port = start_bare_server(cluster, work)
-        for doc in mutating_policy():
+        for doc in mutating_policy(args.preset):
             cluster.apply(doc)
         assert cluster.webhook is not None
         cluster.add_webhook_configuration(
