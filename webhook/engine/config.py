@@ -98,6 +98,11 @@ class Preset(StrEnum):
     amd = "amd"
 
 
+def _tolerating(*resources: str) -> dict[str, list[dict[str, str]]]:
+    """`resource-tolerations` that tolerate the `NoSchedule` taint named like each resource, whatever its value."""
+    return {resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}] for resource in resources}
+
+
 # What each preset changes from Flyte's defaults (which are the EKS / cluster-autoscaler labels).
 # Device values follow the catalog's device strings (Flyte's table); `accelerator-devices` maps them to the
 # label values a cluster really uses where those differ (GKE's memory-suffixed names, Karpenter's short names,
@@ -109,14 +114,17 @@ class Preset(StrEnum):
 # accelerator nodes `nvidia.com/gpu:NoSchedule` / `aws.amazon.com/neuron:NoSchedule` and, unlike GKE, do not run
 # the ExtendedResourceToleration admission plugin: their presets bring the tolerations, as Flyte's own EKS
 # deployments configure `resource-tolerations` for this.
-_ACCELERATOR_TAINTS_TOLERATED: Final = {
-    resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
-    for resource in ("nvidia.com/gpu", "aws.amazon.com/neuron")
-}
+_ACCELERATOR_TAINTS_TOLERATED: Final = _tolerating("nvidia.com/gpu", "aws.amazon.com/neuron")
+# GKE runs ExtendedResourceToleration: once our webhook has added `nvidia.com/gpu` or `google.com/tpu`, the
+# apiserver's second admission pass adds that toleration, a change that calls every `reinvocationPolicy: IfNeeded`
+# webhook (ours) a second time per GPU or TPU pod. The preset adds the very toleration the plugin would, so the pod
+# ends the same and the second pass changes nothing: one call per pod.
+_EXTENDED_RESOURCE_TOLERATIONS_OF_GKE: Final = _tolerating("nvidia.com/gpu", "google.com/tpu")
 
 PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.eks: {"resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED},
     Preset.gke: {
+        "resource-tolerations": _EXTENDED_RESOURCE_TOLERATIONS_OF_GKE,
         "gpu-device-node-label": "cloud.google.com/gke-accelerator",
         "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
         "accelerator-devices": {
