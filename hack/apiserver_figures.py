@@ -195,6 +195,7 @@ def _go() -> str:
 
 
 _RUNTIME = r"^(runtime|internal/runtime|internal/bytealg|sync|reflect)[./]"
+_GENERIC = re.compile(r"\[go\.shape.*\]")  # a generic function's instantiation, hundreds of characters
 _QUANTITY = re.compile(r"([\d.]+)(ms|s|us|min)?")
 _SHOWING = re.compile(r"Showing nodes accounting for ([\d.]+)(ms|s|us|min)?")
 _TOTAL = re.compile(r"of ([\d.]+)(ms|s|us|min)? total")
@@ -228,7 +229,7 @@ class ProfileSummary:
             fields = line.split(None, 5)
             match = _QUANTITY.fullmatch(fields[3]) if len(fields) == 6 else None
             if match is not None:
-                out.append((self.per_pod(_ms(match)), fields[5]))
+                out.append((self.per_pod(_ms(match)), _GENERIC.sub("[...]", fields[5])))
         return out
 
 

@@ -62,6 +62,10 @@ from hack.cluster.nodepools import load  # noqa: E402
 from hack.cluster.processes import HarnessError, Process, free_port, http_get, tail, wait_until  # noqa: E402
 
 MODES = ("none", "map", "bare", "ours")
+# With --untolerated: ours with `resource-tolerations: {}` (what the gke preset was before it added the tolerations
+# ExtendedResourceToleration adds), so the cost of a second webhook call per pod shows in the same run.
+UNTOLERATED = "untol"
+MUTATING = ("map", "ours", UNTOLERATED)
 MODE_LABEL = "bench.flyte.org/burst"
 RUN_LABEL = "bench.flyte.org/run"
 DEVICE, PARTITION = "nvidia-tesla-a100", "1g.5gb"
@@ -347,7 +351,7 @@ def check_mutation(cluster: LocalCluster, mode: str) -> None:
         out = dry_run_create(cluster, cluster.namespace, pod_body(mode, "probe", 0))
         spec = out["spec"]
         has_affinity = bool(spec.get("affinity"))
-        return has_affinity if mode in ("map", "ours") else (not has_affinity and bool(out))
+        return has_affinity if mode in MUTATING else (not has_affinity and bool(out))
 
     wait_until(placed, timeout=30, what=f"the {mode} setup to take effect", interval=0.3)
 
@@ -363,8 +367,7 @@ def report(medians: dict[str, RunResult], runs: int) -> str:
         f"{'mode':<6} {'pods/s':>8} {'vs none':>8} {'p50 ms':>8} {'p99 ms':>8} {'all Running s':>14}",
     ]
     base = medians["none"].pods_per_s
-    for mode in MODES:
-        r = medians[mode]
+    for mode, r in medians.items():
         lines.append(
             f"{mode:<6} {r.pods_per_s:>8.0f} {r.pods_per_s / base:>7.2f}x {r.p50_ms:>8.1f} {r.p99_ms:>8.1f}"
             f" {r.all_running_s:>14.1f}"
@@ -376,21 +379,21 @@ def report(medians: dict[str, RunResult], runs: int) -> str:
 def apiserver_report(medians: dict[str, RunResult], results: dict[str, list[RunResult]]) -> str:
     """The apiserver's side of each mode: its admission figures (median run) and its CPU profile (profiled run)."""
     lines = ["apiserver admission figures per pod (median run; passes: the in-tree chain, create + binding = 2):"]
-    for mode in MODES:
+    for mode in medians:
         figures = medians[mode].admission
         if figures is not None:
             lines.append(f"  {mode:<5} {figures.line({})}")
     lines.append("CPU ms per pod by process (median run, until all Running; client = this process):")
     names = list(medians["none"].cpu_ms_per_pod)
     lines.append(f"  {'mode':<5} {'all':>7} " + " ".join(f"{n[:14]:>14}" for n in names))
-    for mode in MODES:
+    for mode in medians:
         cpu = medians[mode].cpu_ms_per_pod
         lines.append(f"  {mode:<5} {sum(cpu.values()):>7.2f} " + " ".join(f"{cpu.get(n, 0):>14.2f}" for n in names))
     lines.append(
         "webhook connections the apiserver opened (median run): "
-        + ", ".join(f"{m} {medians[m].webhook_connections}" for m in ("bare", "ours"))
+        + ", ".join(f"{m} {r.webhook_connections}" for m, r in medians.items() if m not in ("none", "map"))
     )
-    profiled = {mode: next((r.profile for r in results[mode] if r.profile), None) for mode in MODES}
+    profiled = {mode: next((r.profile for r in results[mode] if r.profile), None) for mode in medians}
     if any(profiled.values()):
         areas = list(next(p for p in profiled.values() if p).areas)
         lines.append("apiserver CPU ms per pod over the create phase (pprof; an area counts every sample under it):")
@@ -423,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         " adds the GPU toleration), the pods go to its A100 MIG pool, the policy uses its node labels",
     )
     parser.add_argument(
+        "--untolerated",
+        action="store_true",
+        help=f"a fifth mode, {UNTOLERATED!r}: ours with `resource-tolerations: {{}}` (with --preset gke: the preset"
+        " before it tolerated what ExtendedResourceToleration adds)",
+    )
+    parser.add_argument(
         "--no-profile", dest="profile", action="store_false", help="no CPU profile of the apiserver in the last round"
     )
     parser.add_argument("--output", type=Path, default=REPO_ROOT / "bench-results" / "burst.json")
@@ -437,13 +446,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     work = Path(tempfile.mkdtemp(prefix="frw-burst-"))
-    config = None  # the chart's
-    if args.preset != "eks":
-        from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
-        from hack.cluster.processes import Binaries
+    from hack.cluster.chart import WEBHOOK_NAMESPACE, render_webhook_config
+    from hack.cluster.processes import Binaries
 
-        chart_config = render_webhook_config(str(Binaries.locate().helm), namespace=WEBHOOK_NAMESPACE)
-        config = chart_config | {"preset": args.preset}
+    chart_config = render_webhook_config(str(Binaries.locate().helm), namespace=WEBHOOK_NAMESPACE)
+    config = chart_config | {"preset": args.preset}
+    modes = (*MODES, UNTOLERATED) if args.untolerated else MODES
     cluster = LocalCluster(work / "cluster", pools=burst_pools(args.pods, args.preset), webhook_config=config)
     bare: Process | None = None
     try:
@@ -455,28 +463,37 @@ def main(argv: list[str] | None = None) -> int:
         bare, _, bare_port = start_bare_server(cluster, work)
         for doc in mutating_policy(args.preset):
             cluster.apply(doc)
-        assert cluster.webhook is not None
+        assert cluster.webhook is not None and cluster.control_plane is not None
         cluster.add_webhook_configuration(
             release="frw-burst-ours",
             base_url=cluster.webhook.url,
             values={"webhook": {"objectSelector": {"matchLabels": {MODE_LABEL: "ours"}}}},
         )
-        for mode in MODES:
-            check_mutation(cluster, mode)
-        results: dict[str, list[RunResult]] = {mode: [] for mode in MODES}
-        assert cluster.control_plane is not None and cluster.webhook is not None
+        ports = {"bare": bare_port, "ours": cluster.webhook.port}
         procs = [*cluster.control_plane.processes, bare, cluster.webhook.process]
+        if args.untolerated:
+            hook = cluster.start_extra_webhook("webhook-untol", config | {"resource-tolerations": {}})
+            cluster.add_webhook_configuration(
+                release="frw-burst-untol",
+                base_url=hook.url,
+                values={"webhook": {"objectSelector": {"matchLabels": {MODE_LABEL: UNTOLERATED}}}},
+            )
+            ports[UNTOLERATED] = hook.port
+            procs.append(hook.process)
+        for mode in modes:
+            check_mutation(cluster, mode)
+        results: dict[str, list[RunResult]] = {mode: [] for mode in modes}
         pids = {p.name: p.pid for p in procs if p is not None and p.pid is not None}
         pids["client"] = os.getpid()
         for i in range(args.runs):
-            for mode in MODES:
+            for mode in modes:
                 # The last round is profiled, over about the create phase the earlier rounds took.
                 seconds = 0
                 if args.profile and i == args.runs - 1:
                     rate = results[mode][-1].pods_per_s if results[mode] else 100.0
                     seconds = max(2, round(args.pods / rate))
                 profile_file = work / f"apiserver-{mode}.pprof"
-                port = {"bare": bare_port, "ours": cluster.webhook.port}.get(mode, 0)
+                port = ports.get(mode, 0)
                 result = one_run(
                     cluster, mode, args.pods, args.concurrency, args.timeout, seconds, profile_file, pids, port
                 )
