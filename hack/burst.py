@@ -5,7 +5,7 @@ kube-controller-manager, KWOK), each selecting only its own pods by label:
 
   none   no admission mutation at all;
   map    a MutatingAdmissionPolicy (admissionregistration.k8s.io/v1) doing the same mutation ours does for these
-         pods in the apiserver with CEL JSONPatch: container resources, two tolerations, required node affinity
+         pods in the apiserver with CEL JSONPatch: container resources, three tolerations, required node affinity
          (ApplyConfiguration cannot touch tolerations or affinity, which are atomic lists);
   bare   a webhook that answers `allowed` without a patch: our server stack (kopf's WebhookServer, uvloop,
          `build_server`) with a constant answer, in a process of its own, behind a copy of the chart's
@@ -129,7 +129,10 @@ def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
     )
     quantities = ", ".join(f'"{k}": "{v}"' for k, v in RESOURCES.items())
     resources = f"Object.spec.containers.resources{{limits: {{{quantities}}}, requests: {{{quantities}}}}}"
-    tolerations = [_toleration(accel_label, DEVICE), _toleration(partition_label, PARTITION)]
+    # The toleration of the GPU resource too, as ours adds it (both presets): left to ExtendedResourceToleration,
+    # its second pass would change the pod and evaluate the policy a second time.
+    gpu = 'Object.spec.tolerations{key: "nvidia.com/gpu", operator: "Exists", effect: "NoSchedule"}'
+    tolerations = [_toleration(accel_label, DEVICE), _toleration(partition_label, PARTITION), gpu]
     expression = (
         "(has(object.spec.tolerations) ? ["
         + ", ".join(f'JSONPatch{{op: "add", path: "/spec/tolerations/-", value: {t}}}' for t in tolerations)
@@ -145,9 +148,7 @@ def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
             "metadata": {"name": name},
             "spec": {
                 "failurePolicy": "Fail",
-                # As the chart's webhook: a mutation that adds an extended resource makes the apiserver re-run
-                # ExtendedResourceToleration, whose toleration re-invokes the IfNeeded mutators once more.
-                "reinvocationPolicy": "IfNeeded",
+                "reinvocationPolicy": "IfNeeded",  # as the chart's webhook
                 "matchConstraints": {
                     "resourceRules": [
                         {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
