@@ -145,12 +145,20 @@ def _yaml_scalar(value: Any) -> str:
     return str(yaml.safe_dump(value, default_flow_style=True, width=1000)).removesuffix("\n...\n").strip()
 
 
+def _field_shape(field: Any) -> str:
+    """The comment hint for one config key: none for a plain string or flag (the default says enough)."""
+    if field.annotation == dict[str, str] and field.metadata:  # QuantityMap, whose validator pydantic unwraps
+        return "resource -> quantity"
+    if field.annotation in (str, bool):
+        return ""
+    return _shape(field.annotation)
+
+
 def render_values_keys() -> str:
     lines = []
     for key, field in _fields():
         entry = f"#   {key}: {_yaml_scalar(_default(field))}"
-        shape = "resource -> quantity" if field.metadata else _shape(field.annotation)
-        hint = "" if shape in ("str", "bool") else shape
+        hint = _field_shape(field)
         lines.append(f"{entry.ljust(47)} # {hint}" if hint else entry)
     return "\n".join(lines) + "\n" + f"# ({GENERATED_BY})"
 

@@ -214,6 +214,18 @@ def test_resource_tolerations() -> None:
     ]
 
 
+@pytest.mark.parametrize("resource", ["nvidia.com/gpu", "google.com/tpu"])
+def test_gke_tolerates_what_extended_resource_toleration_adds(resource: str) -> None:
+    """GKE's ExtendedResourceToleration adds `{key: <resource>, operator: Exists, effect: NoSchedule}` to a pod asking
+    for the resource; the preset adds that very toleration, so the plugin changes nothing after us and the apiserver
+    has no reason to call the webhook again."""
+    config = WebhookConfig.from_mapping({"preset": "gke"})
+    assert [t.to_pod() for t in config.resource_tolerations[resource]] == [
+        {"key": resource, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert WebhookConfig.from_mapping({"preset": "gke", "resource-tolerations": {}}).resource_tolerations == {}
+
+
 # --- errors name the key and the value -----------------------------------------------------------------------
 
 

@@ -119,6 +119,11 @@ class Preset(StrEnum):
     amd = "amd"
 
 
+def _tolerating(*resources: str) -> dict[str, list[dict[str, str]]]:
+    """`resource-tolerations` that tolerate the `NoSchedule` taint named like each resource, whatever its value."""
+    return {resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}] for resource in resources}
+
+
 # What each preset changes from Flyte's defaults (which are the EKS / cluster-autoscaler labels).
 # Device values follow the catalog's device strings (Flyte's table); `accelerator-devices` maps them to the
 # label values a cluster really uses where those differ (GKE's memory-suffixed names, Karpenter's short names,
@@ -130,14 +135,17 @@ class Preset(StrEnum):
 # accelerator nodes `nvidia.com/gpu:NoSchedule` / `aws.amazon.com/neuron:NoSchedule` and, unlike GKE, do not run
 # the ExtendedResourceToleration admission plugin: their presets bring the tolerations, as Flyte's own EKS
 # deployments configure `resource-tolerations` for this.
-_ACCELERATOR_TAINTS_TOLERATED: Final = {
-    resource: [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}]
-    for resource in ("nvidia.com/gpu", "aws.amazon.com/neuron")
-}
+_ACCELERATOR_TAINTS_TOLERATED: Final = _tolerating("nvidia.com/gpu", "aws.amazon.com/neuron")
+# GKE runs ExtendedResourceToleration: once our webhook has added `nvidia.com/gpu` or `google.com/tpu`, the
+# apiserver's second admission pass adds that toleration, a change that calls every `reinvocationPolicy: IfNeeded`
+# webhook (ours) a second time per GPU or TPU pod. The preset adds the very toleration the plugin would, so the pod
+# ends the same and the second pass changes nothing: one call per pod.
+_EXTENDED_RESOURCE_TOLERATIONS_OF_GKE: Final = _tolerating("nvidia.com/gpu", "google.com/tpu")
 
 PRESETS: dict[Preset, dict[str, Any]] = {
     Preset.eks: {"resource-tolerations": _ACCELERATOR_TAINTS_TOLERATED},
     Preset.gke: {
+        "resource-tolerations": _EXTENDED_RESOURCE_TOLERATIONS_OF_GKE,
         "gpu-device-node-label": "cloud.google.com/gke-accelerator",
         "gpu-partition-size-node-label": "cloud.google.com/gke-gpu-partition-size",
         "accelerator-devices": {
@@ -425,8 +433,9 @@ class WebhookConfig(BaseModel):
         description="resource name → tolerations added when a container uses it; the `eks` and `karpenter` "
         "presets tolerate `nvidia.com/gpu` and `aws.amazon.com/neuron` (`Exists`, `NoSchedule`): AWS's guides, "
         "EKS Auto Mode and Karpenter's GPU NodePools taint those nodes so and run no ExtendedResourceToleration "
-        "admission plugin (GKE does), so a GPU count without an accelerator is not left Pending; setting the key "
-        "replaces the preset's",
+        "admission plugin (GKE does), so a GPU count without an accelerator is not left Pending; the `gke` preset "
+        "tolerates `nvidia.com/gpu` and `google.com/tpu` as GKE's ExtendedResourceToleration would after us, so "
+        "the apiserver calls the webhook once per GPU or TPU pod, not twice; setting the key replaces the preset's",
     )
     on_invalid: Literal["reject", "ignore"] = Field(
         "reject", description="`reject` (deny bad annotations) or `ignore` (admit unchanged, with a warning)"
