@@ -144,7 +144,7 @@ def test_lookup_returns_the_constants() -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("A999", ["'A999' is not a known accelerator name", "known: A10G, L4"]),
+        ("A999", ["'A999' is not a known accelerator name", "known: A10G, A100"]),
         ("H10", ["did you mean H100"]),
         # suggestions are bounded (at most 2 edits): far ones give none, the list of valid names instead
         ("A100.partition_9g", ["name; valid: A100.partition_1g_5gb", "A100.unpartitioned"]),

@@ -24,7 +24,6 @@ from webhook.engine.pod import idl_resources_to_k8s
 from webhook.engine.resources import (
     PRIMARY_CONTAINER_DEFAULT_NAME,
     MissingField,
-    resources_to_k8s,
 )
 
 RN = tasks_pb2.Resources
@@ -382,20 +381,6 @@ def test_v45_errors() -> None:
 
 
 # --- webhook additions --------------------------------------------------------------------------------------
-
-
-def test_resources_to_k8s() -> None:
-    assert resources_to_k8s(Resources(cpu=0.5, mem="1024Mi", gpu=1, ephemeral_storage="2000")) == {
-        "cpu": "500m",
-        "memory": "1Gi",
-        "gpu": "1",
-        "ephemeral-storage": "2k",
-    }
-    assert resources_to_k8s(Resources(gpu="2"), gpu_key="nvidia.com/gpu") == {"nvidia.com/gpu": "2"}
-    assert resources_to_k8s(Resources(cpu="0")) == {"cpu": "0"}
-    assert resources_to_k8s(Resources()) == {}
-    with pytest.raises(ValueError, match="can not be a list or tuple"):
-        resources_to_k8s(Resources(cpu=("1", "2")))
 
 
 def _idl(*entries: tuple[int, str]) -> list[tasks_pb2.Resources.ResourceEntry]:

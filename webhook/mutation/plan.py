@@ -40,7 +40,7 @@ from webhook.mutation.annotations import (
     RESOURCES,
     InvalidAnnotation,
     ResourceRequest,
-    SharedMemory,
+    flytekit_shared_memory,
     our_keys,
     read_annotations,
 )
@@ -281,37 +281,34 @@ def _plan(pod: Mapping[str, Any], request: ResourceRequest, resolved: Resolved) 
             lambda p: apply_container_resources(
                 p,
                 name,
-                requests=request.requests,
-                limits=request.limits,
+                resources=request.resources,
                 config=config,
                 gpu_resource_name=gpu_name,
+                accelerator=request.accelerator,
             ),
             policy_label(policy) if policy is not None else "config",
         )
-    if request.accelerator is not None and request.accelerator_from:
-        accelerator = request.accelerator
+    if request.gpu_accelerator is not None and request.accelerator_from:
+        accelerator, device_class = request.gpu_accelerator, request.device_class
         run(
             [request.accelerator_from],
-            lambda p: apply_accelerator(p, accelerator, config=config, gpu_resource_name=gpu_name),
+            lambda p: apply_accelerator(
+                p, accelerator, device_class=device_class, config=config, gpu_resource_name=gpu_name
+            ),
         )
     if request.shared_memory is not None and request.shared_memory_from:
         target = target or _target_container(pod, request)
         shm, name = request.shared_memory, target
-        run(
-            [request.shared_memory_from],
-            lambda p: apply_shared_memory(
-                p, name, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
-            ),
-        )
+        run([request.shared_memory_from], lambda p: apply_shared_memory(p, name, shm))
     default_shm = policy.shared_memory if policy is not None and request.shared_memory_from is None else None
     shm_target = (target or _known_target(pod, request)) if default_shm not in (None, False) else None
     if shm_target is not None:
-        size = default_shm if isinstance(default_shm, str) else None
+        memory = flytekit_shared_memory(default_shm if isinstance(default_shm, str) else None)
         target = shm_target
-        request = replace(request, shared_memory=SharedMemory(size_limit=size))
+        request = request.with_shared_memory(memory)
         run(
             [],
-            lambda p: apply_shared_memory(p, shm_target, size_limit=size),
+            lambda p: apply_shared_memory(p, shm_target, memory),
             f"{policy_label(policy)} shared-memory" if policy is not None else "config",
         )
     if policy is not None and policy.max_gpus is not None:
