@@ -1,4 +1,5 @@
-"""Flyte v1.16.8 backend vectors 47-92 (flyte-semantics.md §8.5-8.8) and properties of `webhook.engine.pod`.
+"""Flyte v1.16.8 backend vectors 47-92 (flyteplugins' resource resolution, GPU node selectors and shared memory,
+run as Go) and properties of `webhook.engine.pod`.
 
 Where `pod.py` deliberately differs from Flyte v1 (its module docstring), the test asserts our behaviour and a
 comment names the vector and the reason: zero quantities are dropped instead of written as "0"; a GPU request
@@ -42,7 +43,7 @@ PL = "k8s.amazonaws.com/gpu-partition-size"
 TPU = "google.com/tpu"
 
 DEFAULT = WebhookConfig.from_mapping({})
-# §8 "admin" platform: flyteadmin's task_resources defaults, all four keys present (zeros = unset / no bound).
+# The "admin" platform: flyteadmin's task_resources defaults, all four keys present (zeros = unset / no bound).
 ADMIN = WebhookConfig.from_mapping(
     {
         "default-requests": {"cpu": "2", "memory": "200Mi", "ephemeral-storage": "0", GPU: "0"},
@@ -179,7 +180,7 @@ def tol(key: str, value: str) -> dict[str, Any]:
     return {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
 
 
-# --- §8.5 backend resource resolution: vectors 47-70 -----------------------------------------------------------
+# --- backend resource resolution (ApplyResourceOverrides): vectors 47-70 ---------------------------------------------
 
 ONE_GI = {"memory": "1Gi"}
 
@@ -256,7 +257,7 @@ RESOLUTION_VECTORS = [
         {"ephemeral-storage": "10Gi", "cpu": "2", "memory": "200Mi"},
         {"ephemeral-storage": "10Gi", "cpu": "2", "memory": "200Mi"},
     ),
-    # v62: inputs as they are after §5.3 canonicalisation (0.5 -> 500m, 0.25 -> 250m).
+    # v62: inputs as they are once the backend canonicalised the task's quantities (0.5 -> 500m, 0.25 -> 250m).
     ("v62", {"cpu": "500m"}, {"cpu": "250m"}, DEFAULT, {"cpu": "250m", **ONE_GI}, {"cpu": "250m", **ONE_GI}),
 ]
 
@@ -342,7 +343,7 @@ def test_v70_pod_template_gpu_renamed_to_custom_gpu_resource_name() -> None:
     assert r == l_ == {"amd.com/gpu": "1", "cpu": "1", **ONE_GI}
 
 
-# --- §8.6 GPU node selectors: vectors 73-82 --------------------------------------------------------------------
+# --- GPU node selectors (ApplyGPUNodeSelectors): vectors 73-82 -------------------------------------------------------
 
 A100 = "nvidia-tesla-a100"
 T4 = "nvidia-tesla-t4"
@@ -549,7 +550,7 @@ def test_affinity_placement_with_a_conflicting_node_selector() -> None:
     assert result.pod["spec"]["nodeSelector"]["pool"] == "gpu"
 
 
-# --- §8.7 shared memory: vectors 83-91 -------------------------------------------------------------------------
+# --- shared memory (ApplySharedMemory): vectors 83-91 ----------------------------------------------------------------
 
 SHM_MOUNT = {"name": SHM_MOUNT_NAME, "mountPath": SHM_MOUNT_PATH}
 
@@ -696,7 +697,7 @@ def test_our_memory_volume_with_another_size_is_resized() -> None:
     assert result.notes == (f"shared memory volume {SHM_MOUNT_NAME} resized to 2Gi",)
 
 
-# --- §8.8 vector 92, end to end for the pod part ----------------------------------------------------------------
+# --- vector 92, end to end for the pod part --------------------------------------------------------------------------
 
 
 def test_v92_end_to_end() -> None:
