@@ -63,7 +63,7 @@ def test_accelerator_annotation(accelerator: BaseAccelerator | str, expected: tu
     ("call", "message"),
     [
         (lambda: flyte2_annotations(cpu="abc"), "Resources.cpu: 'abc' is not a valid Kubernetes quantity"),
-        (lambda: flyte2_annotations(gpu="A100:16"), "'A100:16': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
+        (lambda: flyte2_annotations(gpu="A100:1000"), "'A100:1000': A100 comes in counts of 1 to 999"),
         (lambda: flyte2_annotations(shm="0"), "shm: expected a size above zero"),
         (lambda: flyte2_annotations(cpu=True), "cpu: True is not a quantity"),
         (lambda: flyte2_annotations(memory=("1Gi", "2Gi", "3Gi")), "memory: a pair is (request, limit), got 3"),

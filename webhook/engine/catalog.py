@@ -77,10 +77,10 @@ class DeviceClassDefaults:
     partition_size_node_label: str = ""
 
 
-# flyteorg/flyte main config.go defaults. NVIDIA_GPU's resource name is left to `gpu-resource-name` here
-# (Flyte 2 lets the class's nvidia.com/gpu win over that deprecated key; the `amd` preset relies on it).
+# flyteorg/flyte main config.go defaults. An NVIDIA device counts under nvidia.com/gpu whatever the deprecated
+# global `gpu-resource-name`, which applies to a GPU with no device (Flyte 2 lets the class's name win too).
 DEVICE_CLASS_DEFAULTS: Final[dict[DeviceClass, DeviceClassDefaults]] = {
-    DeviceClass.NVIDIA_GPU: DeviceClassDefaults(resource_name=""),
+    DeviceClass.NVIDIA_GPU: DeviceClassDefaults(resource_name="nvidia.com/gpu"),
     DeviceClass.GOOGLE_TPU: DeviceClassDefaults(
         resource_name="google.com/tpu",
         device_node_label="cloud.google.com/gke-tpu-accelerator",

@@ -1,8 +1,9 @@
 """Flyte's backend semantics: what flyteplugins (`flytek8s`, v1.16.8 and the v2 `main` device classes) does to
 a pod, as pure functions over a pod dict.
 
-This is the backend side of the engine; it takes the accelerator model (`webhook.engine.accelerators`) and
-plain Kubernetes resource maps, never the SDK forms (flytekit's `Resources`, Flyte 2's `Device`).
+This is the backend side of the engine. Like flyteplugins it reads the task's IDL (flyteidl's `Resources`,
+`GPUAccelerator`, `SharedMemory`, as flytekit's `convert_resources_to_resource_model` and
+`construct_extended_resources` build them), never the SDK forms (flytekit's `Resources`, Flyte 2's `Device`).
 
 Each `apply_*` function takes a pod as the API server sends it (a plain dict) and returns a new pod plus short
 notes describing every adjustment. The input is never modified: changed branches are copied, the rest shared.
@@ -23,8 +24,10 @@ Deliberate differences from Flyte, each for a pod Kubernetes accepts and schedul
   Flyte copies to a missing limit but not over one the pod template set);
 * the device class comes from the catalog when the IDL has none (a flytekit TPU is a `GOOGLE_TPU`), device names
   are normalised under all their spellings (flytekit's `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100`
-  reach one label value), and `NVIDIA_GPU` counts under `gpu-resource-name` (Flyte 2 lets the class's
-  `nvidia.com/gpu` win).
+  reach one label value);
+* an accelerator of a class with its own resource (a flytekit TPU: `google.com/tpu`) takes over the count a
+  pod template holds under `nvidia.com/gpu` (Flyte renames only the generic `gpu`, so the pod asks for a
+  resource no node of that accelerator has).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 from flyteidl.core import tasks_pb2
 
 from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl
-from webhook.engine.catalog import CATALOG, DEVICE_CLASS_DEFAULTS, DeviceClass, find_device
+from webhook.engine.catalog import CATALOG, DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
 from webhook.engine.names import GENERIC_GPU, IDL_TO_K8S, SHARED_MEMORY_MOUNT_NAME, SHARED_MEMORY_MOUNT_PATH
 from webhook.engine.quantity import InvalidQuantity, Quantity, canonical_quantity, parse_quantity
@@ -160,22 +163,31 @@ def _nonzero(value: Any) -> bool:
     return value is not None and _q(value) != 0
 
 
-def _overrides(entries: Any, side: str, gpu_name: str, notes: list[str]) -> dict[str, str]:
-    """One side of the task's IDL resources as a Kubernetes resource list, the generic GPU under `gpu_name`.
-    Flyte drops zero entries, so a zero means "not overridden": the container keeps its own value."""
-    zeros: list[str] = []
-    values = _to_k8s_list(entries, gpu_name, zeros)
-    notes.extend(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value") for key in zeros)
-    return values
+_Overrides = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
 
 
-def _device_resource(config: WebhookConfig, device_class: DeviceClass) -> str:
-    """The resource a device of `device_class` is counted under: the class's configured name, else Flyte 2's
-    built-in one (`nvidia.com/gpu` for an NVIDIA device, whatever the legacy global `gpu-resource-name`)."""
-    given = config.accelerator_device_classes.get(device_class)
-    if given is not None and given.resource_name:
-        return given.resource_name
-    return DEVICE_CLASS_DEFAULTS[device_class].resource_name or NVIDIA_GPU_RESOURCE
+def _overrides(
+    resources: tasks_pb2.Resources, gpu_name: str, notes: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The task's IDL requests and limits as Kubernetes resource lists, the generic GPU under `gpu_name`. Flyte
+    drops zero entries, so a zero means "not overridden": the container keeps its own value."""
+    (requests, zero_requests), (limits, zero_limits) = _read_overrides(resources.SerializeToString(), gpu_name)
+    for side, zeros in (("request", zero_requests), ("limit", zero_limits)):
+        notes.extend(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value") for key in zeros)
+    return dict(requests), dict(limits)
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_overrides(encoded: bytes, gpu_name: str) -> tuple[_Overrides, _Overrides]:
+    """`_overrides` by the message's bytes: every pod of a task carries the same IDL (reading the bytes costs a
+    microsecond, walking the message's entries in Python tens)."""
+    resources = tasks_pb2.Resources.FromString(encoded)
+    sides = []
+    for entries in (resources.requests, resources.limits):
+        zeros: list[str] = []
+        values = _to_k8s_list(entries, gpu_name, zeros)
+        sides.append((tuple(values.items()), tuple(zeros)))
+    return sides[0], sides[1]
 
 
 def _names_its_device(accelerator: BaseAccelerator) -> bool:
@@ -193,7 +205,7 @@ def effective_gpu_resource_name(
     if override:
         base = override
     elif accelerator is not None and accelerator.device and _names_its_device(accelerator):
-        base = _device_resource(config, accelerator.device_class)
+        base = config.device_class_config(accelerator.device_class).resource_name
     else:
         base = config.gpu_resource_name
     profile = accelerator.mig_profile if accelerator is not None and config.mig_strategy == "mixed" else None
@@ -275,8 +287,9 @@ def apply_container_resources(
     req = _rename_gpu(current.get("requests") or {}, gpu_resource_name, "request", moved, notes)
     lim = _rename_gpu(current.get("limits") or {}, gpu_resource_name, "limit", moved, notes)
     if resources is not None:
-        req.update(_overrides(resources.requests, "request", gpu_resource_name, notes))
-        lim.update(_overrides(resources.limits, "limit", gpu_resource_name, notes))
+        given_requests, given_limits = _overrides(resources, gpu_resource_name, notes)
+        req.update(given_requests)
+        lim.update(given_limits)
     bounds = _Bounds.of(config, gpu_resource_name, assign)
     adjusted = ["cpu", "memory", *(k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim)]
     for name in adjusted:
@@ -460,15 +473,22 @@ def apply_accelerator(
             )
     if requirements:
         affinity = _with_requirements(affinity, requirements, notes)
+    fields = _changed_fields(spec, selector, affinity, _with_tolerations(spec.get("tolerations"), tolerations, notes))
+    return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _changed_fields(
+    spec: Mapping[str, Any], selector: dict[str, str], affinity: Mapping[str, Any] | None, tolerations: list[Any]
+) -> dict[str, Any]:
+    """The placement fields of `spec` that differ from these; an emptied nodeSelector goes."""
     fields: dict[str, Any] = {}
     if selector != (spec.get("nodeSelector") or {}):
         fields["nodeSelector"] = selector or None
     if affinity != spec.get("affinity"):
         fields["affinity"] = affinity
-    merged = _with_tolerations(spec.get("tolerations"), tolerations, notes)
-    if merged != (spec.get("tolerations") or []):
-        fields["tolerations"] = merged
-    return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+    if tolerations != (spec.get("tolerations") or []):
+        fields["tolerations"] = tolerations
+    return fields
 
 
 def _into_selector(

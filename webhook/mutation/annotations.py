@@ -1,8 +1,10 @@
-"""Pod annotations → a typed resource request, or one `InvalidAnnotation` naming the annotation and its value.
+"""Pod annotations → the IDL flytekit would send, or one `InvalidAnnotation` naming the annotation and its value.
 
 Field names follow flytekit (`cpu`, `mem`, `gpu`, `ephemeral_storage`; `memory` and `ephemeral-storage` are
 accepted too). Values come as flytekit `Resources` JSON (`{"cpu": ["1", "2"], "mem": "4Gi"}`) or in the compact
-form `cpu=1:2,mem=4Gi` where `a:b` is (request, limit).
+form `cpu=1:2,mem=4Gi` where `a:b` is (request, limit). They become flytekit's `Resources` and, through
+`convert_resources_to_resource_model` and `construct_extended_resources`, flyteidl's `Resources` and
+`ExtendedResources`: what the backend (`webhook.engine.pod`) reads, as flyteplugins reads a task's IDL.
 """
 
 from __future__ import annotations
