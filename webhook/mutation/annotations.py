@@ -198,8 +198,8 @@ def read_annotations(annotations: Mapping[str, object], prefix: str) -> Resource
 # The pods of a map task or a burst of executions carry the same annotations: parse each distinct set once.
 # Only successful parses are cached (an exception is not), and the result is never modified by its users.
 # The cache is bounded in bytes: only sets of values totalling at most `_CACHED_BYTES` are kept (every real
-# set is far smaller), and an entry holds those values plus a result made of canonical quantities (each at most
-# 64 characters) and short names, so 1024 entries stay under ~1024 × (4 KiB + ~2 KiB) ≈ 6 MiB.
+# set is far smaller), and an entry holds those values plus a result of IDL messages holding quantities (each at
+# most 64 characters) and short names, so 1024 entries stay under ~1024 × (4 KiB + ~2 KiB) ≈ 6 MiB.
 _CACHED_BYTES = MAX_VALUE_BYTES
 
 
