@@ -58,7 +58,7 @@ def test_annotate(cli, flags: list[str], expected: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--gpu", "A100:16"], "'A100:16': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
+        (["--gpu", "A100:1000"], "'A100:1000': A100 comes in counts of 1 to 999"),
         (["--gpu", "T4:1", "--partition", "1g.5gb"], "T4 has no partitions"),
         (["--gpu", "A100:1", "--partition", "1g.10gb"], "Invalid partition for A100: 1g.10gb"),
         (["--partition", "2x4"], "--partition and --device-class need --gpu with a type"),

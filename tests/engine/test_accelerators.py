@@ -1,9 +1,15 @@
-"""flytekit accelerators (§3, vectors 34-38) plus annotation lookup and IDL decoding."""
+"""flytekit accelerators (its `extras.accelerators` constants, checked against the recorded flytekit vectors) plus
+annotation lookup and IDL decoding."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 from flyteidl.core import tasks_pb2
+from google.protobuf import text_format
 
 from webhook.engine import accelerators as acc
 from webhook.engine.accelerators import (
@@ -21,59 +27,50 @@ from webhook.engine.accelerators import (
     lookup_accelerator,
 )
 
-DEVICES = {
-    "A10G": "nvidia-a10g",
-    "L4": "nvidia-l4",
-    "L4_VWS": "nvidia-l4-vws",
-    "L40S": "nvidia-l40s",
-    "K80": "nvidia-tesla-k80",
-    "M60": "nvidia-tesla-m60",
-    "P4": "nvidia-tesla-p4",
-    "P100": "nvidia-tesla-p100",
-    "T4": "nvidia-tesla-t4",
-    "V100": "nvidia-tesla-v100",
-    "H100": "nvidia-h100",
-    "H200": "nvidia-h200",
-    "RTX_PRO_6000": "nvidia-rtx-pro-6000",
-    "A100": "nvidia-tesla-a100",
-    "A100_80GB": "nvidia-a100-80gb",
-    "V5E": "tpu-v5-lite-podslice",
-    "V5P": "tpu-v5p-slice",
-    "V6E": "tpu-v6e-slice",
-}
-PARTITIONS = {
-    "A100": ["1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"],
-    "A100_80GB": ["1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"],
-    "V5E": ["1x1", "2x2", "2x4", "4x4", "4x8", "8x8", "8x16", "16x16"],
-    "V5P": [
-        "2x2x1", "2x2x2", "2x4x4", "4x4x4", "4x4x8", "4x8x8", "8x8x8", "8x8x16", "8x16x16", "16x16x16", "16x16x24",
-    ],
-    "V6E": ["1x1", "2x2", "2x4", "4x4", "4x8", "8x8", "8x16", "16x16"],
-}  # fmt: skip
+RECORDED = json.loads((Path(__file__).parent / "vectors" / "flytekit_1.16.31.json").read_text())["cases"]
+# `acc_*` cases: flytekit's `<NAME>.to_flyte_idl()` and `<NAME>.<partition>.to_flyte_idl()` for every constant.
+_ACCELERATOR_EXPR = re.compile(r"([A-Z][A-Z0-9_]*)(?:\.((?:partition|slice)_[0-9a-z_]+))?\.to_flyte_idl\(\)")
 
 
-def _attr(name: str, size: str) -> str:
-    return ("partition_" if name.startswith("A100") else "slice_") + size.replace(".", "_")
+def _recorded() -> dict[str, tasks_pb2.GPUAccelerator]:
+    """flytekit's own IDL for each constant (`A100`) and named partition (`A100.partition_1g_5gb`)."""
+    found = {}
+    for case in RECORDED.values():
+        match = _ACCELERATOR_EXPR.fullmatch(case["expr"])
+        if match and "result" in case:
+            path = ".".join(part for part in match.groups() if part)
+            found[path] = text_format.Parse(case["result"]["text"], tasks_pb2.GPUAccelerator())
+    return found
 
 
-@pytest.mark.parametrize(("name", "device"), DEVICES.items())
-def test_constants(name: str, device: str) -> None:
-    constant = getattr(acc, name)
-    assert constant.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device)
-    assert constant.to_flyte_idl().WhichOneof("partition_size_value") is None
-    assert constant.device == device and constant.partition_size is None and not constant.is_unpartitioned
+FLYTEKIT = _recorded()
 
 
-@pytest.mark.parametrize(("name", "size"), [(n, s) for n, sizes in PARTITIONS.items() for s in sizes])
-def test_partitions(name: str, size: str) -> None:
-    constant = getattr(acc, name)
-    partition = getattr(constant, _attr(name, size))
-    device = DEVICES[name]
-    assert partition.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device, partition_size=size)
-    assert partition.unpartitioned.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=device, unpartitioned=True)
-    assert partition.partition_size == size
-    assert lookup_accelerator(f"{name}.{_attr(name, size)}") == partition
-    assert lookup_accelerator(f"{DEVICES[name]}:{size}") == partition
+def test_the_constants_and_partitions_are_flytekits() -> None:
+    """Built from the catalog: exactly flytekit's names, each encoding as flytekit encodes it."""
+    ours = {name: value for name, value in known_accelerators().items() if not name.endswith(".unpartitioned")}
+    assert set(ours) == set(FLYTEKIT)
+    assert {name: value.to_flyte_idl() for name, value in ours.items()} == FLYTEKIT
+    assert {n for n in FLYTEKIT if "." not in n} == set(acc._CONSTANTS)
+
+
+@pytest.mark.parametrize("path", sorted(FLYTEKIT))
+def test_lookup_by_name_and_by_device_string(path: str) -> None:
+    message = FLYTEKIT[path]
+    found = lookup_accelerator(path)
+    assert found.to_flyte_idl() == message
+    assert (found.device, found.partition_size, found.is_unpartitioned) == (
+        message.device,
+        message.partition_size or None,
+        False,
+    )
+    spelled = f"{message.device}:{message.partition_size}" if message.partition_size else message.device
+    assert lookup_accelerator(spelled) == found
+    assert (
+        found.unpartitioned.to_flyte_idl() == tasks_pb2.GPUAccelerator(device=message.device, unpartitioned=True)
+        if isinstance(found, MultiInstanceGPUAccelerator)
+        else True
+    )
 
 
 def test_vectors_35_to_38() -> None:
@@ -144,7 +141,7 @@ def test_lookup_returns_the_constants() -> None:
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("A999", ["'A999' is not a known accelerator name", "known: A10G, L4"]),
+        ("A999", ["'A999' is not a known accelerator name", "known: A10G, A100"]),
         ("H10", ["did you mean H100"]),
         # suggestions are bounded (at most 2 edits): far ones give none, the list of valid names instead
         ("A100.partition_9g", ["name; valid: A100.partition_1g_5gb", "A100.unpartitioned"]),

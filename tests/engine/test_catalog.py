@@ -118,9 +118,8 @@ def test_accelerators_carry_their_device_class() -> None:
 )
 @pytest.mark.parametrize("preset", PRESETS)
 def test_resource_name_per_device_class(accelerator: Any, resource: str, preset: str) -> None:
+    # A device's class decides its resource, also under the `amd` preset's global `gpu-resource-name`.
     config = WebhookConfig.from_mapping({"preset": preset})
-    if preset == "amd" and resource == "nvidia.com/gpu":
-        resource = "amd.com/gpu"  # the NVIDIA_GPU class counts under gpu-resource-name, which the preset sets
     assert effective_gpu_resource_name(config, accelerator) == resource
     assert effective_gpu_resource_name(config, accelerator, "example.com/x") == "example.com/x"
 
@@ -142,7 +141,7 @@ def test_tpus_are_placed_by_the_gke_tpu_labels(preset: str) -> None:
 def test_gke_places_a_tpu_pod_and_a_gpu_pod_by_their_own_labels() -> None:
     config = WebhookConfig.from_mapping({"preset": "gke"})
     pod = {"spec": {"containers": [{"name": "p", "resources": {"limits": {"google.com/tpu": "4"}}}]}}
-    result = apply_accelerator(pod, V5E.slice_2x4, config=config, gpu_resource_name="google.com/tpu")
+    result = apply_accelerator(pod, V5E.slice_2x4.to_flyte_idl(), config=config, gpu_resource_name="google.com/tpu")
     terms = result.pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert terms["nodeSelectorTerms"] == [
         {

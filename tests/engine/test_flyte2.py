@@ -75,7 +75,8 @@ def test_valid_forms(made: Device, expected: Device, accelerator: Accelerator | 
         (lambda: Neuron("Trn3"), "Invalid Neuron type: Trn3. Must be one of Inf1, Inf2, Trn1, Trn1n, Trn2, Trn2u"),
         (lambda: AMD_GPU("MI50"), "Invalid AMD GPU type: MI50. Must be one of MI100, MI210,"),
         (lambda: HABANA_GAUDI("Gaudi2"), "Invalid Habana Gaudi type: Gaudi2. Must be one of Gaudi1"),
-        (lambda: parse_accelerator("A100:9"), "'A100:9': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
+        (lambda: parse_accelerator("A100:1000"), "'A100:1000': A100 comes in counts of 1 to 999"),
+        (lambda: parse_accelerator("Trn1:3"), "'Trn1:3': Trn1 comes in counts of 1, 4, 8, 16"),
         (lambda: parse_accelerator("Trn1:2"), "'Trn1:2': Trn1 comes in counts of 1, 4, 8, 16"),
         (lambda: parse_accelerator("A100"), "'A100': a Flyte 2 accelerator needs a count, e.g. 'A100:1'"),
         (lambda: parse_accelerator("a100:1"), "'a100:1' is not a Flyte 2 accelerator: did you mean A100,"),
@@ -83,7 +84,7 @@ def test_valid_forms(made: Device, expected: Device, accelerator: Accelerator | 
         (lambda: parse_accelerator("V6E:1"), "'V6E:1' is not a Flyte 2 accelerator"),  # TPUs only as TPU(...)
         # stricter than Flyte 2, which accepts these and builds a pod no node can run
         (lambda: GPU("T4", 1, "1g.5gb"), "T4 has no partitions (partitions exist for A100, A100_80G, H100,"),
-        (lambda: GPU("A100", 16), "A100: quantity 16 is more than Flyte 2 offers (at most 'A100:8')"),
+        (lambda: GPU("A100", 1000), "A100: quantity 1000 is more than any node has (at most 999 read)"),
         (
             lambda: device("V6E", device_class="GPU"),
             f"Invalid GPU type: V6E. Must be one of {GPU_TYPES} (V6E is a TPU)",

@@ -1,4 +1,5 @@
-"""Flyte v1.16.8 backend vectors 47-92 (flyte-semantics.md §8.5-8.8) and properties of `webhook.engine.pod`.
+"""Flyte v1.16.8 backend vectors 47-92 (flyteplugins' resource resolution, GPU node selectors and shared memory,
+run as Go) and properties of `webhook.engine.pod`.
 
 Where `pod.py` deliberately differs from Flyte v1 (its module docstring), the test asserts our behaviour and a
 comment names the vector and the reason: zero quantities are dropped instead of written as "0"; a GPU request
@@ -12,11 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from flyteidl.core import tasks_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from webhook.engine.accelerators import Accelerator
+from webhook.engine.accelerators import Accelerator, BaseAccelerator
 from webhook.engine.config import WebhookConfig
+from webhook.engine.names import IDL_TO_K8S
 from webhook.engine.pod import (
     SHM_MOUNT_NAME,
     SHM_MOUNT_PATH,
@@ -28,9 +31,10 @@ from webhook.engine.pod import (
     apply_resource_tolerations,
     apply_shared_memory,
     effective_gpu_resource_name,
+    idl_resources_to_k8s,
 )
 from webhook.engine.quantity import parse_quantity
-from webhook.engine.resources import Resources, ResourceSpec, resources_to_k8s
+from webhook.engine.resources import Resources, ResourceSpec, convert_resources_to_resource_model
 
 PRIMARY = "primary"
 GPU = "nvidia.com/gpu"
@@ -39,7 +43,7 @@ PL = "k8s.amazonaws.com/gpu-partition-size"
 TPU = "google.com/tpu"
 
 DEFAULT = WebhookConfig.from_mapping({})
-# §8 "admin" platform: flyteadmin's task_resources defaults, all four keys present (zeros = unset / no bound).
+# The "admin" platform: flyteadmin's task_resources defaults, all four keys present (zeros = unset / no bound).
 ADMIN = WebhookConfig.from_mapping(
     {
         "default-requests": {"cpu": "2", "memory": "200Mi", "ephemeral-storage": "0", GPU: "0"},
@@ -50,6 +54,46 @@ AMD = WebhookConfig.from_mapping({"gpu-resource-name": "amd.com/gpu"})
 
 
 # --- helpers --------------------------------------------------------------------------------------------------
+
+_IDL_NAMES = {name: idl for idl, name in IDL_TO_K8S.items()}
+
+
+def overrides(requests: Mapping[str, str] | None, limits: Mapping[str, str] | None) -> tasks_pb2.Resources:
+    """Kubernetes-named override maps (`gpu`: the pod's GPU resource) as the IDL `Resources` a task sends."""
+
+    def entries(values: Mapping[str, str] | None) -> list[tasks_pb2.Resources.ResourceEntry]:
+        return [tasks_pb2.Resources.ResourceEntry(name=_IDL_NAMES[k], value=v) for k, v in (values or {}).items()]
+
+    return tasks_pb2.Resources(requests=entries(requests), limits=entries(limits))
+
+
+def resolve_resources(
+    pod: Mapping[str, Any],
+    container_name: str,
+    *,
+    requests: Mapping[str, str] | None = None,
+    limits: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Result:
+    return apply_container_resources(pod, container_name, resources=overrides(requests, limits), **kwargs)
+
+
+def place(pod: Mapping[str, Any], accelerator: BaseAccelerator, **kwargs: Any) -> Result:
+    """`apply_accelerator` with the accelerator's IDL message, its device class beside it when one was given."""
+    device_class = accelerator.device_class if accelerator.has_device_class else None
+    return apply_accelerator(pod, accelerator.to_flyte_idl(), device_class=device_class, **kwargs)
+
+
+def mount_shm(
+    pod: Mapping[str, Any],
+    container_name: str,
+    size_limit: str | None = None,
+    mount_name: str = SHM_MOUNT_NAME,
+    mount_path: str = SHM_MOUNT_PATH,
+) -> Result:
+    """`apply_shared_memory` with the IDL `SharedMemory` of these fields."""
+    memory = tasks_pb2.SharedMemory(mount_name=mount_name, mount_path=mount_path, size_limit=size_limit or "")
+    return apply_shared_memory(pod, container_name, memory)
 
 
 def container(
@@ -106,7 +150,7 @@ def resolve(
 ) -> tuple[dict[str, str], dict[str, str], Result]:
     pod = make_pod(container(requests=req, limits=lim))
     result = pure(
-        apply_container_resources,
+        resolve_resources,
         pod,
         PRIMARY,
         requests=requests,
@@ -136,7 +180,7 @@ def tol(key: str, value: str) -> dict[str, Any]:
     return {"key": key, "operator": "Equal", "value": value, "effect": "NoSchedule"}
 
 
-# --- §8.5 backend resource resolution: vectors 47-70 -----------------------------------------------------------
+# --- backend resource resolution (ApplyResourceOverrides): vectors 47-70 ---------------------------------------------
 
 ONE_GI = {"memory": "1Gi"}
 
@@ -213,7 +257,7 @@ RESOLUTION_VECTORS = [
         {"ephemeral-storage": "10Gi", "cpu": "2", "memory": "200Mi"},
         {"ephemeral-storage": "10Gi", "cpu": "2", "memory": "200Mi"},
     ),
-    # v62: inputs as they are after §5.3 canonicalisation (0.5 -> 500m, 0.25 -> 250m).
+    # v62: inputs as they are once the backend canonicalised the task's quantities (0.5 -> 500m, 0.25 -> 250m).
     ("v62", {"cpu": "500m"}, {"cpu": "250m"}, DEFAULT, {"cpu": "250m", **ONE_GI}, {"cpu": "250m", **ONE_GI}),
 ]
 
@@ -238,7 +282,7 @@ def test_v61_zero_platform_requests_write_nothing() -> None:
     # v61 differs: Flyte writes cpu/memory "0" into both maps; we drop zero quantities, so the pod is unchanged.
     config = WebhookConfig.from_mapping({"default-requests": {"cpu": "0", "memory": "0"}})
     pod = make_pod(container())
-    result = pure(apply_container_resources, pod, PRIMARY, config=config, gpu_resource_name=GPU)
+    result = pure(resolve_resources, pod, PRIMARY, config=config, gpu_resource_name=GPU)
     assert result.pod == pod
     assert "resources" not in result.pod["spec"]["containers"][0]
     assert result.notes == ()
@@ -299,7 +343,7 @@ def test_v70_pod_template_gpu_renamed_to_custom_gpu_resource_name() -> None:
     assert r == l_ == {"amd.com/gpu": "1", "cpu": "1", **ONE_GI}
 
 
-# --- §8.6 GPU node selectors: vectors 73-82 --------------------------------------------------------------------
+# --- GPU node selectors (ApplyGPUNodeSelectors): vectors 73-82 -------------------------------------------------------
 
 A100 = "nvidia-tesla-a100"
 T4 = "nvidia-tesla-t4"
@@ -373,7 +417,7 @@ def test_gpu_node_selector_vectors(
     want_tolerations: list[dict[str, Any]],
 ) -> None:
     pod = make_pod(container(limits={GPU: "1"}))
-    result = pure(apply_accelerator, pod, accelerator, config=config, gpu_resource_name=GPU)
+    result = pure(place, pod, accelerator, config=config, gpu_resource_name=GPU)
     assert terms(result.pod) == want_terms
     assert result.pod["spec"]["tolerations"] == want_tolerations
     # Nothing else in the pod moved.
@@ -395,7 +439,7 @@ def test_accelerator_without_gpu_limit_leaves_pod_unchanged(
     vector: str, pod: dict[str, Any], config: WebhookConfig
 ) -> None:
     accelerator = Accelerator("amd-mi300x") if vector == "v82" else Accelerator(T4)
-    result = pure(apply_accelerator, pod, accelerator, config=config, gpu_resource_name=config.gpu_resource_name)
+    result = pure(place, pod, accelerator, config=config, gpu_resource_name=config.gpu_resource_name)
     assert result.pod == pod
     assert "affinity" not in result.pod["spec"]
     assert "tolerations" not in result.pod["spec"]
@@ -418,7 +462,7 @@ def test_v81_requirement_anded_into_every_term_and_tolerations_deduplicated() ->
         }
     }
     pod = gpu_pod(affinity=affinity, tolerations=[tol(DL, T4)])
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(zone, "a"), req_in(DL, T4)], [req_in(zone, "b"), req_in(DL, T4)]]
     assert result.pod["spec"]["tolerations"] == [tol(DL, T4)]
     assert result.notes == (f"node affinity added: {DL} In [{T4}]",)
@@ -434,7 +478,7 @@ def gpu_pod_asking_for_v100() -> dict[str, Any]:
 def test_requirement_on_a_managed_label_is_replaced_not_anded() -> None:
     # Deliberate difference: Flyte would AND `DL In [v100]` with `DL In [t4]`, which no node satisfies.
     pod = gpu_pod_asking_for_v100()
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(DL, T4)]]
     assert f"node affinity replaced: {DL} In [{T4}]" in result.notes
 
@@ -448,7 +492,7 @@ def test_other_affinity_parts_are_kept() -> None:
             "podAffinity": pod_affinity,
         }
     )
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     affinity = result.pod["spec"]["affinity"]
     assert affinity["podAffinity"] == pod_affinity
     assert affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] == preferred
@@ -457,13 +501,13 @@ def test_other_affinity_parts_are_kept() -> None:
 
 def test_gpu_limit_on_a_sidecar_counts() -> None:
     pod = make_pod(container(), container("side", limits={GPU: "1"}))
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(DL, T4)]]
 
 
 def test_zero_gpu_limit_is_no_gpu() -> None:
     pod = make_pod(container(limits={GPU: "0"}))
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert result.pod == pod
 
 
@@ -493,7 +537,7 @@ def test_node_selector_placement_replaces_a_conflicting_affinity_requirement() -
     # the old affinity requirement side by side: no node satisfies both.
     config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
     pod = gpu_pod_asking_for_v100()
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=config, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=config, gpu_resource_name=GPU)
     assert result.pod["spec"]["nodeSelector"] == {DL: T4}
     assert _allowed_device_values(result.pod) == [{T4}]
 
@@ -501,12 +545,12 @@ def test_node_selector_placement_replaces_a_conflicting_affinity_requirement() -
 def test_affinity_placement_with_a_conflicting_node_selector() -> None:
     # Same rule, other direction: a nodeSelector DL=v100 next to the added affinity DL In [t4] is unschedulable.
     pod = gpu_pod(nodeSelector={DL: "nvidia-tesla-v100", "pool": "gpu"})
-    result = pure(apply_accelerator, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(T4), config=DEFAULT, gpu_resource_name=GPU)
     assert _allowed_device_values(result.pod) == [{T4}]
     assert result.pod["spec"]["nodeSelector"]["pool"] == "gpu"
 
 
-# --- §8.7 shared memory: vectors 83-91 -------------------------------------------------------------------------
+# --- shared memory (ApplySharedMemory): vectors 83-91 ----------------------------------------------------------------
 
 SHM_MOUNT = {"name": SHM_MOUNT_NAME, "mountPath": SHM_MOUNT_PATH}
 
@@ -515,7 +559,7 @@ def test_v83_shared_memory_without_size() -> None:
     # v83 differs: Flyte writes `sizeLimit: "0"` (ignored by the kubelet); we leave sizeLimit out. The effect is
     # the same: the tmpfs is sized from the pod's memory limit.
     pod = make_pod(container(), container("side"))
-    result = pure(apply_shared_memory, pod, PRIMARY)
+    result = pure(mount_shm, pod, PRIMARY)
     assert result.pod["spec"]["volumes"] == [{"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory"}}]
     assert result.pod["spec"]["containers"][0]["volumeMounts"] == [SHM_MOUNT]
     assert "volumeMounts" not in result.pod["spec"]["containers"][1]
@@ -526,7 +570,7 @@ def test_v83_shared_memory_without_size() -> None:
 
 
 def test_v84_shared_memory_with_size() -> None:
-    result = pure(apply_shared_memory, make_pod(), PRIMARY, size_limit="2Gi")
+    result = pure(mount_shm, make_pod(), PRIMARY, size_limit="2Gi")
     assert result.pod["spec"]["volumes"] == [
         {"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
     ]
@@ -535,7 +579,7 @@ def test_v84_shared_memory_with_size() -> None:
 
 
 def test_shared_memory_size_is_canonicalised() -> None:
-    result = pure(apply_shared_memory, make_pod(), PRIMARY, size_limit="2048Mi")
+    result = pure(mount_shm, make_pod(), PRIMARY, size_limit="2048Mi")
     assert result.pod["spec"]["volumes"][0]["emptyDir"]["sizeLimit"] == "2Gi"
 
 
@@ -543,7 +587,7 @@ def test_shared_memory_appends_to_existing_lists() -> None:
     data = {"name": "data", "emptyDir": {}}
     mount = {"name": "data", "mountPath": "/data"}
     pod = make_pod(container(volumeMounts=[mount]), volumes=[data])
-    result = pure(apply_shared_memory, pod, PRIMARY)
+    result = pure(mount_shm, pod, PRIMARY)
     assert result.pod["spec"]["volumes"] == [data, {"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory"}}]
     assert result.pod["spec"]["containers"][0]["volumeMounts"] == [mount, SHM_MOUNT]
 
@@ -578,20 +622,20 @@ def test_shared_memory_appends_to_existing_lists() -> None:
 def test_shared_memory_errors(pod: dict[str, Any], kwargs: dict[str, Any], message: str) -> None:
     before = copy.deepcopy(pod)
     with pytest.raises(PodSemanticsError) as info:
-        apply_shared_memory(pod, PRIMARY, **kwargs)
+        mount_shm(pod, PRIMARY, **kwargs)
     assert message in str(info.value)
     assert pod == before
 
 
 def test_v89_message_carries_the_quantity_error() -> None:
     with pytest.raises(PodSemanticsError, match=r"^Unable to parse size limit: .*'abc'"):
-        apply_shared_memory(make_pod(), PRIMARY, size_limit="abc")
+        mount_shm(make_pod(), PRIMARY, size_limit="abc")
 
 
 def test_v91_sidecar_dev_shm_does_not_conflict() -> None:
     side_mount = {"name": "side-shm", "mountPath": "/dev/shm"}
     pod = make_pod(container(), container("side", volumeMounts=[side_mount]))
-    result = pure(apply_shared_memory, pod, PRIMARY)
+    result = pure(mount_shm, pod, PRIMARY)
     primary, side = result.pod["spec"]["containers"]
     assert primary["volumeMounts"] == [SHM_MOUNT]
     assert side["volumeMounts"] == [side_mount]
@@ -603,14 +647,14 @@ def test_identical_shm_volume_and_mount_count_as_applied() -> None:
         container(volumeMounts=[SHM_MOUNT]),
         volumes=[{"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "2048Mi"}}],
     )
-    result = pure(apply_shared_memory, pod, PRIMARY, size_limit="2Gi")
+    result = pure(mount_shm, pod, PRIMARY, size_limit="2Gi")
     assert result == Result(pod)
 
 
 def test_identical_shm_volume_without_mount_only_mounts() -> None:
     volume = {"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory"}}
     pod = make_pod(volumes=[volume])
-    result = pure(apply_shared_memory, pod, PRIMARY)
+    result = pure(mount_shm, pod, PRIMARY)
     assert result.pod["spec"]["volumes"] == [volume]
     assert result.pod["spec"]["containers"][0]["volumeMounts"] == [SHM_MOUNT]
     assert result.notes == (f"shared memory mounted at /dev/shm in container {PRIMARY}",)
@@ -624,7 +668,7 @@ def test_flytes_own_shm_volume_counts_as_applied() -> None:
         container(volumeMounts=[SHM_MOUNT]),
         volumes=[{"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "0"}}],
     )
-    result = pure(apply_shared_memory, pod, PRIMARY)
+    result = pure(mount_shm, pod, PRIMARY)
     assert result == Result(pod)
 
 
@@ -638,7 +682,7 @@ def test_flytes_own_shm_volume_counts_as_applied() -> None:
 def test_a_different_volume_of_the_same_name_is_a_conflict(volume: dict[str, Any]) -> None:
     pod = make_pod(container(volumeMounts=[SHM_MOUNT]), volumes=[volume])
     with pytest.raises(PodSemanticsError, match="already named"):
-        apply_shared_memory(pod, PRIMARY, size_limit="2Gi")
+        mount_shm(pod, PRIMARY, size_limit="2Gi")
 
 
 def test_our_memory_volume_with_another_size_is_resized() -> None:
@@ -646,14 +690,14 @@ def test_our_memory_volume_with_another_size_is_resized() -> None:
     # is ours to resize, so a changed size annotation takes effect instead of denying the pod.
     volume = {"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
     pod = make_pod(container(volumeMounts=[SHM_MOUNT]), volumes=[volume])
-    result = pure(apply_shared_memory, pod, PRIMARY, size_limit="2Gi")
+    result = pure(mount_shm, pod, PRIMARY, size_limit="2Gi")
     assert result.pod["spec"]["volumes"] == [
         {"name": SHM_MOUNT_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}}
     ]
     assert result.notes == (f"shared memory volume {SHM_MOUNT_NAME} resized to 2Gi",)
 
 
-# --- §8.8 vector 92, end to end for the pod part ----------------------------------------------------------------
+# --- vector 92, end to end for the pod part --------------------------------------------------------------------------
 
 
 def test_v92_end_to_end() -> None:
@@ -664,7 +708,7 @@ def test_v92_end_to_end() -> None:
     gpu = effective_gpu_resource_name(ADMIN, accelerator)
     assert gpu == GPU
     step1 = pure(
-        apply_container_resources,
+        resolve_resources,
         pod,
         PRIMARY,
         requests={"cpu": "1", "memory": "512Mi"},
@@ -672,8 +716,8 @@ def test_v92_end_to_end() -> None:
         config=ADMIN,
         gpu_resource_name=gpu,
     )
-    step2 = pure(apply_accelerator, step1.pod, accelerator, config=ADMIN, gpu_resource_name=gpu)
-    step3 = pure(apply_shared_memory, step2.pod, PRIMARY)
+    step2 = pure(place, step1.pod, accelerator, config=ADMIN, gpu_resource_name=gpu)
+    step3 = pure(mount_shm, step2.pod, PRIMARY)
     out = step3.pod
 
     assert resources_of(out) == (
@@ -688,7 +732,7 @@ def test_v92_end_to_end() -> None:
     assert out["metadata"] == pod["metadata"]
 
     # The whole chain again on its output changes nothing and says nothing.
-    again = apply_container_resources(
+    again = resolve_resources(
         out,
         PRIMARY,
         requests={"cpu": "1", "memory": "512Mi"},
@@ -696,8 +740,8 @@ def test_v92_end_to_end() -> None:
         config=ADMIN,
         gpu_resource_name=gpu,
     )
-    again2 = apply_accelerator(again.pod, accelerator, config=ADMIN, gpu_resource_name=gpu)
-    again3 = apply_shared_memory(again2.pod, PRIMARY)
+    again2 = place(again.pod, accelerator, config=ADMIN, gpu_resource_name=gpu)
+    again3 = mount_shm(again2.pod, PRIMARY)
     assert again3.pod == out
     assert again.notes == again2.notes == again3.notes == ()
 
@@ -761,14 +805,14 @@ def test_clamp_notes_on_both_sides() -> None:
 )
 def test_unchanged_input_gives_no_notes_and_the_same_pod(req: dict[str, str], lim: dict[str, str]) -> None:
     pod = make_pod(container(requests=req, limits=lim), container("side"))
-    result = pure(apply_container_resources, pod, PRIMARY, config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(resolve_resources, pod, PRIMARY, config=DEFAULT, gpu_resource_name=GPU)
     assert result.notes == ()
     assert result.pod == pod
 
 
 def test_ensure_in_range_with_nothing_set_changes_nothing() -> None:
     pod = make_pod(container(), container("side"))
-    result = pure(apply_container_resources, pod, "side", config=ADMIN, gpu_resource_name=GPU, assign=False)
+    result = pure(resolve_resources, pod, "side", config=ADMIN, gpu_resource_name=GPU, assign=False)
     assert result == Result(pod)
 
 
@@ -779,7 +823,7 @@ def test_user_spelling_kept_where_the_value_is_kept() -> None:
 
 
 def test_accelerator_notes() -> None:
-    result = pure(apply_accelerator, gpu_pod(), Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
+    result = pure(place, gpu_pod(), Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
     assert result.notes == (
         f"node affinity added: {DL} In [{A100}]",
         f"node affinity added: {PL} In [1g.5gb]",
@@ -789,14 +833,14 @@ def test_accelerator_notes() -> None:
 
 
 def test_accelerator_already_applied_gives_no_notes() -> None:
-    once = apply_accelerator(gpu_pod(), Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
-    twice = pure(apply_accelerator, once.pod, Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
+    once = place(gpu_pod(), Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
+    twice = pure(place, once.pod, Accelerator(A100, "1g.5gb"), config=DEFAULT, gpu_resource_name=GPU)
     assert twice == Result(once.pod)
 
 
 def test_unknown_container_is_an_error() -> None:
     with pytest.raises(PodSemanticsError, match=r"container 'nope' not found .*primary"):
-        apply_container_resources(make_pod(), "nope", config=DEFAULT, gpu_resource_name=GPU)
+        resolve_resources(make_pod(), "nope", config=DEFAULT, gpu_resource_name=GPU)
 
 
 def test_ensure_in_range_keeps_an_explicit_zero_request() -> None:
@@ -804,7 +848,7 @@ def test_ensure_in_range_keeps_an_explicit_zero_request() -> None:
     # the key instead makes the API server default the request to the limit (1 CPU reserved instead of 0), so
     # the pod no longer schedules as the user meant, and the change has no note.
     pod = make_pod(container(), container("side", requests={"cpu": "0"}, limits={"cpu": "1"}))
-    result = pure(apply_container_resources, pod, "side", config=DEFAULT, gpu_resource_name=GPU, assign=False)
+    result = pure(resolve_resources, pod, "side", config=DEFAULT, gpu_resource_name=GPU, assign=False)
     r, l_ = resources_of(result.pod, "side")
     assert l_ == {"cpu": "1"}
     assert "cpu" in r and parse_quantity(r["cpu"]) == 0
@@ -818,7 +862,7 @@ def test_on_limit_exceeded_reject_names_resource_and_values() -> None:
     pod = make_pod()
     before = copy.deepcopy(pod)
     with pytest.raises(PlatformLimitExceeded) as info:
-        apply_container_resources(pod, PRIMARY, requests={"cpu": "4"}, config=config, gpu_resource_name=GPU)
+        resolve_resources(pod, PRIMARY, requests={"cpu": "4"}, config=config, gpu_resource_name=GPU)
     message = str(info.value)
     assert "cpu" in message and "4" in message and "2" in message
     assert message == "cpu request 4 is above the platform limit 2"
@@ -828,7 +872,7 @@ def test_on_limit_exceeded_reject_names_resource_and_values() -> None:
 def test_on_limit_exceeded_reject_on_the_limit_side() -> None:
     config = WebhookConfig.from_mapping({"platform-limits": {"memory": "1Gi"}, "on-limit-exceeded": "reject"})
     with pytest.raises(PlatformLimitExceeded, match=r"^memory limit 2Gi is above the platform limit 1Gi$"):
-        apply_container_resources(
+        resolve_resources(
             make_pod(),
             PRIMARY,
             requests={"memory": "1Gi"},
@@ -856,20 +900,18 @@ def test_generic_gpu_platform_limit_applies_to_the_gpu_resource() -> None:
 def test_accelerator_placement_node_selector() -> None:
     config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
     pod = gpu_pod(nodeSelector={"pool": "gpu"})
-    result = pure(apply_accelerator, pod, Accelerator(A100, "1g.5gb"), config=config, gpu_resource_name=GPU)
+    result = pure(place, pod, Accelerator(A100, "1g.5gb"), config=config, gpu_resource_name=GPU)
     assert result.pod["spec"]["nodeSelector"] == {"pool": "gpu", DL: A100, PL: "1g.5gb"}
     assert "affinity" not in result.pod["spec"]
     assert result.pod["spec"]["tolerations"] == [tol(DL, A100), tol(PL, "1g.5gb")]
     assert f"nodeSelector {DL}={A100}" in result.notes
-    again = apply_accelerator(result.pod, Accelerator(A100, "1g.5gb"), config=config, gpu_resource_name=GPU)
+    again = place(result.pod, Accelerator(A100, "1g.5gb"), config=config, gpu_resource_name=GPU)
     assert again == Result(result.pod)
 
 
 def test_accelerator_placement_node_selector_keeps_does_not_exist_in_affinity() -> None:
     config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
-    result = pure(
-        apply_accelerator, gpu_pod(), Accelerator(A100, unpartitioned=True), config=config, gpu_resource_name=GPU
-    )
+    result = pure(place, gpu_pod(), Accelerator(A100, unpartitioned=True), config=config, gpu_resource_name=GPU)
     assert result.pod["spec"]["nodeSelector"] == {DL: A100}
     assert terms(result.pod) == [[{"key": PL, "operator": "DoesNotExist"}]]
 
@@ -880,12 +922,12 @@ def test_mig_mixed_renames_gpu_and_adds_no_partition_requirement() -> None:
     gpu = effective_gpu_resource_name(config, accelerator)
     assert gpu == "nvidia.com/mig-1g.5gb"
     pod = make_pod(container(limits={GPU: "1"}))
-    resolved = pure(apply_container_resources, pod, PRIMARY, config=config, gpu_resource_name=gpu)
+    resolved = pure(resolve_resources, pod, PRIMARY, config=config, gpu_resource_name=gpu)
     r, l_ = resources_of(resolved.pod)
     assert r[gpu] == l_[gpu] == "1"
     assert GPU not in r and GPU not in l_
     assert "limit nvidia.com/gpu renamed to nvidia.com/mig-1g.5gb" in resolved.notes
-    placed = pure(apply_accelerator, resolved.pod, accelerator, config=config, gpu_resource_name=gpu)
+    placed = pure(place, resolved.pod, accelerator, config=config, gpu_resource_name=gpu)
     assert terms(placed.pod) == [[req_in(DL, A100)]]
     assert placed.pod["spec"]["tolerations"] == [tol(DL, A100)]
 
@@ -918,16 +960,16 @@ def test_effective_gpu_resource_name(config: WebhookConfig, accelerator: Acceler
 
 def test_mig_mixed_tpu_topology_keeps_partition_requirement() -> None:
     config = WebhookConfig.from_mapping({"mig-strategy": "mixed"})
-    result = pure(apply_accelerator, gpu_pod(), Accelerator(partition_size="2x4"), config=config, gpu_resource_name=GPU)
+    result = pure(place, gpu_pod(), Accelerator(partition_size="2x4"), config=config, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(PL, "2x4")]]
 
 
 def test_accelerator_devices_maps_label_values() -> None:
     config = WebhookConfig.from_mapping({"accelerator-devices": {T4: "t4"}})
-    result = pure(apply_accelerator, gpu_pod(), Accelerator(T4), config=config, gpu_resource_name=GPU)
+    result = pure(place, gpu_pod(), Accelerator(T4), config=config, gpu_resource_name=GPU)
     assert terms(result.pod) == [[req_in(DL, "t4")]]
     assert result.pod["spec"]["tolerations"] == [tol(DL, "t4")]
-    other = pure(apply_accelerator, gpu_pod(), Accelerator("nvidia-l4"), config=config, gpu_resource_name=GPU)
+    other = pure(place, gpu_pod(), Accelerator("nvidia-l4"), config=config, gpu_resource_name=GPU)
     assert terms(other.pod) == [[req_in(DL, "nvidia-l4")]]  # unmapped devices pass verbatim
 
 
@@ -935,8 +977,8 @@ def test_karpenter_preset_end_to_end() -> None:
     config = WebhookConfig.from_mapping({"preset": "karpenter"})
     accelerator = Accelerator(A100, "1g.5gb")
     gpu = effective_gpu_resource_name(config, accelerator)
-    resolved = apply_container_resources(make_pod(), PRIMARY, limits={"gpu": "1"}, config=config, gpu_resource_name=gpu)
-    placed = pure(apply_accelerator, resolved.pod, accelerator, config=config, gpu_resource_name=gpu)
+    resolved = resolve_resources(make_pod(), PRIMARY, limits={"gpu": "1"}, config=config, gpu_resource_name=gpu)
+    placed = pure(place, resolved.pod, accelerator, config=config, gpu_resource_name=gpu)
     label = "karpenter.k8s.aws/instance-gpu-name"
     assert terms(placed.pod) == [[req_in(label, "a100")]]
     assert resources_of(placed.pod)[1]["nvidia.com/mig-1g.5gb"] == "1"
@@ -975,12 +1017,12 @@ def test_purity_on_a_full_pod() -> None:
         },
     )
     config = WebhookConfig.from_mapping({"accelerator-placement": "affinity", "platform-limits": {"cpu": "1"}})
-    r1 = pure(apply_container_resources, pod, PRIMARY, requests={"memory": "1Gi"}, config=config, gpu_resource_name=GPU)
-    r2 = pure(apply_container_resources, r1.pod, "side", config=config, gpu_resource_name=GPU, assign=False)
-    r3 = pure(apply_accelerator, r2.pod, Accelerator(T4, "1g.5gb"), config=config, gpu_resource_name=GPU)
-    r4 = pure(apply_shared_memory, r3.pod, PRIMARY, size_limit="1Gi")
+    r1 = pure(resolve_resources, pod, PRIMARY, requests={"memory": "1Gi"}, config=config, gpu_resource_name=GPU)
+    r2 = pure(resolve_resources, r1.pod, "side", config=config, gpu_resource_name=GPU, assign=False)
+    r3 = pure(place, r2.pod, Accelerator(T4, "1g.5gb"), config=config, gpu_resource_name=GPU)
+    r4 = pure(mount_shm, r3.pod, PRIMARY, size_limit="1Gi")
     node_selector_config = WebhookConfig.from_mapping({"accelerator-placement": "nodeSelector"})
-    pure(apply_accelerator, r3.pod, Accelerator(T4, "1g.5gb"), config=node_selector_config, gpu_resource_name=GPU)
+    pure(place, r3.pod, Accelerator(T4, "1g.5gb"), config=node_selector_config, gpu_resource_name=GPU)
     assert resources_of(r4.pod, "side") == ({"cpu": "1"}, {"cpu": "1"})
 
 
@@ -1005,6 +1047,13 @@ def quantities(*, whole: bool = False, zero: bool = True) -> st.SearchStrategy[s
 def resource_maps(draw: st.DrawFn) -> dict[str, str]:
     keys = draw(st.lists(st.sampled_from(RESOURCE_KEYS), unique=True, max_size=len(RESOURCE_KEYS)))
     return {k: draw(quantities(whole="gpu" in k)) for k in keys}
+
+
+@st.composite
+def override_maps(draw: st.DrawFn) -> dict[str, str]:
+    """What a task's IDL resources can hold: flytekit's four fields, the GPU generic."""
+    keys = draw(st.lists(st.sampled_from(sorted(_IDL_NAMES)), unique=True, max_size=len(_IDL_NAMES)))
+    return {k: draw(quantities(whole=k == "gpu")) for k in keys}
 
 
 zone_terms = st.lists(
@@ -1091,7 +1140,7 @@ def _resolve_all(
     notes: list[str] = []
     for c in pod["spec"]["containers"]:
         primary = c["name"] == PRIMARY
-        step = apply_container_resources(
+        step = resolve_resources(
             pod,
             c["name"],
             requests=requests if primary else None,
@@ -1122,8 +1171,8 @@ def test_pod_resources_idempotent(pod: dict[str, Any], config: WebhookConfig, ac
     pod=pods(),
     config=configs,
     accelerator=accelerators,
-    requests=st.none() | resource_maps(),
-    limits=st.none() | resource_maps(),
+    requests=st.none() | override_maps(),
+    limits=st.none() | override_maps(),
     assign=st.booleans(),
 )
 def test_annotation_resources_idempotent(
@@ -1136,15 +1185,15 @@ def test_annotation_resources_idempotent(
 ) -> None:
     gpu = effective_gpu_resource_name(config, accelerator)
     kwargs = {"requests": requests, "limits": limits, "config": config, "gpu_resource_name": gpu, "assign": assign}
-    once = pure(apply_container_resources, pod, PRIMARY, **kwargs)
-    twice = pure(apply_container_resources, once.pod, PRIMARY, **kwargs)
+    once = pure(resolve_resources, pod, PRIMARY, **kwargs)
+    twice = pure(resolve_resources, once.pod, PRIMARY, **kwargs)
     assert twice.pod == once.pod
     # The notes of the second pass are not checked here: annotation values that need adjusting are adjusted
     # again on every pass (by design: the annotation still asks for it; the API server shows a warning once).
     # Without annotation values the second pass is silent.
     plain = {**kwargs, "requests": None, "limits": None}
-    settled = pure(apply_container_resources, once.pod, PRIMARY, **plain)
-    again = pure(apply_container_resources, settled.pod, PRIMARY, **plain)
+    settled = pure(resolve_resources, once.pod, PRIMARY, **plain)
+    again = pure(resolve_resources, settled.pod, PRIMARY, **plain)
     assert again == Result(settled.pod)
 
 
@@ -1153,8 +1202,8 @@ def test_annotation_resources_idempotent(
 def test_accelerator_idempotent(pod: dict[str, Any], config: WebhookConfig, accelerator: Accelerator) -> None:
     gpu = effective_gpu_resource_name(config, accelerator)
     resolved = _resolve_all(pod, config, gpu, None, None).pod
-    once = pure(apply_accelerator, resolved, accelerator, config=config, gpu_resource_name=gpu)
-    twice = pure(apply_accelerator, once.pod, accelerator, config=config, gpu_resource_name=gpu)
+    once = pure(place, resolved, accelerator, config=config, gpu_resource_name=gpu)
+    twice = pure(place, once.pod, accelerator, config=config, gpu_resource_name=gpu)
     assert twice.pod == once.pod
     if once.pod == resolved:
         assert not [n for n in once.notes if " ignored: " not in n]
@@ -1171,7 +1220,7 @@ def test_accelerator_device_stays_schedulable(
     assume(accelerator.device and config.device_class_config(accelerator.device_class).device_node_label == DL)
     gpu = effective_gpu_resource_name(config, accelerator)
     resolved = _resolve_all(pod, config, gpu, None, {"gpu": "1"}).pod
-    result = apply_accelerator(resolved, accelerator, config=config, gpu_resource_name=gpu)
+    result = place(resolved, accelerator, config=config, gpu_resource_name=gpu)
     wanted = config.device_label_value(accelerator.device)
     for allowed in _allowed_device_values(result.pod):
         assert allowed is not None and wanted in allowed, f"no node can match: {allowed} vs {wanted}"
@@ -1189,9 +1238,9 @@ def test_resource_tolerations_idempotent(pod: dict[str, Any], config: WebhookCon
 @given(pod=pods(), size=shm_sizes, with_shm=st.booleans())
 def test_shared_memory_idempotent(pod: dict[str, Any], size: str | None, with_shm: bool) -> None:
     if with_shm:
-        pod = apply_shared_memory(pod, PRIMARY, size_limit=size).pod
-    once = pure(apply_shared_memory, pod, PRIMARY, size_limit=size)
-    twice = pure(apply_shared_memory, once.pod, PRIMARY, size_limit=size)
+        pod = mount_shm(pod, PRIMARY, size_limit=size).pod
+    once = pure(mount_shm, pod, PRIMARY, size_limit=size)
+    twice = pure(mount_shm, once.pod, PRIMARY, size_limit=size)
     assert twice == Result(once.pod)
     if with_shm:
         assert once == Result(pod)
@@ -1219,8 +1268,8 @@ def assert_kubernetes_valid(pod: Mapping[str, Any]) -> None:
     pod=pods(),
     config=configs,
     accelerator=accelerators,
-    requests=st.none() | resource_maps(),
-    limits=st.none() | resource_maps(),
+    requests=st.none() | override_maps(),
+    limits=st.none() | override_maps(),
 )
 def test_result_satisfies_kubernetes_request_limit_rules(
     pod: dict[str, Any],
@@ -1236,7 +1285,7 @@ def test_result_satisfies_kubernetes_request_limit_rules(
 
 
 @PROPERTY_SETTINGS
-@given(pod=pods(), config=configs, requests=st.none() | resource_maps(), limits=st.none() | resource_maps())
+@given(pod=pods(), config=configs, requests=st.none() | override_maps(), limits=st.none() | override_maps())
 def test_every_change_to_a_resource_is_noted(
     pod: dict[str, Any],
     config: WebhookConfig,
@@ -1266,7 +1315,7 @@ def test_every_change_to_a_resource_is_noted(
                 )
 
 
-# --- (c) through the flytekit-like API: Resources -> resources_to_k8s -> apply_container_resources ----------
+# --- (c) through the flytekit API: Resources -> convert_resources_to_resource_model -> the backend -----------
 
 cpu_values = st.one_of(
     st.integers(1, 64),
@@ -1317,8 +1366,8 @@ def test_flytekit_resources_give_a_valid_pod(
     gpu = effective_gpu_resource_name(config, accelerator)
     assume(gpu == GPU or gpu.startswith("nvidia.com/mig-"))
     _, resource_spec = spec
-    requests = resources_to_k8s(resource_spec.requests, gpu_key="gpu")
-    limits = resources_to_k8s(resource_spec.limits, gpu_key="gpu")
+    task = convert_resources_to_resource_model(resource_spec.requests, resource_spec.limits)
+    requests, limits = idl_resources_to_k8s(task, gpu_key="gpu")
     result = _resolve_all(pod, config, gpu, requests, limits)
     assert_kubernetes_valid(result.pod)
     again = _resolve_all(result.pod, config, gpu, requests, limits)
@@ -1340,8 +1389,7 @@ def test_v92_through_flytekit_api() -> None:
     result = apply_container_resources(
         make_pod(),
         PRIMARY,
-        requests=resources_to_k8s(spec.requests),
-        limits=resources_to_k8s(spec.limits),
+        resources=convert_resources_to_resource_model(spec.requests, spec.limits),
         config=ADMIN,
         gpu_resource_name=GPU,
     )

@@ -1,4 +1,6 @@
-"""flytekit's Resources API (§1-§4, vectors 1-46) and Flyte's ToK8sResourceList (vectors 71-72)."""
+"""flytekit 1.16.31's Resources API (`Resources`, `ResourceSpec`, `convert_resources_to_resource_model`,
+`construct_extended_resources`, `pod_spec_from_resources`; vectors 1-46) and Flyte's ToK8sResourceList
+(vectors 71-72)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from webhook.engine.pod import idl_resources_to_k8s
 from webhook.engine.resources import (
     PRIMARY_CONTAINER_DEFAULT_NAME,
     MissingField,
-    resources_to_k8s,
 )
 
 RN = tasks_pb2.Resources
@@ -35,7 +36,7 @@ def _entries(resources: tasks_pb2.Resources, side: str) -> list[tuple[str, str]]
     return [(RN.ResourceName.Name(e.name), e.value) for e in getattr(resources, side)]
 
 
-# --- §8.1 Resources / ResourceSpec ---------------------------------------------------------------------------
+# --- Resources / ResourceSpec ----------------------------------------------------------------------------------------
 
 
 def test_v1_float_cpu_kept() -> None:
@@ -241,7 +242,7 @@ def test_from_mapping_errors(data: dict[Any, Any], kwargs: dict[str, Any], messa
     assert message in str(info.value)
 
 
-# --- §8.2 convert_resources_to_resource_model --------------------------------------------------------------
+# --- convert_resources_to_resource_model -----------------------------------------------------------------------------
 
 
 def test_v16_v17_order() -> None:
@@ -285,7 +286,7 @@ def test_v30_override_encoding() -> None:
     assert _entries(model, "limits") == []
 
 
-# --- §8.3 construct_extended_resources ---------------------------------------------------------------------
+# --- construct_extended_resources ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shared_memory", [None, False, 1024])
@@ -323,7 +324,7 @@ def test_v34_to_v39_accelerators() -> None:
     assert both is not None and both.gpu_accelerator.device == "nvidia-l4" and both.shared_memory.size_limit == "1Gi"
 
 
-# --- §8.4 pod_spec_from_resources ---------------------------------------------------------------------------
+# --- pod_spec_from_resources -----------------------------------------------------------------------------------------
 
 
 def _container(spec: Any) -> dict[str, Any]:
@@ -382,20 +383,6 @@ def test_v45_errors() -> None:
 
 
 # --- webhook additions --------------------------------------------------------------------------------------
-
-
-def test_resources_to_k8s() -> None:
-    assert resources_to_k8s(Resources(cpu=0.5, mem="1024Mi", gpu=1, ephemeral_storage="2000")) == {
-        "cpu": "500m",
-        "memory": "1Gi",
-        "gpu": "1",
-        "ephemeral-storage": "2k",
-    }
-    assert resources_to_k8s(Resources(gpu="2"), gpu_key="nvidia.com/gpu") == {"nvidia.com/gpu": "2"}
-    assert resources_to_k8s(Resources(cpu="0")) == {"cpu": "0"}
-    assert resources_to_k8s(Resources()) == {}
-    with pytest.raises(ValueError, match="can not be a list or tuple"):
-        resources_to_k8s(Resources(cpu=("1", "2")))
 
 
 def _idl(*entries: tuple[int, str]) -> list[tasks_pb2.Resources.ResourceEntry]:

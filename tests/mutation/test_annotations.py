@@ -114,8 +114,8 @@ def test_accelerator_forms(value, expected):
 
 
 def test_shared_memory_forms():
-    assert read(shared_memory="true").shared_memory.size_limit is None
-    assert read(shared_memory="True").shared_memory.size_limit is None
+    assert read(shared_memory="true").shared_memory.size_limit == ""
+    assert read(shared_memory="True").shared_memory.size_limit == ""
     assert read(shared_memory="false").shared_memory is None
     assert read(shared_memory="2048Mi").shared_memory.size_limit == "2Gi"
 

@@ -13,7 +13,7 @@ from webhook.engine.catalog import CATALOG, DeviceClass
 from webhook.engine.flyte2 import GPU, TPU, Device, device, parse_accelerator
 from webhook.engine.quantity import canonical_quantity
 from webhook.engine.resources import Resources
-from webhook.mutation.annotations import SharedMemory, read_annotations
+from webhook.mutation.annotations import read_annotations, shared_memory_message
 from webhook.mutation.builder import DEFAULT_PREFIX, accelerator_annotation, flyte2_annotations, flytekit_annotations
 
 P = DEFAULT_PREFIX
@@ -63,7 +63,7 @@ def test_accelerator_annotation(accelerator: BaseAccelerator | str, expected: tu
     ("call", "message"),
     [
         (lambda: flyte2_annotations(cpu="abc"), "Resources.cpu: 'abc' is not a valid Kubernetes quantity"),
-        (lambda: flyte2_annotations(gpu="A100:16"), "'A100:16': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
+        (lambda: flyte2_annotations(gpu="A100:1000"), "'A100:1000': A100 comes in counts of 1 to 999"),
         (lambda: flyte2_annotations(shm="0"), "shm: expected a size above zero"),
         (lambda: flyte2_annotations(cpu=True), "cpu: True is not a quantity"),
         (lambda: flyte2_annotations(memory=("1Gi", "2Gi", "3Gi")), "memory: a pair is (request, limit), got 3"),
@@ -159,10 +159,10 @@ def test_the_webhook_reads_back_what_the_builder_was_given(**given: Any) -> None
     assert request.accelerator == (given["accelerator"] or device_accelerator)
     if given["shared_memory"] is not None:
         size = given["shared_memory"] if isinstance(given["shared_memory"], str) else None
-        assert request.shared_memory == SharedMemory(size_limit=size)
+        assert request.shared_memory == shared_memory_message(size_limit=size)
     elif given["shm"] is not None:
         size = None if given["shm"] == "auto" else canonical_quantity(given["shm"])
-        assert request.shared_memory == SharedMemory(size_limit=size, mount_name="flyte-shm")
+        assert request.shared_memory == shared_memory_message(size_limit=size, mount_name="flyte-shm")
     else:
         assert request.shared_memory is None
 

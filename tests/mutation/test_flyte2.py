@@ -12,7 +12,7 @@ import yaml
 from webhook.engine.accelerators import Accelerator
 from webhook.engine.catalog import DeviceClass
 from webhook.engine.config import WebhookConfig
-from webhook.mutation.annotations import InvalidAnnotation, SharedMemory, read_annotations
+from webhook.mutation.annotations import InvalidAnnotation, read_annotations, shared_memory_message
 from webhook.mutation.decision import Denied
 from webhook.mutation.plan import plan_mutation
 
@@ -73,7 +73,7 @@ def test_flyte2_resources(value: str, requests: dict[str, str], limits: dict[str
 )
 def test_flyte2_shm(value: str, size: str | None) -> None:
     request = read(value)
-    assert request.shared_memory == SharedMemory(size_limit=size, mount_name="flyte-shm")
+    assert request.shared_memory == shared_memory_message(size_limit=size, mount_name="flyte-shm")
     assert request.shared_memory_from == "resources"
 
 
@@ -81,7 +81,7 @@ def test_flyte2_shm(value: str, size: str | None) -> None:
     ("name", "value", "reason"),
     [
         ("resources", "gpu=A999:1", "'A999:1' is not a Flyte 2 accelerator: 'A999' is not one of A2, A10,"),
-        ("resources", "gpu=A100:9", "'A100:9': A100 comes in counts of 1, 2, 3, 4, 5, 6, 7, 8"),
+        ("resources", "gpu=A100:1000", "'A100:1000': A100 comes in counts of 1 to 999"),
         ("resources", "gpu=A100", "'A100': a Flyte 2 accelerator needs a count, e.g. 'A100:1'"),
         (
             "resources",
@@ -91,7 +91,7 @@ def test_flyte2_shm(value: str, size: str | None) -> None:
         ("resources", '{"gpu": {"device": "A999", "quantity": 1}}', "Invalid GPU type: A999. Must be one of"),
         ("resources", '{"gpu": {"device": "A100", "quantity": 0}}', "GPU quantity must be at least 1"),
         ("resources", '{"gpu": {"device": "T4", "quantity": 1, "partition": "1g.5gb"}}', "T4 has no partitions"),
-        ("resources", '{"gpu": {"device": "A100", "quantity": 16}}', "A100: quantity 16 is more than Flyte 2 offers"),
+        ("resources", '{"gpu": {"device": "A100", "quantity": 1000}}', "A100: quantity 1000 is more than any node has"),
         ("resources", '{"gpu": {"device": "V6E", "device_class": "GPU"}}', "Invalid GPU type: V6E. Must be one of A2,"),
         ("resources", '{"gpu": {"device": "A100", "count": 1}}', "gpu: unknown device field 'count'; valid: device,"),
         ("resources", '{"gpu": {"quantity": 1}}', 'gpu: a device object needs "device"'),
@@ -144,7 +144,7 @@ def test_specific_annotations_replace_the_flyte2_parts() -> None:
     assert request is not None
     wanted = Accelerator("nvidia-tesla-a100", "1g.5gb")
     assert (request.accelerator, request.accelerator_from) == (wanted, "accelerator")
-    assert request.shared_memory == SharedMemory(size_limit="1Gi")
+    assert request.shared_memory == shared_memory_message(size_limit="1Gi")
 
 
 # --- applied to pods --------------------------------------------------------------------------------------------
@@ -202,8 +202,8 @@ def test_shm_auto_adds_a_memory_volume_without_size() -> None:
 
 
 def test_invalid_flyte2_value_is_denied_with_the_annotation_named() -> None:
-    with pytest.raises(Denied, match=r"resources.flyte.org/resources='gpu=A100:16': 'A100:16': A100 comes in"):
-        plan_mutation(pod({P + "resources": "gpu=A100:16"}), WebhookConfig.from_mapping({}))
+    with pytest.raises(Denied, match=r"resources.flyte.org/resources='gpu=A100:0': 'A100:0': A100 comes in"):
+        plan_mutation(pod({P + "resources": "gpu=A100:0"}), WebhookConfig.from_mapping({}))
 
 
 # --- the Flyte 2 examples, under every preset -------------------------------------------------------------------

@@ -19,7 +19,8 @@ from __future__ import annotations
 import abc
 import copy
 import re
-from typing import Final, Self
+from functools import lru_cache
+from typing import Final, Self, cast
 
 from flyteidl.core import tasks_pb2
 
@@ -50,9 +51,11 @@ __all__ = [
     "BaseAccelerator",
     "GPUAccelerator",
     "MultiInstanceGPUAccelerator",
+    "PartitionedConstant",
     "accelerator_from_idl",
     "known_accelerators",
     "lookup_accelerator",
+    "partition_attribute",
 ]
 
 
@@ -87,6 +90,11 @@ class BaseAccelerator(abc.ABC):
             return self._device_class
         entry = find_device(getattr(self, "device", "") or "")
         return entry.device_class if entry is not None else DeviceClass.NVIDIA_GPU
+
+    @property
+    def has_device_class(self) -> bool:
+        """Whether the class was given (flyteidl2's field), not found in the catalog or defaulted."""
+        return self._device_class is not None
 
     @property
     def mig_profile(self) -> str | None:
@@ -193,120 +201,56 @@ class Accelerator(MultiInstanceGPUAccelerator):
 
 
 # --- constants ----------------------------------------------------------------------------------------------
-
-A10G: Final = GPUAccelerator("nvidia-a10g")
-L4: Final = GPUAccelerator("nvidia-l4")
-L4_VWS: Final = GPUAccelerator("nvidia-l4-vws")
-L40S: Final = GPUAccelerator("nvidia-l40s")
-K80: Final = GPUAccelerator("nvidia-tesla-k80")
-M60: Final = GPUAccelerator("nvidia-tesla-m60")
-P4: Final = GPUAccelerator("nvidia-tesla-p4")
-P100: Final = GPUAccelerator("nvidia-tesla-p100")
-T4: Final = GPUAccelerator("nvidia-tesla-t4")
-V100: Final = GPUAccelerator("nvidia-tesla-v100")
-H100: Final = GPUAccelerator("nvidia-h100")
-H200: Final = GPUAccelerator("nvidia-h200")
-RTX_PRO_6000: Final = GPUAccelerator("nvidia-rtx-pro-6000")
+# flytekit's constants, built from the catalog (its `flytekit` names): a plain device is a `GPUAccelerator`; one
+# flytekit partitions has a class of its own whose attributes are the catalog's partitions, named as flytekit
+# names them (`A100.partition_1g_5gb`, `V5E.slice_2x4`).
 
 
-class _A100Base(MultiInstanceGPUAccelerator):
-    device = "nvidia-tesla-a100"
+class PartitionedConstant(MultiInstanceGPUAccelerator):
+    """The type of flytekit's partitionable constants (``A100``, ``V5E``): each named partition is a class
+    attribute (``partition_<profile>`` or ``slice_<topology>``)."""
+
+    def __getattr__(self, name: str) -> MultiInstanceGPUAccelerator:  # only for attributes not found: the typing
+        raise AttributeError(f"{type(self).__name__.lstrip('_')} has no attribute {name!r}")
 
 
-class _A100(_A100Base):
-    partition_1g_5gb = _A100Base.partitioned("1g.5gb")
-    partition_2g_10gb = _A100Base.partitioned("2g.10gb")
-    partition_3g_20gb = _A100Base.partitioned("3g.20gb")
-    partition_4g_20gb = _A100Base.partitioned("4g.20gb")
-    partition_7g_40gb = _A100Base.partitioned("7g.40gb")
+def partition_attribute(entry: DeviceType, size: str) -> str:
+    """flytekit's attribute name for a partition: ``partition_1g_5gb`` (a GPU), ``slice_2x4`` (a TPU)."""
+    prefix = "slice_" if entry.device_class is DeviceClass.GOOGLE_TPU else "partition_"
+    return prefix + size.replace(".", "_")
 
 
-class _A100_80GBBase(MultiInstanceGPUAccelerator):
-    device = "nvidia-a100-80gb"
+def _constant(entry: DeviceType, name: str) -> BaseAccelerator:
+    if not entry.flytekit_partitions:
+        return GPUAccelerator(entry.device)
+    base: type[PartitionedConstant] = type(f"_{name}Base", (PartitionedConstant,), {"device": entry.device})
+    named = {partition_attribute(entry, size): base.partitioned(size) for size in entry.partitions}
+    constant = type(f"_{name}", (base,), named)()
+    assert isinstance(constant, PartitionedConstant)
+    return constant
 
-
-class _A100_80GB(_A100_80GBBase):
-    partition_1g_10gb = _A100_80GBBase.partitioned("1g.10gb")
-    partition_2g_20gb = _A100_80GBBase.partitioned("2g.20gb")
-    partition_3g_40gb = _A100_80GBBase.partitioned("3g.40gb")
-    partition_4g_40gb = _A100_80GBBase.partitioned("4g.40gb")
-    partition_7g_80gb = _A100_80GBBase.partitioned("7g.80gb")
-
-
-class _V5EBase(MultiInstanceGPUAccelerator):
-    device = "tpu-v5-lite-podslice"
-
-
-class _V5E(_V5EBase):
-    slice_1x1 = _V5EBase.partitioned("1x1")
-    slice_2x2 = _V5EBase.partitioned("2x2")
-    slice_2x4 = _V5EBase.partitioned("2x4")
-    slice_4x4 = _V5EBase.partitioned("4x4")
-    slice_4x8 = _V5EBase.partitioned("4x8")
-    slice_8x8 = _V5EBase.partitioned("8x8")
-    slice_8x16 = _V5EBase.partitioned("8x16")
-    slice_16x16 = _V5EBase.partitioned("16x16")
-
-
-class _V5PBase(MultiInstanceGPUAccelerator):
-    device = "tpu-v5p-slice"
-
-
-class _V5P(_V5PBase):
-    slice_2x2x1 = _V5PBase.partitioned("2x2x1")
-    slice_2x2x2 = _V5PBase.partitioned("2x2x2")
-    slice_2x4x4 = _V5PBase.partitioned("2x4x4")
-    slice_4x4x4 = _V5PBase.partitioned("4x4x4")
-    slice_4x4x8 = _V5PBase.partitioned("4x4x8")
-    slice_4x8x8 = _V5PBase.partitioned("4x8x8")
-    slice_8x8x8 = _V5PBase.partitioned("8x8x8")
-    slice_8x8x16 = _V5PBase.partitioned("8x8x16")
-    slice_8x16x16 = _V5PBase.partitioned("8x16x16")
-    slice_16x16x16 = _V5PBase.partitioned("16x16x16")
-    slice_16x16x24 = _V5PBase.partitioned("16x16x24")
-
-
-class _V6EBase(MultiInstanceGPUAccelerator):
-    device = "tpu-v6e-slice"
-
-
-class _V6E(_V6EBase):
-    slice_1x1 = _V6EBase.partitioned("1x1")
-    slice_2x2 = _V6EBase.partitioned("2x2")
-    slice_2x4 = _V6EBase.partitioned("2x4")
-    slice_4x4 = _V6EBase.partitioned("4x4")
-    slice_4x8 = _V6EBase.partitioned("4x8")
-    slice_8x8 = _V6EBase.partitioned("8x8")
-    slice_8x16 = _V6EBase.partitioned("8x16")
-    slice_16x16 = _V6EBase.partitioned("16x16")
-
-
-A100: Final = _A100()
-A100_80GB: Final = _A100_80GB()
-V5E: Final = _V5E()
-V5P: Final = _V5P()
-V6E: Final = _V6E()
 
 _CONSTANTS: Final[dict[str, BaseAccelerator]] = {
-    "A10G": A10G,
-    "L4": L4,
-    "L4_VWS": L4_VWS,
-    "L40S": L40S,
-    "K80": K80,
-    "M60": M60,
-    "P4": P4,
-    "P100": P100,
-    "T4": T4,
-    "V100": V100,
-    "H100": H100,
-    "H200": H200,
-    "RTX_PRO_6000": RTX_PRO_6000,
-    "A100": A100,
-    "A100_80GB": A100_80GB,
-    "V5E": V5E,
-    "V5P": V5P,
-    "V6E": V6E,
+    entry.flytekit: _constant(entry, entry.flytekit) for entry in CATALOG if entry.flytekit is not None
 }
+A10G: Final = _CONSTANTS["A10G"]
+L4: Final = _CONSTANTS["L4"]
+L4_VWS: Final = _CONSTANTS["L4_VWS"]
+L40S: Final = _CONSTANTS["L40S"]
+K80: Final = _CONSTANTS["K80"]
+M60: Final = _CONSTANTS["M60"]
+P4: Final = _CONSTANTS["P4"]
+P100: Final = _CONSTANTS["P100"]
+T4: Final = _CONSTANTS["T4"]
+V100: Final = _CONSTANTS["V100"]
+H100: Final = _CONSTANTS["H100"]
+H200: Final = _CONSTANTS["H200"]
+RTX_PRO_6000: Final = _CONSTANTS["RTX_PRO_6000"]
+A100: Final = cast(PartitionedConstant, _CONSTANTS["A100"])
+A100_80GB: Final = cast(PartitionedConstant, _CONSTANTS["A100_80GB"])
+V5E: Final = cast(PartitionedConstant, _CONSTANTS["V5E"])
+V5P: Final = cast(PartitionedConstant, _CONSTANTS["V5P"])
+V6E: Final = cast(PartitionedConstant, _CONSTANTS["V6E"])
 
 
 def _partitions(constant: BaseAccelerator) -> dict[str, MultiInstanceGPUAccelerator]:
@@ -428,8 +372,7 @@ def _catalog_partition(text: str, entry: DeviceType, attrs: list[str]) -> BaseAc
     """`H100.unpartitioned`, `H100.partition_1g_10gb`, `A100_80G.unpartitioned`: the flytekit spelling for a
     catalog device with partitions that flytekit has no partitioned constant for (its `H100` is a plain
     `GPUAccelerator`), so that every device with partitions can be asked for whole."""
-    prefix = "slice_" if entry.device_class is DeviceClass.GOOGLE_TPU else "partition_"
-    named = {prefix + size.replace(".", "_"): size for size in entry.partitions}
+    named = {partition_attribute(entry, size): size for size in entry.partitions}
     size = named.get(attrs[0]) if attrs else None
     rest = attrs[1:] if size is not None else attrs
     if rest in ([], ["unpartitioned"]):
@@ -451,19 +394,34 @@ def _all_names() -> list[str]:
     return [*_CONSTANTS, *(entry.name for entry in CATALOG if entry.name not in _CONSTANTS)]
 
 
-def accelerator_from_idl(message: tasks_pb2.GPUAccelerator) -> BaseAccelerator:
-    """The accelerator an IDL ``GPUAccelerator`` describes.
+def accelerator_from_idl(message: tasks_pb2.GPUAccelerator, device_class: DeviceClass | None = None) -> BaseAccelerator:
+    """The accelerator an IDL ``GPUAccelerator`` describes; ``device_class`` is flyteidl2's field, read beside
+    the 1.x message (None: the catalog's class for the device).
 
     A device of a flytekit constant gives that constant's class (``A100``, ``A100.partitioned(size)``,
     ``A100.unpartitioned``); an unknown device gives a ``GPUAccelerator`` or, when a partition is set, a
     ``MultiInstanceGPUAccelerator`` carrying that device. An explicit ``unpartitioned: false`` reads as unset.
     """
     which = message.WhichOneof("partition_size_value")
-    known = _known(message.device)
-    if which is None or (which == "unpartitioned" and not message.unpartitioned):
-        return known if known is not None else GPUAccelerator(message.device)
-    if which == "partition_size":
-        return _with_partition(known, message.device, message.partition_size)
+    partition = message.partition_size if which == "partition_size" else None
+    unpartitioned = which == "unpartitioned" and message.unpartitioned
+    return _decoded(message.device, partition, unpartitioned, device_class)
+
+
+@lru_cache(maxsize=1024)  # read for every pod an accelerator places; the result is never modified
+def _decoded(
+    device: str, partition: str | None, unpartitioned: bool, device_class: DeviceClass | None
+) -> BaseAccelerator:
+    if device_class is not None:
+        found = _decoded(device, partition, unpartitioned, None)
+        return Accelerator(
+            found.device, found.partition_size, unpartitioned=found.is_unpartitioned, device_class=device_class
+        )
+    known = _known(device)
+    if partition is not None:
+        return _with_partition(known, device, partition)
+    if not unpartitioned:
+        return known if known is not None else GPUAccelerator(device)
     if isinstance(known, MultiInstanceGPUAccelerator):
         return known.unpartitioned
-    return Accelerator(message.device, unpartitioned=True)
+    return Accelerator(device, unpartitioned=True)

@@ -77,10 +77,10 @@ class DeviceClassDefaults:
     partition_size_node_label: str = ""
 
 
-# flyteorg/flyte main config.go defaults. NVIDIA_GPU's resource name is left to `gpu-resource-name` here
-# (Flyte 2 lets the class's nvidia.com/gpu win over that deprecated key; the `amd` preset relies on it).
+# flyteorg/flyte main config.go defaults. An NVIDIA device counts under nvidia.com/gpu whatever the deprecated
+# global `gpu-resource-name`, which applies to a GPU with no device (Flyte 2 lets the class's name win too).
 DEVICE_CLASS_DEFAULTS: Final[dict[DeviceClass, DeviceClassDefaults]] = {
-    DeviceClass.NVIDIA_GPU: DeviceClassDefaults(resource_name=""),
+    DeviceClass.NVIDIA_GPU: DeviceClassDefaults(resource_name="nvidia.com/gpu"),
     DeviceClass.GOOGLE_TPU: DeviceClassDefaults(
         resource_name="google.com/tpu",
         device_node_label="cloud.google.com/gke-tpu-accelerator",
@@ -104,6 +104,7 @@ class DeviceType:
     partitions: tuple[str, ...] = ()
     spellings: tuple[str, ...] = ()
     flytekit: str | None = None
+    flytekit_partitions: bool = False  # flytekit's constant names the partitions (`A100.partition_1g_5gb`)
     ours: bool = False
     shared: bool = False
 
@@ -145,8 +146,10 @@ CATALOG: Final[tuple[DeviceType, ...]] = (
     DeviceType("A2", _GPU, "nvidia-a2", (1,), ours=True),
     DeviceType("A10", _GPU, "nvidia-a10", _UP_TO_8),
     DeviceType("A10G", _GPU, "nvidia-a10g", _UP_TO_8, flytekit="A10G"),
-    DeviceType("A100", _GPU, "nvidia-tesla-a100", _UP_TO_8, _A100, flytekit="A100"),
-    DeviceType("A100_80G", _GPU, "nvidia-a100-80gb", _UP_TO_8, _A100_80G, ("A100 80G",), flytekit="A100_80GB"),
+    DeviceType("A100", _GPU, "nvidia-tesla-a100", _UP_TO_8, _A100, flytekit="A100", flytekit_partitions=True),
+    DeviceType(
+        "A100_80G", _GPU, "nvidia-a100-80gb", _UP_TO_8, _A100_80G, ("A100 80G",), "A100_80GB", flytekit_partitions=True
+    ),
     DeviceType("B200", _GPU, "nvidia-b200", _UP_TO_8),
     DeviceType("H100", _GPU, "nvidia-h100", _UP_TO_8, _H100, ("nvidia-tesla-h100",), flytekit="H100"),
     DeviceType("H200", _GPU, "nvidia-h200", _UP_TO_8, _H200, flytekit="H200"),
@@ -174,9 +177,9 @@ CATALOG: Final[tuple[DeviceType, ...]] = (
     DeviceType("H100 80G", _GPU, "nvidia-h100-80gb", partitions=_H100),
     DeviceType("H100 MEGA 80G", _GPU, "nvidia-h100-mega-80gb", partitions=_H100),
     # Google Cloud TPUs: the slice topology travels as the partition.
-    DeviceType("V5E", _TPU, "tpu-v5-lite-podslice", partitions=_V5E_V6E, flytekit="V5E"),
-    DeviceType("V5P", _TPU, "tpu-v5p-slice", partitions=_V5P, flytekit="V5P"),
-    DeviceType("V6E", _TPU, "tpu-v6e-slice", partitions=_V5E_V6E, flytekit="V6E"),
+    DeviceType("V5E", _TPU, "tpu-v5-lite-podslice", partitions=_V5E_V6E, flytekit="V5E", flytekit_partitions=True),
+    DeviceType("V5P", _TPU, "tpu-v5p-slice", partitions=_V5P, flytekit="V5P", flytekit_partitions=True),
+    DeviceType("V6E", _TPU, "tpu-v6e-slice", partitions=_V5E_V6E, flytekit="V6E", flytekit_partitions=True),
     # AWS Neuron
     DeviceType("Inf1", _NEURON, "aws-neuron-inf1", tuple(range(1, 17))),
     DeviceType("Inf2", _NEURON, "aws-neuron-inf2", tuple(range(1, 13))),

@@ -369,8 +369,9 @@ class WebhookConfig(BaseModel):
     gpu_resource_name: str = Field(
         "nvidia.com/gpu",
         min_length=1,
-        description="extended resource name a GPU without a device class is counted as (the generic `gpu`, the "
-        "IDL GPU)",
+        description="extended resource name a GPU with no device of a known class is counted as (the generic "
+        "`gpu`, the IDL GPU); a device counts under its class's resource, an NVIDIA one under `nvidia.com/gpu` "
+        "whatever this key says, as in Flyte 2",
     )
     gpu_device_node_label: str = Field(
         "k8s.amazonaws.com/accelerator",
@@ -402,7 +403,8 @@ class WebhookConfig(BaseModel):
         "`unpartitioned-node-selector-requirement`, `unpartitioned-toleration`; unset fields take Flyte 2's "
         "defaults (`GOOGLE_TPU` → `google.com/tpu`, `cloud.google.com/gke-tpu-accelerator`, "
         "`cloud.google.com/gke-tpu-topology`; `AMAZON_NEURON` → `aws.amazon.com/neuron`; `AMD_GPU` → "
-        "`amd.com/gpu`; `HABANA_GAUDI` → `habana.ai/gaudi`), then the `gpu-*` keys (`NVIDIA_GPU` always does)",
+        "`amd.com/gpu`; `HABANA_GAUDI` → `habana.ai/gaudi`; `NVIDIA_GPU` → `nvidia.com/gpu`), then the `gpu-*` "
+        "node label keys",
         json_schema_extra=_any_key_spelling,
     )
     mig_strategy: Literal["single", "mixed"] = Field(

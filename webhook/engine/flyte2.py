@@ -8,11 +8,12 @@
 
 Flyte 2's errors are raised with Flyte 2's words (``Invalid GPU type: ...``, ``Invalid partition for A100:
 ...``, ``GPU quantity must be at least 1``). Stricter than Flyte 2, because the pod could never be placed:
-a partition on a device that has none (``GPU("T4", 1, partition="1g.5gb")``), more devices than Flyte 2's strings offer
-(``GPU("A100", 16)``; the most is the largest count of the type's ``"<Type>:<count>"`` strings, 8 for most,
-1 for a shared GPU; 8 for a TPU device),
-a ``Device`` whose name is not a Flyte 2 type of its class, and a bool as a quantity. The parity test
-(``tests/engine/test_flyte2_parity.py``) holds this to the SDK's own answers.
+a partition on a device that has none (``GPU("T4", 1, partition="1g.5gb")``), more devices of another class than
+its ``"<Type>:<count>"`` strings offer (``Trn1`` at most 16; 8 for a TPU device), a ``Device`` whose name is not
+a Flyte 2 type of its class, and a bool as a quantity. An NVIDIA GPU type takes any count from 1, as Flyte 2's
+``GPU()`` does, also in the string form (``"RTX_PRO_6000:4"``, which the SDK's string table lacks: 8-GPU
+machines of it exist); a platform caps counts with a policy's ``max-gpus``. Counts stop at 999 (bounded input).
+The parity test (``tests/engine/test_flyte2_parity.py``) holds this to the SDK's own answers.
 """
 
 from __future__ import annotations
@@ -81,11 +82,24 @@ def _entry(name: str, device_class: DeviceClass) -> DeviceType:
     return entry
 
 
+#: The largest count read: three digits, far above any node (a policy's `max-gpus` caps what a platform allows).
+MAX_COUNT: Final = 999
+
+
+def _any_count(entry: DeviceType) -> bool:
+    """Whether Flyte 2's `GPU()` takes this type: any count from 1 (its strings list fewer)."""
+    return entry.device_class is DeviceClass.NVIDIA_GPU and bool(entry.counts)
+
+
 def _check_quantity(entry: DeviceType, quantity: object) -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int):
         raise ValueError(f"{entry.name}: quantity must be a whole number, got {shown(quantity)}")
     if quantity < 1:
         raise ValueError("GPU quantity must be at least 1")
+    if _any_count(entry):
+        if quantity > MAX_COUNT:
+            raise ValueError(f"{entry.name}: quantity {quantity} is more than any node has (at most {MAX_COUNT} read)")
+        return quantity
     if quantity > entry.max_count:
         if entry.counts:  # Flyte 2's own strings stop at what one node of that type holds
             most = f"at most '{entry.name}:{entry.max_count}'"
@@ -152,7 +166,10 @@ def HABANA_GAUDI(device_type: str) -> Device:
 
 
 def parse_accelerator(text: str) -> Device:
-    """A Flyte 2 ``"<Type>:<count>"`` string (``A100:2``, ``A100 80G:8``, ``L40s:1``, ``Trn1:16``, ``T4 shared:1``)."""
+    """A Flyte 2 ``"<Type>:<count>"`` string (``A100:2``, ``A100 80G:8``, ``L40s:1``, ``Trn1:16``, ``T4 shared:1``).
+
+    An NVIDIA GPU type takes the counts ``GPU()`` takes (``RTX_PRO_6000:4``); other classes their strings' counts.
+    """
     name, colon, count = text.strip().rpartition(":")
     if not colon:
         name, count = count, ""
@@ -166,7 +183,10 @@ def parse_accelerator(text: str) -> Device:
         )
     if not count:
         raise ValueError(f"{shown(text)}: a Flyte 2 accelerator needs a count, e.g. '{entry.name}:{entry.counts[0]}'")
-    if not (count.isascii() and count.isdigit()) or len(count) > 3 or int(count) not in entry.counts:
+    valid = count.isascii() and count.isdigit() and len(count) <= len(str(MAX_COUNT))
+    if _any_count(entry) and (not valid or int(count) < 1):
+        raise ValueError(f"{shown(text)}: {entry.name} comes in counts of 1 to {MAX_COUNT}")
+    if not _any_count(entry) and (not valid or int(count) not in entry.counts):
         counts = ", ".join(map(str, entry.counts))
         raise ValueError(f"{shown(text)}: {entry.name} comes in counts of {counts}")
     return Device(int(count), entry.device_class, entry.name)

@@ -1,8 +1,9 @@
 """Flyte's backend semantics: what flyteplugins (`flytek8s`, v1.16.8 and the v2 `main` device classes) does to
 a pod, as pure functions over a pod dict.
 
-This is the backend side of the engine; it takes the accelerator model (`webhook.engine.accelerators`) and
-plain Kubernetes resource maps, never the SDK forms (flytekit's `Resources`, Flyte 2's `Device`).
+This is the backend side of the engine. Like flyteplugins it reads the task's IDL (flyteidl's `Resources`,
+`GPUAccelerator`, `SharedMemory`, as flytekit's `convert_resources_to_resource_model` and
+`construct_extended_resources` build them), never the SDK forms (flytekit's `Resources`, Flyte 2's `Device`).
 
 Each `apply_*` function takes a pod as the API server sends it (a plain dict) and returns a new pod plus short
 notes describing every adjustment. The input is never modified: changed branches are copied, the rest shared.
@@ -23,12 +24,15 @@ Deliberate differences from Flyte, each for a pod Kubernetes accepts and schedul
   Flyte copies to a missing limit but not over one the pod template set);
 * the device class comes from the catalog when the IDL has none (a flytekit TPU is a `GOOGLE_TPU`), device names
   are normalised under all their spellings (flytekit's `nvidia-h100` and the Flyte 2 SDK's `nvidia-tesla-h100`
-  reach one label value), and `NVIDIA_GPU` counts under `gpu-resource-name` (Flyte 2 lets the class's
-  `nvidia.com/gpu` win).
+  reach one label value);
+* an accelerator of a class with its own resource (a flytekit TPU: `google.com/tpu`) takes over the count a
+  pod template holds under `nvidia.com/gpu` (Flyte renames only the generic `gpu`, so the pod asks for a
+  resource no node of that accelerator has).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -36,7 +40,7 @@ from typing import Any
 
 from flyteidl.core import tasks_pb2
 
-from webhook.engine.accelerators import BaseAccelerator
+from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl
 from webhook.engine.catalog import CATALOG, DeviceClass, find_device
 from webhook.engine.config import WebhookConfig
 from webhook.engine.errors import Refusal
@@ -104,28 +108,6 @@ def mig_resource_name(profile: str) -> str:
     return f"nvidia.com/mig-{profile}"
 
 
-def effective_gpu_resource_name(
-    config: WebhookConfig, accelerator: BaseAccelerator | None, override: str | None = None
-) -> str:
-    """The resource name the pod's accelerators are counted under: the override, else the accelerator's device
-    class (`google.com/tpu` for a TPU, `aws.amazon.com/neuron`, ...; NVIDIA's is `gpu-resource-name`), as
-    Flyte 2 renames the generic GPU per class; MIG `mixed` turns a slice into its own resource."""
-    if override:
-        base = override
-    elif accelerator is not None:
-        base = config.device_class_config(accelerator.device_class).resource_name or config.gpu_resource_name
-    else:
-        base = config.gpu_resource_name
-    if (
-        accelerator is not None
-        and config.mig_strategy == "mixed"
-        and accelerator.mig_profile
-        and base.startswith("nvidia.com/")
-    ):
-        return mig_resource_name(accelerator.mig_profile)
-    return base
-
-
 # --- the IDL -------------------------------------------------------------------------------------------------
 
 
@@ -142,20 +124,36 @@ def idl_resources_to_k8s(
     return _to_k8s_list(resources.requests, gpu_key), _to_k8s_list(resources.limits, gpu_key)
 
 
-def _to_k8s_list(entries: Any, gpu_key: str) -> dict[str, str]:
+@functools.lru_cache(maxsize=4096)
+def _entry_quantity(value: str) -> tuple[str, bool]:
+    """An IDL entry's value as `ToK8sResourceList` reads it: (canonical quantity, whether it is zero). Cached:
+    the same few values arrive with every pod of a task."""
+    try:
+        quantity = Quantity.parse(value)
+    except InvalidQuantity as exc:
+        raise ValueError(f"{_FLYTE_PARSE_ERROR}: {exc.go_error or exc}") from None
+    return str(quantity), quantity.value == 0
+
+
+def _to_k8s_list(entries: Any, gpu_key: str, zeros: list[str] | None = None) -> dict[str, str]:
+    """One side of `ToK8sResourceList`; the names of zero entries (dropped) go to `zeros`."""
     result: dict[str, str] = {}
     for entry in entries:
-        try:
-            quantity = Quantity.parse(entry.value)
-        except InvalidQuantity as exc:
-            raise ValueError(f"{_FLYTE_PARSE_ERROR}: {exc.go_error or exc}") from None
+        canonical, zero = _entry_quantity(entry.value)
         name = IDL_TO_K8S.get(entry.name)
-        if name is not None and quantity.value != 0:
-            result[gpu_key if name == GENERIC_GPU else name] = str(quantity)
+        if name is None:
+            continue
+        key = gpu_key if name == GENERIC_GPU else name
+        if not zero:
+            result[key] = canonical
+        elif zeros is not None:
+            zeros.append(key)
     return result
 
 
 # --- resources ------------------------------------------------------------------------------------------------
+
+NVIDIA_GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def _q(value: Any) -> Decimal:
@@ -166,118 +164,208 @@ def _nonzero(value: Any) -> bool:
     return value is not None and _q(value) != 0
 
 
-def _rename_gpu(resources: Mapping[str, Any], gpu_name: str, side: str, notes: list[str]) -> dict[str, Any]:
-    """Flyte's SanitizeGPUResourceRequirements, plus moving a whole-GPU count onto a MIG slice resource."""
+_Overrides = tuple[tuple[tuple[str, str], ...], tuple[str, ...]]
+
+
+def _overrides(
+    resources: tasks_pb2.Resources, gpu_name: str, notes: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The task's IDL requests and limits as Kubernetes resource lists, the generic GPU under `gpu_name`. Flyte
+    drops zero entries, so a zero means "not overridden": the container keeps its own value."""
+    (requests, zero_requests), (limits, zero_limits) = _read_overrides(resources.SerializeToString(), gpu_name)
+    for side, zeros in (("request", zero_requests), ("limit", zero_limits)):
+        notes.extend(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value") for key in zeros)
+    return dict(requests), dict(limits)
+
+
+@functools.lru_cache(maxsize=1024)
+def _read_overrides(encoded: bytes, gpu_name: str) -> tuple[_Overrides, _Overrides]:
+    """`_overrides` by the message's bytes: every pod of a task carries the same IDL (reading the bytes costs a
+    microsecond, walking the message's entries in Python tens)."""
+    resources = tasks_pb2.Resources.FromString(encoded)
+    sides = []
+    for entries in (resources.requests, resources.limits):
+        zeros: list[str] = []
+        values = _to_k8s_list(entries, gpu_name, zeros)
+        sides.append((tuple(values.items()), tuple(zeros)))
+    return sides[0], sides[1]
+
+
+def _names_its_device(accelerator: BaseAccelerator) -> bool:
+    """Whether the accelerator says which kind of device it is: its class is given, or the catalog knows it."""
+    return accelerator.has_device_class or find_device(accelerator.device) is not None
+
+
+def effective_gpu_resource_name(
+    config: WebhookConfig, accelerator: BaseAccelerator | None, override: str | None = None
+) -> str:
+    """The resource name the pod's accelerators are counted under: the override; else, for a device whose
+    class is known, its class's resource (`nvidia.com/gpu` for an NVIDIA device, `google.com/tpu` for a TPU,
+    `aws.amazon.com/neuron`, ...), as Flyte 2 renames the generic GPU per class; else (a GPU with no device, or
+    a device the catalog lacks) `gpu-resource-name`. MIG `mixed` turns a slice into its own resource."""
+    if override:
+        base = override
+    elif accelerator is not None and accelerator.device and _names_its_device(accelerator):
+        base = config.device_class_config(accelerator.device_class).resource_name
+    else:
+        base = config.gpu_resource_name
+    profile = accelerator.mig_profile if accelerator is not None and config.mig_strategy == "mixed" else None
+    return mig_resource_name(profile) if profile and base.startswith("nvidia.com/") else base
+
+
+def _moved_gpu_names(config: WebhookConfig, gpu_name: str, accelerator: BaseAccelerator | None) -> frozenset[str]:
+    """The resources whose count moves onto `gpu_name`: the whole-GPU `nvidia.com/gpu` onto a MIG slice
+    resource; and, when the accelerator's class decided `gpu_name` (a TPU's `google.com/tpu`), the GPU
+    resources the pod counted it under before (the count is what the user asked of that accelerator)."""
+    if gpu_name.startswith("nvidia.com/mig-"):
+        return frozenset({NVIDIA_GPU_RESOURCE})
+    if accelerator is None or accelerator.device_class is DeviceClass.NVIDIA_GPU:
+        return frozenset()
+    if gpu_name != effective_gpu_resource_name(config, accelerator):
+        return frozenset()  # the pod's own gpu-resource-key decided
+    return frozenset({NVIDIA_GPU_RESOURCE, config.gpu_resource_name}) - {gpu_name}
+
+
+def _rename_gpu(
+    resources: Mapping[str, Any], gpu_name: str, side: str, moved: frozenset[str], notes: list[str]
+) -> dict[str, Any]:
+    """Flyte's SanitizeGPUResourceRequirements (the generic `gpu` under `gpu_name`), plus the `moved` counts."""
     out: dict[str, Any] = {}
     for key, value in resources.items():
-        target = key
-        if key == GENERIC_GPU or (key == "nvidia.com/gpu" and gpu_name.startswith("nvidia.com/mig-")):
-            target = gpu_name
-        if target != key:
+        if key == GENERIC_GPU or (key in moved and gpu_name.startswith("nvidia.com/mig-")):
             notes.append(f"{side} {key} renamed to {gpu_name}")
-        out[target] = value
+            key = gpu_name
+        elif key in moved:
+            notes.append(Change(f"{side} {key} {value} moved to {gpu_name}, the accelerator's resource"))
+            key = gpu_name
+        out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """What one container's resources are resolved against (Flyte's `ApplyResourceOverrides` inputs)."""
+
+    gpu_name: str
+    assign: bool
+    defaults: Mapping[str, str]
+    ceilings: Mapping[str, str]
+    reject: bool
+
+    @classmethod
+    def of(cls, config: WebhookConfig, gpu_name: str, assign: bool) -> _Bounds:
+        defaults = {"cpu": config.default_cpus, "memory": config.default_memory, **config.default_requests}
+        ceilings = dict(config.platform_limits)
+        if GENERIC_GPU in ceilings:
+            ceilings.setdefault(gpu_name, ceilings[GENERIC_GPU])
+        return cls(gpu_name, assign, defaults, ceilings, config.on_limit_exceeded == "reject")
 
 
 def apply_container_resources(
     pod: Pod,
     container_name: str,
     *,
-    requests: Mapping[str, str] | None = None,
-    limits: Mapping[str, str] | None = None,
+    resources: tasks_pb2.Resources | None = None,
     config: WebhookConfig,
     gpu_resource_name: str,
+    accelerator: BaseAccelerator | None = None,
     assign: bool = True,
 ) -> Result:
-    """Merge `requests`/`limits` per key into the container, then Flyte's `ApplyResourceOverrides`.
+    """Merge the task's IDL `resources` per key into the container, then Flyte's `ApplyResourceOverrides`.
 
-    `assign=True` is Flyte's MergeExisting mode (the primary container), `False` its EnsureInRange mode (other
-    containers of a pod task: nothing is filled in, values are only clamped).
-
-    `requests`/`limits` use Kubernetes names; `gpu` means the GPU resource of this pod. Missing requests come
-    from the limit, else the platform default; missing limits from the request; both are clamped to platform
-    limits (or rejected, by config); a request above its limit is lowered; GPU requests equal GPU limits.
+    `resources` is what flytekit's `convert_resources_to_resource_model` sends; its GPU is this pod's GPU
+    resource (`gpu_resource_name`). `assign=True` is Flyte's MergeExisting mode (the primary container), `False`
+    its EnsureInRange mode (other containers of a pod task: nothing is filled in, values are only clamped).
+    Missing requests come from the limit, else the platform default; missing limits from the request; both are
+    clamped to platform limits (or rejected, by config); a request above its limit is lowered; GPU requests
+    equal GPU limits. With an `accelerator` whose class decides the resource, a count the pod holds under a GPU
+    resource moves to it.
     """
     index, container = find_container(pod, container_name)
     notes: list[str] = []
     current = container.get("resources") or {}
-    req = _rename_gpu(current.get("requests") or {}, gpu_resource_name, "request", notes)
-    lim = _rename_gpu(current.get("limits") or {}, gpu_resource_name, "limit", notes)
-    for side, given, target in (("request", requests, req), ("limit", limits, lim)):
-        for key, value in _rename_gpu(given or {}, gpu_resource_name, side, []).items():
-            if not _nonzero(value):
-                # Flyte drops zero quantities from override resources (ToK8sResourceList), so a zero
-                # means "not overridden": the container keeps its own value.
-                notes.append(Change(f"{key} {side} 0 ignored: a zero override leaves the container's value"))
-                continue
-            target[key] = value
-
-    platform_requests = {
-        "cpu": config.default_cpus,
-        "memory": config.default_memory,
-        **config.default_requests,
-    }
-    platform_limits = dict(config.platform_limits)
-    if GENERIC_GPU in platform_limits:
-        platform_limits.setdefault(gpu_resource_name, platform_limits[GENERIC_GPU])
-
-    adjusted = ["cpu", "memory"]
-    adjusted += [k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim]
+    moved = _moved_gpu_names(config, gpu_resource_name, accelerator)
+    req = _rename_gpu(current.get("requests") or {}, gpu_resource_name, "request", moved, notes)
+    lim = _rename_gpu(current.get("limits") or {}, gpu_resource_name, "limit", moved, notes)
+    if resources is not None:
+        given_requests, given_limits = _overrides(resources, gpu_resource_name, notes)
+        req.update(given_requests)
+        lim.update(given_limits)
+    bounds = _Bounds.of(config, gpu_resource_name, assign)
+    adjusted = ["cpu", "memory", *(k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim)]
     for name in adjusted:
-        explicit_zero_request = name in req and not _nonzero(req[name])
-        request = req.get(name) if _nonzero(req.get(name)) else None
-        limit = lim.get(name) if _nonzero(lim.get(name)) else None
-        if not assign:
-            pass
-        elif request is None and limit is not None:
-            request = limit
-            notes.append(f"{name} request set from its limit ({limit})")
-        elif request is None and _nonzero(platform_requests.get(name)):
-            request = platform_requests[name]
-            notes.append(f"{name} request defaulted to the platform default ({request})")
-        if assign and limit is None and request is not None:
-            limit = request
-            notes.append(f"{name} limit set from its request ({request})")
-        ceiling = platform_limits.get(name)
-        if ceiling is not None and _nonzero(ceiling):
-            request = _clamp(name, "request", request, ceiling, config, notes)
-            limit = _clamp(name, "limit", limit, ceiling, config, notes)
-        if request is not None and limit is not None and request != limit:
-            if _q(request) > _q(limit):
-                notes.append(Change(f"{name} request {request} lowered to its limit {limit}"))
-                request = limit
-            elif name == gpu_resource_name and _q(request) != _q(limit):
-                notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
-                request = limit
-        elif name == gpu_resource_name and limit is not None and request is None:
-            notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
-            request = limit
-        if not assign and explicit_zero_request and request is None and name != gpu_resource_name:
-            pass  # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit
-        else:
-            _store(req, name, request)
-        _store(lim, name, limit)
-
-    gpus = lim.get(gpu_resource_name)
-    if assign and gpus is not None and _q(gpus) > MOST_DEVICES_PER_NODE:
-        notes.append(
-            Change(
-                f"{gpu_resource_name} {gpus}: more than any node has (no device in the catalog comes more than "
-                f"{MOST_DEVICES_PER_NODE} to a node); the pod may stay Pending"
-            )
-        )
-    resources = _rebuild(current, req, lim)
-    if resources == current:
+        _resolve(name, req, lim, bounds, notes)
+    notes.extend(_too_many_devices(lim, bounds))
+    resolved = _rebuild(current, req, lim)
+    if resolved == current:
         return Result(dict(pod), tuple(notes))
-    return Result(_with_container(pod, index, {**container, "resources": resources}), tuple(notes))
+    return Result(_with_container(pod, index, {**container, "resources": resolved}), tuple(notes))
 
 
-def _clamp(
-    name: str, side: str, value: str | None, ceiling: str, config: WebhookConfig, notes: list[str]
-) -> str | None:
+def _resolve(name: str, req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]) -> None:
+    """One resource of the container: filled (MergeExisting), clamped, and its request kept within its limit."""
+    explicit_zero_request = name in req and not _nonzero(req[name])
+    request = req.get(name) if _nonzero(req.get(name)) else None
+    limit = lim.get(name) if _nonzero(lim.get(name)) else None
+    if bounds.assign:
+        request, limit = _filled(name, request, limit, bounds.defaults, notes)
+    ceiling = bounds.ceilings.get(name)
+    if ceiling is not None and _nonzero(ceiling):
+        request = _clamp(name, "request", request, ceiling, bounds.reject, notes)
+        limit = _clamp(name, "limit", limit, ceiling, bounds.reject, notes)
+    request = _within_limit(name, request, limit, bounds.gpu_name, notes)
+    # EnsureInRange keeps "no reservation"; dropping it would make the API server copy the limit.
+    keeps_no_reservation = not bounds.assign and explicit_zero_request and request is None
+    if not (keeps_no_reservation and name != bounds.gpu_name):
+        _store(req, name, request)
+    _store(lim, name, limit)
+
+
+def _filled(
+    name: str, request: str | None, limit: str | None, defaults: Mapping[str, str], notes: list[str]
+) -> tuple[str | None, str | None]:
+    """A missing request from the limit, else the platform default; a missing limit from the request."""
+    if request is None and limit is not None:
+        request = limit
+        notes.append(f"{name} request set from its limit ({limit})")
+    elif request is None and _nonzero(defaults.get(name)):
+        request = defaults[name]
+        notes.append(f"{name} request defaulted to the platform default ({request})")
+    if limit is None and request is not None:
+        limit = request
+        notes.append(f"{name} limit set from its request ({request})")
+    return request, limit
+
+
+def _within_limit(name: str, request: str | None, limit: str | None, gpu_name: str, notes: list[str]) -> str | None:
+    """The request, lowered to its limit when above it; a GPU request equal to its limit."""
+    if limit is None or request == limit:
+        return request
+    if request is not None and _q(request) > _q(limit):
+        notes.append(Change(f"{name} request {request} lowered to its limit {limit}"))
+        return limit
+    if name == gpu_name and (request is None or _q(request) != _q(limit)):
+        notes.append(Change(f"{name} request raised to equal its limit ({limit})"))
+        return limit
+    return request
+
+
+def _too_many_devices(lim: Mapping[str, Any], bounds: _Bounds) -> list[str]:
+    gpus = lim.get(bounds.gpu_name)
+    if not bounds.assign or gpus is None or _q(gpus) <= MOST_DEVICES_PER_NODE:
+        return []
+    return [
+        Change(
+            f"{bounds.gpu_name} {gpus}: more than any node has (no device in the catalog comes more than "
+            f"{MOST_DEVICES_PER_NODE} to a node); the pod may stay Pending"
+        )
+    ]
+
+
+def _clamp(name: str, side: str, value: str | None, ceiling: str, reject: bool, notes: list[str]) -> str | None:
     if value is None or _q(value) <= _q(ceiling):
         return value
-    if config.on_limit_exceeded == "reject":
+    if reject:
         raise PlatformLimitExceeded(f"{name} {side} {value} is above the platform limit {ceiling}")
     notes.append(Change(f"{name} {side} {value} clamped to the platform limit {ceiling}"))
     return ceiling
@@ -356,30 +444,27 @@ def accelerator_constraints(
 
 
 def apply_accelerator(
-    pod: Pod, accelerator: BaseAccelerator, *, config: WebhookConfig, gpu_resource_name: str
+    pod: Pod,
+    accelerator: tasks_pb2.GPUAccelerator,
+    *,
+    device_class: DeviceClass | None = None,
+    config: WebhookConfig,
+    gpu_resource_name: str,
 ) -> Result:
-    """Node affinity (or nodeSelector) and NoSchedule tolerations for the accelerator, when a GPU is limited."""
+    """Flyte's `ApplyGPUNodeSelectors` for the IDL `GPUAccelerator` of the task's `ExtendedResources`
+    (`device_class`: flyteidl2's field beside it): node affinity (or nodeSelector) and NoSchedule tolerations,
+    when a container limits the GPU resource."""
+    placed = accelerator_from_idl(accelerator, device_class)
     if not _gpu_limited(pod, gpu_resource_name):
-        what = accelerator.device or accelerator.partition_size or "accelerator"
+        what = placed.device or placed.partition_size or "accelerator"
         return Result(dict(pod), (Change(f"accelerator {what} ignored: no container has a {gpu_resource_name} limit"),))
-    requirements, tolerations = accelerator_constraints(accelerator, config)
-    notes: list[str] = _count_notes(pod, accelerator, gpu_resource_name)
+    requirements, tolerations = accelerator_constraints(placed, config)
+    notes: list[str] = _count_notes(pod, placed, gpu_resource_name)
     spec = pod.get("spec") or {}
-    fields: dict[str, Any] = {}
-
     selector = dict(spec.get("nodeSelector") or {})
     affinity = spec.get("affinity")
     if config.accelerator_placement == "nodeSelector":
-        in_affinity = []
-        for requirement in requirements:
-            if requirement["operator"] == "In" and len(requirement["values"]) == 1:
-                if selector.get(requirement["key"]) != requirement["values"][0]:
-                    note = f"nodeSelector {requirement['key']}={requirement['values'][0]}"
-                    notes.append(Change(note) if requirement["key"] in selector else note)
-                    selector[requirement["key"]] = requirement["values"][0]
-            else:
-                in_affinity.append(requirement)
-        requirements = in_affinity
+        requirements = _into_selector(requirements, selector, notes)
         # An affinity requirement on a label the nodeSelector now decides could only contradict it.
         affinity = _without_requirements_on(affinity, set(selector) - {r["key"] for r in requirements}, notes)
     for key in {r["key"] for r in requirements}:
@@ -389,14 +474,40 @@ def apply_accelerator(
             )
     if requirements:
         affinity = _with_requirements(affinity, requirements, notes)
+    fields = _changed_fields(spec, selector, affinity, _with_tolerations(spec.get("tolerations"), tolerations, notes))
+    return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+
+
+def _changed_fields(
+    spec: Mapping[str, Any], selector: dict[str, str], affinity: Mapping[str, Any] | None, tolerations: list[Any]
+) -> dict[str, Any]:
+    """The placement fields of `spec` that differ from these; an emptied nodeSelector goes."""
+    fields: dict[str, Any] = {}
     if selector != (spec.get("nodeSelector") or {}):
         fields["nodeSelector"] = selector or None
     if affinity != spec.get("affinity"):
         fields["affinity"] = affinity
-    merged = _with_tolerations(spec.get("tolerations"), tolerations, notes)
-    if merged != (spec.get("tolerations") or []):
-        fields["tolerations"] = merged
-    return Result(_with_spec(pod, **fields) if fields else dict(pod), tuple(notes))
+    if tolerations != (spec.get("tolerations") or []):
+        fields["tolerations"] = tolerations
+    return fields
+
+
+def _into_selector(
+    requirements: list[dict[str, Any]], selector: dict[str, str], notes: list[str]
+) -> list[dict[str, Any]]:
+    """Single-value `In` requirements written into `selector` (`accelerator-placement: nodeSelector`); the
+    requirements a nodeSelector cannot say are returned, for node affinity."""
+    in_affinity = []
+    for requirement in requirements:
+        if requirement["operator"] == "In" and len(requirement["values"]) == 1:
+            key, value = requirement["key"], requirement["values"][0]
+            if selector.get(key) != value:
+                note = f"nodeSelector {key}={value}"
+                notes.append(Change(note) if key in selector else note)
+                selector[key] = value
+        else:
+            in_affinity.append(requirement)
+    return in_affinity
 
 
 def _count_notes(pod: Pod, accelerator: BaseAccelerator, gpu_resource_name: str) -> list[str]:
@@ -543,36 +654,15 @@ def shared_memory_volume(size_limit: str | None, mount_name: str = SHM_MOUNT_NAM
     return {"name": mount_name, "emptyDir": empty_dir}
 
 
-def apply_shared_memory(
-    pod: Pod,
-    container_name: str,
-    *,
-    size_limit: str | None = None,
-    mount_name: str = SHM_MOUNT_NAME,
-    mount_path: str = SHM_MOUNT_PATH,
-) -> Result:
-    """Flyte's `ApplySharedMemory`: a memory-backed emptyDir mounted on the target container only.
+def apply_shared_memory(pod: Pod, container_name: str, memory: tasks_pb2.SharedMemory) -> Result:
+    """Flyte's `ApplySharedMemory` for the IDL `SharedMemory` of the task's `ExtendedResources`: a
+    memory-backed emptyDir mounted on the target container only.
 
     Without a size the tmpfs is sized by the kubelet from the pod's memory limit (Flyte writes `sizeLimit: 0`
     for the same effect; we leave it out).
     """
-    if not mount_name:
-        raise PodSemanticsError("mount name is not set")
-    if not mount_path:
-        raise PodSemanticsError("mount path is not set")
-    try:
-        index, container = find_container(pod, container_name)
-    except PodSemanticsError:
-        raise PodSemanticsError(f"Unable to find primary container {container_name!r}") from None
-    _check_shm_conflicts(pod, container, mount_name, mount_path)
-    if size_limit:
-        try:
-            parse_quantity(size_limit)
-        except InvalidQuantity as exc:
-            raise PodSemanticsError(
-                f"Unable to parse size limit: {exc.go_error or exc.reason} ({size_limit!r})"
-            ) from None
-
+    mount_name, mount_path, size_limit = memory.mount_name, memory.mount_path, memory.size_limit or None
+    index, container = _shm_target(pod, container_name, memory)
     volume = shared_memory_volume(size_limit, mount_name)
     mount = {"name": mount_name, "mountPath": mount_path}
     volumes = list(pod.get("spec", {}).get("volumes") or ())
@@ -582,23 +672,48 @@ def apply_shared_memory(
     have_mount = any(m.get("name") == mount_name and m.get("mountPath") == mount_path for m in mounts)
     if have_volume and have_mount:
         return Result(dict(pod))
-
     notes: list[str] = []
     updated = dict(pod)
-    size = f" of {volume['emptyDir']['sizeLimit']}" if size_limit else ""
-    if existing is None:
-        volumes.append(volume)
-        notes.append(f"shared memory volume {mount_name}{size} added")
-    elif not have_volume:
-        # Our own memory volume with another size (a pod template's, or an earlier annotation's): resize it.
-        volumes[existing] = volume
-        notes.append(Change(f"shared memory volume {mount_name} resized to {size_limit or 'the pod memory limit'}"))
     if not have_volume:
-        updated = _with_spec(updated, volumes=volumes)
+        updated = _with_spec(updated, volumes=_with_volume(volumes, existing, volume, size_limit, notes))
     if not have_mount:
         updated = _with_container(updated, index, {**container, "volumeMounts": [*mounts, mount]})
         notes.append(f"shared memory mounted at {mount_path} in container {container_name}")
     return Result(updated, tuple(notes))
+
+
+def _shm_target(pod: Pod, container_name: str, memory: tasks_pb2.SharedMemory) -> tuple[int, Mapping[str, Any]]:
+    """The container the memory is mounted on, after Flyte's checks (each with Flyte's words)."""
+    if not memory.mount_name:
+        raise PodSemanticsError("mount name is not set")
+    if not memory.mount_path:
+        raise PodSemanticsError("mount path is not set")
+    try:
+        index, container = find_container(pod, container_name)
+    except PodSemanticsError:
+        raise PodSemanticsError(f"Unable to find primary container {container_name!r}") from None
+    _check_shm_conflicts(pod, container, memory.mount_name, memory.mount_path)
+    if memory.size_limit:
+        try:
+            parse_quantity(memory.size_limit)
+        except InvalidQuantity as exc:
+            raise PodSemanticsError(
+                f"Unable to parse size limit: {exc.go_error or exc.reason} ({memory.size_limit!r})"
+            ) from None
+    return index, container
+
+
+def _with_volume(
+    volumes: list[Any], existing: int | None, volume: dict[str, Any], size_limit: str | None, notes: list[str]
+) -> list[Any]:
+    """`volumes` with our memory volume added, or our own of another size (a pod template's, an earlier
+    annotation's) resized."""
+    if existing is None:
+        size = f" of {volume['emptyDir']['sizeLimit']}" if size_limit else ""
+        notes.append(f"shared memory volume {volume['name']}{size} added")
+        return [*volumes, volume]
+    notes.append(Change(f"shared memory volume {volume['name']} resized to {size_limit or 'the pod memory limit'}"))
+    return [*volumes[:existing], volume, *volumes[existing + 1 :]]
 
 
 def _check_shm_conflicts(pod: Pod, container: Mapping[str, Any], mount_name: str, mount_path: str) -> None:

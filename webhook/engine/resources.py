@@ -7,7 +7,7 @@ must be a non-negative Kubernetes quantity (no ``"abc"``, ``""``, ``-1``, ``"123
 be whole; those raise ``InvalidResource`` (a ``ValueError``) naming the field and the value, e.g.
 ``Resources.cpu: 'abc' is not a valid Kubernetes quantity: ...``.
 
-Additions for the webhook: ``Resources.from_mapping`` (annotation dicts) and ``resources_to_k8s``. This is the
+Addition for the webhook: ``Resources.from_mapping`` (annotation dicts). This is the
 SDK side of the engine; what Flyte's backend does with the IDL (``ToK8sResourceList`` and the pod rules) is in
 ``webhook.engine.pod``.
 """
@@ -30,7 +30,7 @@ from webhook.engine.names import (
     SHARED_MEMORY_MOUNT_NAME,
     SHARED_MEMORY_MOUNT_PATH,
 )
-from webhook.engine.quantity import InvalidQuantity, canonical_quantity, parse_quantity
+from webhook.engine.quantity import InvalidQuantity, parse_quantity
 
 if TYPE_CHECKING:
     from kubernetes.client import V1PodSpec
@@ -46,7 +46,6 @@ __all__ = [
     "construct_extended_resources",
     "convert_resources_to_resource_model",
     "pod_spec_from_resources",
-    "resources_to_k8s",
 ]
 
 Scalar: TypeAlias = str | int | float
@@ -362,15 +361,3 @@ def pod_spec_from_resources(
             )
         ]
     )
-
-
-def resources_to_k8s(spec: Resources, gpu_key: str = "gpu") -> dict[str, str]:
-    """A Resources of single values as a Kubernetes resource list with canonical quantities:
-    ``Resources(cpu=0.5, mem="1Gi")`` -> ``{"cpu": "500m", "memory": "1Gi"}``. Pairs raise ``ValueError``."""
-    result: dict[str, str] = {}
-    names = _k8s_names(gpu_key)
-    for field in _FIELDS:
-        value = getattr(spec, field)
-        if value is not None:
-            result[names[field]] = canonical_quantity(_singular(value))  # type: ignore[arg-type]
-    return result

@@ -1,8 +1,10 @@
-"""Pod annotations → a typed resource request, or one `InvalidAnnotation` naming the annotation and its value.
+"""Pod annotations → the IDL flytekit would send, or one `InvalidAnnotation` naming the annotation and its value.
 
 Field names follow flytekit (`cpu`, `mem`, `gpu`, `ephemeral_storage`; `memory` and `ephemeral-storage` are
 accepted too). Values come as flytekit `Resources` JSON (`{"cpu": ["1", "2"], "mem": "4Gi"}`) or in the compact
-form `cpu=1:2,mem=4Gi` where `a:b` is (request, limit).
+form `cpu=1:2,mem=4Gi` where `a:b` is (request, limit). They become flytekit's `Resources` and, through
+`convert_resources_to_resource_model` and `construct_extended_resources`, flyteidl's `Resources` and
+`ExtendedResources`: what the backend (`webhook.engine.pod`) reads, as flyteplugins reads a task's IDL.
 """
 
 from __future__ import annotations
@@ -11,22 +13,22 @@ import functools
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flyteidl.core import tasks_pb2
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
-from webhook.engine.accelerators import Accelerator, BaseAccelerator, accelerator_from_idl, lookup_accelerator
-from webhook.engine.catalog import find_device
+from webhook.engine.accelerators import BaseAccelerator, accelerator_from_idl, lookup_accelerator
+from webhook.engine.catalog import DeviceClass, find_device
 from webhook.engine.excerpt import SHOWN_CHARS, bounded, excerpt, shown, utf8_size
 from webhook.engine.kubenames import is_dns_label, is_label_value
-from webhook.engine.names import FIELD_TO_K8S, FLYTE2_SHARED_MEMORY_MOUNT_NAME
+from webhook.engine.names import FLYTE2_SHARED_MEMORY_MOUNT_NAME, IDL_TO_K8S, RESOURCE_FIELDS
 from webhook.engine.names import SHARED_MEMORY_MOUNT_NAME as SHM_MOUNT_NAME
 from webhook.engine.names import SHARED_MEMORY_MOUNT_PATH as SHM_MOUNT_PATH
 from webhook.engine.quantity import canonical_quantity, parse_quantity
-from webhook.engine.resources import Resources
+from webhook.engine.resources import Resources, construct_extended_resources, convert_resources_to_resource_model
 from webhook.mutation.decision import Denied
 from webhook.mutation.flyte2 import Flyte2Extras, pop_device_class, split_flyte2_fields
 
@@ -52,7 +54,6 @@ INPUT_KEYS = (
 )
 FLYTE_PRIMARY_CONTAINER_ANNOTATION = "primary_container_name"
 
-_K8S_NAMES = FIELD_TO_K8S
 _RESOURCE_NAME = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
@@ -84,31 +85,78 @@ class InvalidAnnotation(Denied):
         super().__init__(bounded(f"{where}: {reason}"))
 
 
-@dataclass(frozen=True)
-class SharedMemory:
-    size_limit: str | None = None
-    mount_name: str = SHM_MOUNT_NAME
-    mount_path: str = SHM_MOUNT_PATH
+def shared_memory_message(
+    size_limit: str | None = None, mount_name: str = SHM_MOUNT_NAME, mount_path: str = SHM_MOUNT_PATH
+) -> tasks_pb2.SharedMemory:
+    """The IDL `SharedMemory` a task sends: flytekit's `/dev/shm` mount by default, with or without a size."""
+    memory = tasks_pb2.SharedMemory(mount_name=mount_name, mount_path=mount_path)
+    if size_limit:
+        memory.size_limit = size_limit
+    return memory
+
+
+def flytekit_shared_memory(size_limit: str | None = None) -> tasks_pb2.SharedMemory:
+    """flytekit's `shared_memory=True` (no size) or `shared_memory="<size>"`, as `construct_extended_resources`
+    encodes it."""
+    extended = construct_extended_resources(shared_memory=size_limit or True)
+    assert extended is not None  # shared memory was asked for
+    return extended.shared_memory
 
 
 @dataclass(frozen=True)
 class ResourceRequest:
-    """Everything our annotations ask of one pod; Kubernetes resource names, `gpu` for the pod's GPU key."""
+    """Everything our annotations ask of one pod, as the IDL flytekit sends: `resources` from
+    `convert_resources_to_resource_model`, `extended` from `construct_extended_resources` (or the
+    `extended-resources` annotation as it stands), `device_class` flyteidl2's field beside the 1.x accelerator.
+    `accelerator` is `extended`'s accelerator decoded once (what policies, the GPU resource and the summary
+    read). Never modified once built: cached per annotation set."""
 
     prefix: str
     given: Mapping[str, str]
-    requests: Mapping[str, str] = field(default_factory=dict)
-    limits: Mapping[str, str] = field(default_factory=dict)
+    resources: tasks_pb2.Resources = field(default_factory=tasks_pb2.Resources)
+    extended: tasks_pb2.ExtendedResources | None = None
+    device_class: DeviceClass | None = None
     accelerator: BaseAccelerator | None = None
     accelerator_from: str | None = None
-    shared_memory: SharedMemory | None = None
     shared_memory_from: str | None = None
     gpu_resource_key: str | None = None
     container: str | None = None
 
     @property
     def touches_resources(self) -> bool:
-        return bool(self.requests or self.limits)
+        return bool(self.resources.requests or self.resources.limits)
+
+    @property
+    def requests(self) -> dict[str, str]:
+        """The IDL requests under Kubernetes names (`gpu`: the pod's GPU resource), canonical, zeros kept."""
+        return _k8s_view(self.resources.requests)
+
+    @property
+    def limits(self) -> dict[str, str]:
+        """The IDL limits, as `requests` shows the requests."""
+        return _k8s_view(self.resources.limits)
+
+    @property
+    def gpu_accelerator(self) -> tasks_pb2.GPUAccelerator | None:
+        extended = self.extended
+        return extended.gpu_accelerator if extended is not None and extended.HasField("gpu_accelerator") else None
+
+    @property
+    def shared_memory(self) -> tasks_pb2.SharedMemory | None:
+        extended = self.extended
+        return extended.shared_memory if extended is not None and extended.HasField("shared_memory") else None
+
+    def with_shared_memory(self, memory: tasks_pb2.SharedMemory) -> ResourceRequest:
+        """This request with `memory` as its shared memory (a policy's default); this one is left as it is."""
+        extended = tasks_pb2.ExtendedResources()
+        if self.extended is not None:
+            extended.CopyFrom(self.extended)
+        extended.shared_memory.CopyFrom(memory)
+        return replace(self, extended=extended)
+
+
+def _k8s_view(entries: Any) -> dict[str, str]:
+    return {IDL_TO_K8S[entry.name]: canonical_quantity(entry.value) for entry in entries}
 
 
 def our_keys(annotations: Mapping[str, str] | None, prefix: str) -> dict[str, str]:
@@ -150,8 +198,8 @@ def read_annotations(annotations: Mapping[str, object], prefix: str) -> Resource
 # The pods of a map task or a burst of executions carry the same annotations: parse each distinct set once.
 # Only successful parses are cached (an exception is not), and the result is never modified by its users.
 # The cache is bounded in bytes: only sets of values totalling at most `_CACHED_BYTES` are kept (every real
-# set is far smaller), and an entry holds those values plus a result made of canonical quantities (each at most
-# 64 characters) and short names, so 1024 entries stay under ~1024 × (4 KiB + ~2 KiB) ≈ 6 MiB.
+# set is far smaller), and an entry holds those values plus a result of IDL messages holding quantities (each at
+# most 64 characters) and short names, so 1024 entries stay under ~1024 × (4 KiB + ~2 KiB) ≈ 6 MiB.
 _CACHED_BYTES = MAX_VALUE_BYTES
 
 
@@ -161,6 +209,34 @@ def _read_cached(items: tuple[tuple[str, str], ...], prefix: str) -> ResourceReq
 
 
 def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
+    _check_keys(given, prefix)
+    resources, extras = _read_resources(given, prefix)
+    stated: tuple[BaseAccelerator | None, tasks_pb2.SharedMemory | None] = (None, None)
+    if EXTENDED_RESOURCES in given:
+        stated = _parse_extended(prefix + EXTENDED_RESOURCES, given[EXTENDED_RESOURCES])
+    accelerator, accelerator_from, device_class = _read_accelerator(given, prefix, stated[0], extras)
+    memory, memory_from = _read_shared_memory(given, prefix, stated[1], extras)
+    extended = construct_extended_resources(accelerator=accelerator)
+    if memory is not None:
+        extended = extended or tasks_pb2.ExtendedResources()
+        extended.shared_memory.CopyFrom(memory)
+    return ResourceRequest(
+        prefix=prefix,
+        given=given,
+        resources=resources,
+        extended=extended,
+        device_class=device_class,
+        accelerator=None
+        if extended is None or accelerator is None
+        else accelerator_from_idl(extended.gpu_accelerator, device_class),
+        accelerator_from=accelerator_from,
+        shared_memory_from=memory_from,
+        gpu_resource_key=_read_gpu_resource_key(given, prefix),
+        container=_read_container(given, prefix),
+    )
+
+
+def _check_keys(given: Mapping[str, str], prefix: str) -> None:
     for name, value in given.items():
         if name not in INPUT_KEYS:
             valid = ", ".join(prefix + k for k in INPUT_KEYS)
@@ -173,39 +249,35 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
             "please only set `resources`",
         )
 
-    requests: dict[str, str] = {}
-    limits: dict[str, str] = {}
+
+def _read_resources(given: Mapping[str, str], prefix: str) -> tuple[tasks_pb2.Resources, Flyte2Extras]:
+    """The resource annotations as flytekit's `Resources` for requests and for limits, through
+    `convert_resources_to_resource_model`. A single value in `resources` sets both sides."""
+    requests: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
     extras = Flyte2Extras()
     if RESOURCES in given:
         parsed, extras = _parse_resources(prefix + RESOURCES, given[RESOURCES], pairs=True)
         for name, (request, limit) in parsed.items():
-            requests[name] = request
-            limits[name] = limit
+            requests[name], limits[name] = request, limit
     if REQUESTS in given:
         requests = {k: v for k, (v, _) in _parse_resources(prefix + REQUESTS, given[REQUESTS])[0].items()}
     if LIMITS in given:
         limits = {k: v for k, (v, _) in _parse_resources(prefix + LIMITS, given[LIMITS])[0].items()}
+    return convert_resources_to_resource_model(Resources(**requests), Resources(**limits)), extras
 
-    accelerator, accelerator_from, shared_memory, shared_memory_from = None, None, None, None
-    if EXTENDED_RESOURCES in given:
-        accelerator, shared_memory = _parse_extended(prefix + EXTENDED_RESOURCES, given[EXTENDED_RESOURCES])
-        accelerator_from = shared_memory_from = EXTENDED_RESOURCES
-        if accelerator is None:
-            accelerator_from = None
-        if shared_memory is None:
-            shared_memory_from = None
-    # Flyte 2's `gpu` device and `shm` in `resources` replace those parts of extended-resources; like a
-    # node-level override in Flyte, a specific annotation below replaces that part of either.
+
+def _read_accelerator(
+    given: Mapping[str, str], prefix: str, stated: BaseAccelerator | None, extras: Flyte2Extras
+) -> tuple[BaseAccelerator | None, str | None, DeviceClass | None]:
+    """The accelerator, where it comes from, and its explicit device class. Flyte 2's `gpu` device in
+    `resources` replaces extended-resources' accelerator; like a node-level override in Flyte, the
+    `accelerator` annotation replaces either."""
+    accelerator, source = stated, EXTENDED_RESOURCES if stated is not None else None
     if extras.accelerator is not None:
-        accelerator, accelerator_from = extras.accelerator, RESOURCES
-    if extras.shm is not None:
-        shared_memory = SharedMemory(size_limit=extras.shm or None, mount_name=FLYTE2_SHARED_MEMORY_MOUNT_NAME)
-        shared_memory_from = RESOURCES
+        accelerator, source = extras.accelerator, RESOURCES
     if ACCELERATOR in given:
-        accelerator, accelerator_from = (
-            _parse_accelerator(prefix + ACCELERATOR, given[ACCELERATOR]),
-            ACCELERATOR,
-        )
+        accelerator, source = _parse_accelerator(prefix + ACCELERATOR, given[ACCELERATOR]), ACCELERATOR
         if extras.accelerator is not None and _contradict(extras.accelerator, accelerator):
             raise InvalidAnnotation(
                 prefix + ACCELERATOR,
@@ -213,37 +285,45 @@ def _read(given: dict[str, str], prefix: str) -> ResourceRequest:
                 f"contradicts the gpu device of {prefix}{RESOURCES} ({_device_text(extras.accelerator)} there, "
                 f"{_device_text(accelerator)} here): a pod gets one device type; name it in one of the two",
             )
+    device_class = accelerator.device_class if accelerator is not None and accelerator.has_device_class else None
+    return accelerator, source, device_class
+
+
+def _read_shared_memory(
+    given: Mapping[str, str], prefix: str, stated: tasks_pb2.SharedMemory | None, extras: Flyte2Extras
+) -> tuple[tasks_pb2.SharedMemory | None, str | None]:
+    """The shared memory and where it comes from; `shared-memory: false` is a source that asks for none."""
+    memory, source = stated, EXTENDED_RESOURCES if stated is not None else None
+    if extras.shm is not None:  # Flyte 2's SDK names its volume otherwise
+        memory = shared_memory_message(size_limit=extras.shm or None, mount_name=FLYTE2_SHARED_MEMORY_MOUNT_NAME)
+        source = RESOURCES
     if SHARED_MEMORY in given:
-        shared_memory = _parse_shared_memory(prefix + SHARED_MEMORY, given[SHARED_MEMORY])
-        shared_memory_from = SHARED_MEMORY
+        memory, source = _parse_shared_memory(prefix + SHARED_MEMORY, given[SHARED_MEMORY]), SHARED_MEMORY
+    return memory, source
 
+
+def _read_gpu_resource_key(given: Mapping[str, str], prefix: str) -> str | None:
     gpu_key = given.get(GPU_RESOURCE_KEY)
-    if gpu_key is not None:
-        gpu_key = gpu_key.strip()
-        if len(gpu_key) > 253 or not _RESOURCE_NAME.match(gpu_key):
-            raise InvalidAnnotation(
-                prefix + GPU_RESOURCE_KEY,
-                given[GPU_RESOURCE_KEY],
-                "not an extended resource name like 'nvidia.com/gpu' or 'amd.com/gpu'",
-            )
-    container = given.get(CONTAINER)
-    if container is not None:
-        container = container.strip()
-        if not is_dns_label(container):
-            raise InvalidAnnotation(prefix + CONTAINER, given[CONTAINER], "not a valid container name")
+    if gpu_key is None:
+        return None
+    gpu_key = gpu_key.strip()
+    if len(gpu_key) > 253 or not _RESOURCE_NAME.match(gpu_key):
+        raise InvalidAnnotation(
+            prefix + GPU_RESOURCE_KEY,
+            given[GPU_RESOURCE_KEY],
+            "not an extended resource name like 'nvidia.com/gpu' or 'amd.com/gpu'",
+        )
+    return gpu_key
 
-    return ResourceRequest(
-        prefix=prefix,
-        given=given,
-        requests=requests,
-        limits=limits,
-        accelerator=accelerator,
-        accelerator_from=accelerator_from,
-        shared_memory=shared_memory,
-        shared_memory_from=shared_memory_from,
-        gpu_resource_key=gpu_key,
-        container=container,
-    )
+
+def _read_container(given: Mapping[str, str], prefix: str) -> str | None:
+    container = given.get(CONTAINER)
+    if container is None:
+        return None
+    container = container.strip()
+    if not is_dns_label(container):
+        raise InvalidAnnotation(prefix + CONTAINER, given[CONTAINER], "not a valid container name")
+    return container
 
 
 def _contradict(a: BaseAccelerator, b: BaseAccelerator) -> bool:
@@ -268,9 +348,9 @@ def _device_text(accelerator: BaseAccelerator) -> str:
 
 def _parse_resources(
     annotation: str, text: str, *, pairs: bool = False
-) -> tuple[dict[str, tuple[str, str]], Flyte2Extras]:
-    """Kubernetes name → (request, limit) canonical quantities, a single value standing for both; and what
-    Flyte 2 fields (`gpu` device, `shm`) ask beyond them."""
+) -> tuple[dict[str, tuple[Any, Any]], Flyte2Extras]:
+    """flytekit's field → (request, limit) as given, a single value standing for both; and what Flyte 2 fields
+    (`gpu` device, `shm`) ask beyond them."""
     stripped = text.strip()
     if not stripped:
         raise InvalidAnnotation(annotation, text, "empty value; expected e.g. 'cpu=1,mem=2Gi'")
@@ -282,8 +362,8 @@ def _parse_resources(
         resources = Resources.from_mapping(data)
     except (ValueError, TypeError, AssertionError) as exc:
         raise InvalidAnnotation(annotation, text, _reason(exc)) from None
-    out: dict[str, tuple[str, str]] = {}
-    for attr, k8s_name in _K8S_NAMES.items():
+    out: dict[str, tuple[Any, Any]] = {}
+    for attr in RESOURCE_FIELDS:
         value = getattr(resources, attr)
         if value is None:
             continue
@@ -295,7 +375,7 @@ def _parse_resources(
             request, limit = value
         else:
             request = limit = value
-        out[k8s_name] = (canonical_quantity(request), canonical_quantity(limit))
+        out[attr] = (request, limit)
     return out, extras
 
 
@@ -402,10 +482,10 @@ def _parse_accelerator(annotation: str, text: str) -> BaseAccelerator:
         raise InvalidAnnotation(annotation, text, _reason(exc)) from None
 
 
-def _parse_shared_memory(annotation: str, text: str) -> SharedMemory | None:
+def _parse_shared_memory(annotation: str, text: str) -> tasks_pb2.SharedMemory | None:
     value = text.strip()
     if value.lower() == "true":
-        return SharedMemory()
+        return flytekit_shared_memory()
     if value.lower() == "false":
         return None
     try:
@@ -414,10 +494,12 @@ def _parse_shared_memory(annotation: str, text: str) -> SharedMemory | None:
         raise InvalidAnnotation(annotation, text, f"expected true, false or a size like 2Gi ({_reason(exc)})") from None
     if parse_quantity(value) == 0:
         raise InvalidAnnotation(annotation, text, "a size must be above zero (use true for the default size)")
-    return SharedMemory(size_limit=canonical_quantity(value))
+    return flytekit_shared_memory(canonical_quantity(value))
 
 
-def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None, SharedMemory | None]:
+def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None, tasks_pb2.SharedMemory | None]:
+    """The `extended-resources` annotation: flyteidl's `ExtendedResources` JSON (plus flyteidl2's
+    `deviceClass` in `gpuAccelerator`), its accelerator decoded and its shared memory size canonical."""
     message = tasks_pb2.ExtendedResources()
     _check_json_depth(annotation, text)
     try:
@@ -430,14 +512,9 @@ def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None,
         raise InvalidAnnotation(annotation, text, f"not flyteidl ExtendedResources JSON: {_reason(exc)}") from None
     if message.HasField("gpu_accelerator"):
         _check_gpu_accelerator(annotation, text, message.gpu_accelerator)
-    accelerator = accelerator_from_idl(message.gpu_accelerator) if message.HasField("gpu_accelerator") else None
-    if accelerator is not None and device_class is not None:  # flyteidl2's field, read beside the 1.x message
-        accelerator = Accelerator(
-            accelerator.device,
-            accelerator.partition_size,
-            unpartitioned=accelerator.is_unpartitioned,
-            device_class=device_class,
-        )
+    accelerator = (
+        accelerator_from_idl(message.gpu_accelerator, device_class) if message.HasField("gpu_accelerator") else None
+    )
     shared = None
     if message.HasField("shared_memory"):
         shm = message.shared_memory
@@ -453,5 +530,5 @@ def _parse_extended(annotation: str, text: str) -> tuple[BaseAccelerator | None,
                 raise InvalidAnnotation(
                     annotation, text, f"sharedMemory: Unable to parse size limit: {_reason(exc)}"
                 ) from None
-        shared = SharedMemory(size_limit=size, mount_name=shm.mount_name, mount_path=shm.mount_path)
+        shared = shared_memory_message(size_limit=size, mount_name=shm.mount_name, mount_path=shm.mount_path)
     return accelerator, shared

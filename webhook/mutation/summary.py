@@ -7,10 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from flyteidl.core import tasks_pb2
 
 from webhook.engine.accelerators import BaseAccelerator
 from webhook.engine.config import Policy
-from webhook.mutation.annotations import APPLIED, ResourceRequest, SharedMemory
+from webhook.mutation.annotations import APPLIED, ResourceRequest
 
 
 def summary(
@@ -21,7 +22,7 @@ def summary(
     *,
     resolved_resources: bool = False,
     policy: Policy | None = None,
-    shared_memory: SharedMemory | None = None,
+    shared_memory: tasks_pb2.SharedMemory | None = None,
 ) -> str:
     """What `pod` (as planned) now carries from us: the policy, the target container's resources when we set
     them, the accelerator and the GPU resource name, and the shared memory."""

@@ -17,7 +17,7 @@ from typing import Any
 # Each case: (id, expression). The namespace holds Resources, ResourceSpec, convert_resources_to_resource_model,
 # construct_extended_resources, pod_spec_from_resources and every accelerator name.
 CASES: list[tuple[str, str]] = [
-    # §8.1 Resources / ResourceSpec
+    # flytekit.core.resources: Resources / ResourceSpec
     ("v1", "Resources(cpu=0.5)"),
     ("v2", "Resources(cpu=(1,))"),
     ("v3", "Resources(cpu=[1, 2, 3])"),
@@ -57,7 +57,7 @@ CASES: list[tuple[str, str]] = [
     ("spec_from_dict", "ResourceSpec.from_dict({'requests': {'cpu': '1'}, 'limits': {'mem': '1Gi', 'x': 1}})"),
     ("spec_from_multiple_empty", "ResourceSpec.from_multiple_resource(Resources())"),
     ("spec_from_multiple_list", "ResourceSpec.from_multiple_resource(Resources(cpu=[0.5, '1'], mem=1024))"),
-    # §8.2 convert_resources_to_resource_model
+    # convert_resources_to_resource_model (the override encoding)
     (
         "v16",
         "convert_resources_to_resource_model(requests=Resources(cpu=1, mem=1024, gpu=1, ephemeral_storage=500),"
@@ -79,7 +79,7 @@ CASES: list[tuple[str, str]] = [
     ("v21b", "convert_resources_to_resource_model(limits=Resources(mem=['1Gi', '2Gi']))"),
     ("v30", "convert_resources_to_resource_model(requests=Resources(cpu=0.5, mem=1024))"),
     ("crm_limits_only", "convert_resources_to_resource_model(limits=Resources(gpu=2))"),
-    # §8.3 construct_extended_resources
+    # construct_extended_resources
     ("v31a", "construct_extended_resources()"),
     ("v31b", "construct_extended_resources(shared_memory=False)"),
     ("v31c", "construct_extended_resources(shared_memory=1024)"),
@@ -104,7 +104,7 @@ CASES: list[tuple[str, str]] = [
     ("mig_partitioned_unpartitioned", "A100.partitioned('3g.20gb').unpartitioned.to_flyte_idl()"),
     ("v5p_partitioned", "V5P.partitioned('2x2x2').to_flyte_idl()"),
     ("gpu_custom", "GPUAccelerator('amd-mi300x').to_flyte_idl()"),
-    # §8.4 pod_spec_from_resources (flytekit run with kubernetes 36.0.3)
+    # pod_spec_from_resources (flytekit run with kubernetes 36.0.3)
     (
         "v40",
         "pod_spec_from_resources('p', requests=Resources(cpu='1', mem='1Gi'),"

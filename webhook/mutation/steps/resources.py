@@ -28,9 +28,9 @@ def apply_resources(context: Context, state: State) -> State:
         result = apply_container_resources(
             state.pod,
             target,
-            requests=request.requests,
-            limits=request.limits,
+            resources=request.resources,
             config=context.config,
             gpu_resource_name=context.gpu_name,
+            accelerator=request.accelerator,
         )
     return recorded(context, state, names, source, result, target, resolved_resources=True)

@@ -4,7 +4,7 @@ asks nothing of it."""
 from __future__ import annotations
 
 from webhook.engine.pod import apply_shared_memory
-from webhook.mutation.annotations import SharedMemory
+from webhook.mutation.annotations import flytekit_shared_memory
 from webhook.mutation.policies import policy_label
 from webhook.mutation.steps.state import Attributed, Context, State, recorded
 from webhook.mutation.steps.target import known_target, target_container
@@ -16,9 +16,7 @@ def apply_shared_memory_request(context: Context, state: State) -> State:
         return state
     target = state.target or target_container(context.pod, context.request)
     with Attributed(context, [source], ""):
-        result = apply_shared_memory(
-            state.pod, target, size_limit=shm.size_limit, mount_name=shm.mount_name, mount_path=shm.mount_path
-        )
+        result = apply_shared_memory(state.pod, target, shm)
     return recorded(context, state, [source], "", result, target)
 
 
@@ -32,8 +30,8 @@ def apply_policy_shared_memory(context: Context, state: State) -> State:
     target = state.target or known_target(context.pod, context.request)
     if target is None:
         return state
-    size = default if isinstance(default, str) else None
+    memory = flytekit_shared_memory(default if isinstance(default, str) else None)
     source = f"{policy_label(policy)} shared-memory"
     with Attributed(context, [], source):
-        result = apply_shared_memory(state.pod, target, size_limit=size)
-    return recorded(context, state, [], source, result, target, shared_memory=SharedMemory(size_limit=size))
+        result = apply_shared_memory(state.pod, target, memory)
+    return recorded(context, state, [], source, result, target, shared_memory=memory)

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from flyteidl.core import tasks_pb2
+
 from webhook.engine.config import Policy, WebhookConfig
 from webhook.engine.errors import Refusal
 from webhook.engine.pod import Change, Result
-from webhook.mutation.annotations import InvalidAnnotation, ResourceRequest, SharedMemory
+from webhook.mutation.annotations import InvalidAnnotation, ResourceRequest
 from webhook.mutation.decision import Denied
 from webhook.mutation.policies import credit, policy_label
 
@@ -61,7 +63,7 @@ class State:
     pod: Mapping[str, Any]
     target: str | None = None
     steps: tuple[Step, ...] = ()
-    shared_memory: SharedMemory | None = None
+    shared_memory: tasks_pb2.SharedMemory | None = None
     resolved_resources: bool = False
 
     def noted(self, step: Step, pod: Mapping[str, Any] | None = None) -> State:
@@ -107,7 +109,7 @@ def recorded(
     target: str | None,
     *,
     resolved_resources: bool = False,
-    shared_memory: SharedMemory | None = None,
+    shared_memory: tasks_pb2.SharedMemory | None = None,
 ) -> State:
     """The state after a step that changed `target`: its pod and its record (notes crediting the policy keep their
     kind); `resolved_resources` and `shared_memory` say what the summary records besides the resources."""
