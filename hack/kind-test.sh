@@ -79,16 +79,51 @@ registry_reachable() {  # any HTTP answer (401 included) from both registries ki
   done
 }
 
+# Where the capability bounding set lacks CAP_SYS_RESOURCE, Docker cannot start a --privileged container (a kind
+# node) with runc alone: the runtime hack/kind/runc-capfix drops that capability from the container's spec first.
+CAPFIX=$KIND_DIR/runc-capfix
+needs_capfix() {
+  local bnd
+  bnd=$(awk '/^CapBnd/ {print $2}' /proc/self/status 2>/dev/null || true)
+  [ -n "$bnd" ] && [ $(( 0x$bnd >> 24 & 1 )) -eq 0 ]
+}
+
 # A Docker engine: started here only where dockerd is installed, not answering, and we are root (a laptop's
 # Docker Desktop or systemd-managed engine is left alone).
 ensure_docker() {
   command -v docker >/dev/null || return 0
-  docker info >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
+  local runtime=()
+  if needs_capfix; then
+    mkdir -p "$KIND_DIR" && install -m 0755 "$REPO_ROOT/hack/kind/runc-capfix" "$CAPFIX"
+    runtime=(--add-runtime "frw-capfix=$CAPFIX" --default-runtime frw-capfix)
+  fi
+  if ! docker info >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v dockerd >/dev/null; then
     mkdir -p "$CACHE_ROOT"
-    say "starting dockerd (log: $CACHE_ROOT/dockerd.log)"
-    nohup dockerd >> "$CACHE_ROOT/dockerd.log" 2>&1 < /dev/null &
-    for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
+    say "starting dockerd ${runtime[*]} (log: $CACHE_ROOT/dockerd.log)"
+    nohup dockerd "${runtime[@]}" >> "$CACHE_ROOT/dockerd.log" 2>&1 < /dev/null &
+    for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
+  if [ ${#runtime[@]} -gt 0 ] && docker info >/dev/null 2>&1 &&
+    [ "$(docker info --format '{{.DefaultRuntime}}')" != frw-capfix ]; then
+    # A running engine learns a runtime from its config file on SIGHUP (runtimes are reloadable).
+    [ "$(id -u)" = 0 ] && [ -f /var/run/docker.pid ] ||
+      die "no CAP_SYS_RESOURCE here: Docker needs the runtime $CAPFIX as its default (dockerd --add-runtime frw-capfix=$CAPFIX --default-runtime frw-capfix)"
+    say "registering the runtime frw-capfix ($CAPFIX) in /etc/docker/daemon.json and reloading dockerd (SIGHUP)"
+    mkdir -p /etc/docker
+    "$PYTHON" - "$CAPFIX" <<'PY'
+import json, pathlib, sys
+path = pathlib.Path("/etc/docker/daemon.json")
+config = json.loads(path.read_text()) if path.is_file() and path.read_text().strip() else {}
+config.setdefault("runtimes", {})["frw-capfix"] = {"path": sys.argv[1]}
+config["default-runtime"] = "frw-capfix"
+path.write_text(json.dumps(config, indent=2) + "\n")
+PY
+    kill -HUP "$(cat /var/run/docker.pid)"
+    for _ in $(seq 1 40); do
+      [ "$(docker info --format '{{.DefaultRuntime}}' 2>/dev/null)" = frw-capfix ] && return 0
+      sleep 0.5
+    done
+    die "dockerd did not take the runtime frw-capfix (see its log)"
   fi
 }
 
@@ -196,6 +231,7 @@ config_args=(config)
 create_args=(create cluster --name "$CLUSTER" --kubeconfig "$KUBECONFIG" --config "$WORK/kind-config.yaml")
 [ -n "$NODE_IMAGE" ] && create_args+=(--image "$NODE_IMAGE")
 [ "$OFFLINE" = 1 ] || create_args+=(--wait 300s)
+[ "${KEEP_CLUSTER:-0}" = 1 ] && create_args+=(--retain)
 created=1
 "$KIND" "${create_args[@]}"
 

@@ -160,7 +160,7 @@ RUN set -e; cd /kindfiles; \\
     cp etc/crictl.yaml /etc/; mkdir -p /etc/containerd /etc/default /etc/sysctl.d; \\
     cp etc/containerd/* /etc/containerd/; cp etc/default/* /etc/default/; cp etc/sysctl.d/* /etc/sysctl.d/; \\
     cp -r etc/systemd/system/. /etc/systemd/system/; rm -rf /kindfiles; \\
-    mv /usr/local/bin/frw-oom-quirk /kind/bin/frw-oom-quirk.sh; \\
+    install -m 0755 /usr/local/bin/frw-oom-quirk /kind/bin/frw-oom-quirk.sh; rm /usr/local/bin/frw-oom-quirk; \\
     printf '[Service]\\nExecStartPre=/kind/bin/frw-oom-quirk.sh\\n' \\
       > /etc/systemd/system/containerd.service.d/10-frw-oom.conf; \\
     mkdir -p /opt/cni/bin; \\
@@ -229,8 +229,10 @@ def assemble(tag: str, base: str, bins: dict[str, Path], images: list[str]) -> N
         pause = f"registry.k8s.io/pause:{PAUSE_TAGS[0]}"
         for other in PAUSE_TAGS[1:]:
             sh(f"ctr -n k8s.io images tag --force {pause} registry.k8s.io/pause:{other}")
+        # The container's PID 1 (sleep) reaps nobody: containerd has stopped once it is a zombie.
         sh(
-            "pid=$(cat /run/frw-containerd.pid); kill $pid; while kill -0 $pid 2>/dev/null; do sleep 0.2; done; "
+            "pid=$(cat /run/frw-containerd.pid); kill $pid; "
+            "while [ -e /proc/$pid ] && ! grep -q '^State:.Z' /proc/$pid/status; do sleep 0.2; done; "
             "rm -f /var/log/containerd-build.log /run/frw-containerd.pid"
         )
         docker("commit", "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]', container, tag)
