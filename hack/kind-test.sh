@@ -245,9 +245,12 @@ fi
 say "patching the node pools' GPU/TPU/Neuron capacity into the workers' status"
 (cd "$REPO_ROOT" && "$PYTHON" -m hack.cluster.kind capacity)
 
+# Only where the chart's pods can run: the nodes without taints (the tainted pools' workers run the test pods, whose
+# sandbox image every node has).
+untainted=$("$KUBECTL" get nodes -o go-template='{{range .items}}{{if not .spec.taints}}{{.metadata.name}},{{end}}{{end}}')
 for image in "${LOAD[@]}"; do
-  say "loading $image into the cluster"
-  "$KIND" load docker-image "$image" --name "$CLUSTER"
+  say "loading $image into the untainted nodes (${untainted%,})"
+  "$KIND" load docker-image "$image" --name "$CLUSTER" --nodes "${untainted%,}"
 done
 
 if [ "$CERT_MODE" = cert-manager ]; then
@@ -279,7 +282,7 @@ for preset in eks gke karpenter gfd amd; do
   "$HELM" install "frw-preset-$preset" "$REPO_ROOT/charts/flyte-resources-webhook" \
     --namespace "frw-preset-$preset" --create-namespace \
     --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
-    --set certificates.mode="$CERT_MODE" --set config.preset="$preset" \
+    --set certificates.mode="$CERT_MODE" --set config.preset="$preset" --set fullnameOverride="frw-preset-$preset" \
     --set-json "webhook.objectSelector={\"matchLabels\":{\"e2e.flyte.org/webhook\":\"preset-$preset\"}}" \
     --wait --timeout 300s
 done
