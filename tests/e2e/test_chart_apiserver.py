@@ -210,6 +210,10 @@ def test_rendered_chart_passes_server_side_dry_run(
 def test_manifests_pass_server_side_dry_run(
     cluster: Cluster, crd_kinds: set[tuple[str, str]], variant: manifests.Variant
 ) -> None:
+    if not isinstance(cluster, LocalCluster):
+        # The manifests name the release's own namespace and objects: where the chart is installed (kind), the
+        # server-side apply merges with the live Deployment (self-managed "certs" + the cert-manager variant's).
+        pytest.skip("the manifests' dry run needs a cluster without the release installed (the local control plane)")
     path = manifests.MANIFESTS_DIR / variant.filename
     docs = without_unknown_crds(docs_of(path.read_text()), crd_kinds)
     result = dry_run_apply(cluster, docs)
