@@ -4,8 +4,8 @@
 #   1. pick the node image: $KIND_NODE_IMAGE if set; kind's default when a registry answers (registry.k8s.io and
 #      Docker Hub); otherwise the offline node image of hack/kind_image.py, built from Debian packages, Go modules
 #      and the project's own Kubernetes v1.36.3 build (hack/kind-tools.sh builds kind, kubeadm, kube-proxy, etcd,
-#      CoreDNS), cached under ~/.cache/flyte-resources-webhook (cold: 6-12 min here; warm: a `docker load` or
-#      nothing);
+#      CoreDNS), cached under ~/.cache/flyte-resources-webhook (cold: about 20 min here; warm: nothing, or a
+#      `docker load` of the cached tarball, 7 s);
 #   2. build the webhook image: `docker build` of the Dockerfile with a registry, `make images` (Debian's Python,
 #      wheels built on the host, the helm test's kubectl image from the cached kubectl) without one;
 #   3. create a kind cluster: a control plane + one worker per accelerator family (`python -m hack.cluster.kind
@@ -16,16 +16,19 @@
 #   4. with FRW_CERT_MODE=cert-manager, install cert-manager and wait for its webhook (needs a registry);
 #   5. helm install the chart (--wait), run `helm test`; helm install one more release per preset, each selecting
 #      only pods labelled e2e.flyte.org/webhook=preset-<name> (what the placement tests create);
-#   6. run tests/e2e against the cluster: pytest tests/e2e -m e2e --existing-cluster (tests that need a local
-#      webhook process or one node per pool say so and skip);
+#   6. run tests/e2e against the cluster: pytest tests/e2e -m e2e -rs --existing-cluster (tests that need the
+#      local cluster - a local webhook process, one node per pool, KWOK, their own release - say so and skip);
 #   7. delete the cluster (KEEP_CLUSTER=1 keeps it, and prints how to reach it).
 #
 # Needs: Linux or macOS with a Docker engine (started here as root when `dockerd` is installed but not running),
 # Python (make install), and with no registry also Go, debootstrap and the caches of `make control-plane node`.
 # kind, kubectl and helm come from the caches ($FRW_BIN_DIR, ~/.cache/flyte-resources-webhook/kind-<version>),
-# else PATH; kind is built with Go when missing. Where something is missing it says which and exits 1: it never
-# passes without having run the tests. Time here (2 shared cores, no registry): cold 25-35 min, warm 15-20 min;
-# see README ("kind").
+# else PATH; kind is built with Go when missing. Where the capability bounding set lacks CAP_SYS_RESOURCE (runc
+# then cannot start a --privileged kind node), hack/kind/runc-capfix becomes Docker's default runtime: passed to
+# the dockerd started here, or written to /etc/docker/daemon.json with a SIGHUP to a running one (as root).
+# Where something is missing it says which and exits 1: it never
+# passes without having run the tests. Time here (2 shared cores, no registry): the offline pieces the first time
+# about 20 min (CoreDNS 13 of them); then 5.5-6 min a run (the e2e suite 2.5 min of it); see README ("kind").
 #
 # Environment:
 #   FRW_CERT_MODE          self-managed (default) | cert-manager
