@@ -135,6 +135,9 @@ def shm_volume(pod: Pod, container_name: str) -> dict[str, Any]:
     return dict(volumes[0])
 
 
+SA_TOKEN = "kube-api-access-"  # the ServiceAccount admission plugin's token volume (real clusters, kind)
+
+
 def user_view(pod: Pod) -> dict[str, Any]:
     """What the webhook could change, with what the apiserver itself adds left out: for 'stored unchanged'."""
     annotations = {
@@ -151,14 +154,14 @@ def user_view(pod: Pod) -> dict[str, Any]:
                 "name": c["name"],
                 "requests": quantities(c, "requests"),
                 "limits": quantities(c, "limits"),
-                "volumeMounts": c.get("volumeMounts") or [],
+                "volumeMounts": [m for m in c.get("volumeMounts") or [] if not m["name"].startswith(SA_TOKEN)],
                 "env": c.get("env") or [],
                 "args": c.get("args") or [],
             }
             for c in spec["containers"]
         ],
         "initContainers": [c["name"] for c in spec.get("initContainers") or []],
-        "volumes": spec.get("volumes") or [],
+        "volumes": [v for v in spec.get("volumes") or [] if not v["name"].startswith(SA_TOKEN)],
         "affinity": spec.get("affinity") or {},
         "nodeSelector": spec.get("nodeSelector") or {},
         "tolerations": our_tolerations(pod),
@@ -465,7 +468,8 @@ def test_flyte_task_pod_primary_only(cluster: Cluster, namespace: str, via: str)
     assert after["initContainers"] == before["initContainers"]
     assert stored["spec"]["initContainers"][0].get("resources") in (None, {})
     assert after["labels"] == before["labels"]
-    assert not (get_container(stored, "metrics-sidecar").get("volumeMounts") or [])
+    sidecar_mounts = get_container(stored, "metrics-sidecar").get("volumeMounts") or []
+    assert not [m for m in sidecar_mounts if not m["name"].startswith(SA_TOKEN)]
 
 
 # --------------------------------------------------------------------------------------------- not intercepted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from hack.cluster import kind
@@ -49,13 +50,27 @@ def test_nodes_are_kwok_nodes_with_the_pool_and_preset_labels() -> None:
 def test_kind_workers_register_with_the_same_labels_and_taints() -> None:
     config = kind.cluster_config()
     workers = [n for n in config["nodes"] if n["role"] == "worker"]
-    assert len(workers) == sum(p.count for p in DATA.pools)
+    assert [w["labels"][POOL_LABEL] for w in workers] == list(kind.DEFAULT_POOLS)
     for worker in workers:
         pool = DATA.pool(worker["labels"][POOL_LABEL])
         assert {k: v for k, v in pool.labels.items()}.items() <= worker["labels"].items()
         patches = [yaml.safe_load(p) for p in worker.get("kubeadmConfigPatches", [])]
         taints = [t for p in patches for t in p["nodeRegistration"]["taints"]]
         assert taints == [dict(t) for t in pool.taints]
+    assert "networking" not in config  # kind's own CNI with its own images
+
+
+def test_kind_workers_cover_every_accelerator_family_and_the_offline_config_brings_its_own_network(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resources = {k.split("/")[0] for name in kind.DEFAULT_POOLS for k in DATA.pool(name).gpu_resources}
+    assert resources == {"nvidia.com", "aws.amazon.com", "google.com", "amd.com"}
+    monkeypatch.setenv("KIND_POOLS", "cpu, gke-a100")
+    config = kind.cluster_config(offline=True)
+    assert [n["labels"][POOL_LABEL] for n in config["nodes"] if n["role"] == "worker"] == ["cpu", "gke-a100"]
+    assert config["networking"] == {"disableDefaultCNI": True}
+    conf = kind.cni_config("10.244.3.0/24")
+    assert conf["plugins"][0]["ipam"]["ranges"] == [[{"subnet": "10.244.3.0/24"}]]
 
 
 def _tolerates(toleration: dict[str, str], taint: dict[str, str]) -> bool:
