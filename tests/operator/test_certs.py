@@ -486,3 +486,16 @@ def test_served_chain_through_an_intermediate_is_trusted_by_its_root(tmp_path: P
     (tmp_path / "tls.crt").write_bytes(leaf_pem)  # the intermediate not served: the root alone cannot vouch
     served.trusted = root_pem
     assert "not signed" in (served.problem() or "")
+
+
+def test_a_service_name_longer_than_a_common_name_is_served_by_its_san() -> None:
+    # A release named `frw-preset-karpenter` in namespace `flyte-resources-webhook` gives a 69-character
+    # `<svc>.<ns>.svc`: over X.509's 64-character commonName bound, which once stopped self-managed mode.
+    ca = certs.generate_ca()
+    long_name = "frw-preset-karpenter-flyte-resources-webhook.flyte-resources-webhook.svc"
+    cert_pem, _ = certs.issue_serving_cert(
+        ca_cert_pem=ca[0], ca_key_pem=ca[1], dns_names=[long_name], common_name=long_name
+    )
+    assert certs.cert_sans(cert_pem)[0] == {long_name}
+    subject = _load(cert_pem).subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    assert [a.value for a in subject] == ["flyte-resources-webhook"]

@@ -151,6 +151,15 @@ def generate_ca(
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
+# RFC 5280's upper bound for a commonName. Clients verify the subjectAltNames, so a longer name (a Service DNS name
+# of a long release name) goes into the certificate as a SAN only and the subject takes a name that fits.
+_COMMON_NAME_MAX = 64
+
+
+def _common_name(preferred: str) -> str:
+    return preferred if 0 < len(preferred) <= _COMMON_NAME_MAX else "flyte-resources-webhook"
+
+
 def issue_serving_cert(
     *,
     ca_cert_pem: bytes,
@@ -185,7 +194,7 @@ def issue_serving_cert(
     not_after = min(now + validity, ca_cert.not_valid_after_utc)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, _common_name(common_name))]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
