@@ -53,6 +53,9 @@ class KindLiveCluster(ChartRelease, ExistingCluster):
     """`$KUBECONFIG`'s kind cluster with the chart installed as `release` in `namespace`."""
 
     local = False
+    # kind's kubelets sync mounted ConfigMaps at the default syncFrequency (1 min; the local node's: 10 s), and
+    # its pods start on a node shared with the rest of the cluster.
+    pace = 3.0
 
     def __init__(
         self, run_dir: Path, *, release: str = RELEASE_NAME, namespace: str = WEBHOOK_NAMESPACE,

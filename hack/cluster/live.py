@@ -61,6 +61,8 @@ class ChartRelease:
     namespace: str
     _api: Any
     base_values: Mapping[str, Any] = {}
+    # How much longer than on the local node a mounted ConfigMap takes to reach the pods and a rollout to finish.
+    pace = 1.0
 
     def api_client(self) -> Any:
         """As `Cluster.api_client`, with a connection pool for the drills' concurrent creates."""

@@ -409,7 +409,8 @@ def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(li
             for _ in range(10)
         )
 
-    wait_until(lambda: serving("gke"), timeout=60, what="both replicas serving the edited config", interval=0.5)
+    wait_until(lambda: serving("gke"), timeout=60 * live.pace, what="both replicas serving the edited config",
+               interval=0.5)  # fmt: skip
     reload_s = time.monotonic() - start
     thread.join()
     # The edit made its field manager the owner of the config; helm 4 applies server-side, so the next plain
@@ -424,14 +425,14 @@ def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(li
     _assert_no_unmutated(burst)
     after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"] for p in live.webhook_pods()}
     assert after == before, "the same pods, not restarted"
-    wait_until(lambda: serving("eks"), timeout=60, what="the original config back", interval=0.5)
+    wait_until(lambda: serving("eks"), timeout=60 * live.pace, what="the original config back", interval=0.5)
 
 
 def test_upgrade_to_another_preset_under_load(live: Live, record_property: Any) -> None:
     """`helm upgrade` to `preset: gke` (the pods roll: maxSurge 1, maxUnavailable 0, preStop drain) while
     DRILL_PODS annotated pods are created: none fails, each is mutated by the old or the new config."""
     namespace = _namespace(live, "frw-live-upgrade")
-    burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25), prefix="up")
+    burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25) * live.pace, prefix="up")
     thread, out = in_background(burst.run)
     burst.started.wait(30)
     upgrade_s = live.upgrade({"config": {"preset": "gke"}})
