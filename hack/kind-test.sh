@@ -28,7 +28,8 @@
 # the dockerd started here, or written to /etc/docker/daemon.json with a SIGHUP to a running one (as root).
 # Where something is missing it says which and exits 1: it never
 # passes without having run the tests. Time here (2 shared cores, no registry): the offline pieces the first time
-# about 20 min (CoreDNS 13 of them); then 5.5-6 min a run (the e2e suite 2.5 min of it); see README ("kind").
+# about 20 min (CoreDNS 13 of them); then about 12 min a run (the e2e suite 9 min of it, the live-chart drills
+# about 5); see README ("kind").
 #
 # Environment:
 #   FRW_CERT_MODE          self-managed (default) | cert-manager

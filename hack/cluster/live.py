@@ -37,66 +37,32 @@ CHART_POD_LABEL = ("app.kubernetes.io/name", "flyte-resources-webhook")
 INSTALL_TIMEOUT = 180.0
 
 
-class LiveCluster(Cluster):
-    """The local control plane plus a real node; `install()` runs `helm install --wait` on it."""
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`over` on top of `base`, maps merged key by key (as helm merges values files)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
-    local = True
 
-    def __init__(
-        self, run_dir: Path, binaries: Binaries | None = None, *, release: str = RELEASE_NAME,
-        namespace: str = WEBHOOK_NAMESPACE,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.run_dir = run_dir
-        self.binaries = binaries or Binaries.locate()
-        self.kubectl_bin = str(self.binaries.kubectl)
-        self.helm_bin = str(self.binaries.helm)
-        self.release = release
-        self.namespace = namespace
-        self.network: NodeNetwork | None = None
-        self.control_plane: ControlPlane | None = None
-        self.node: RealNode | None = None
-        self.timings: dict[str, float] = {}
+class ChartRelease:
+    """A helm release of the chart on a cluster (`LiveCluster`, or a kind cluster: `hack.cluster.kind_live`): helm
+    install/upgrade/uninstall, the Deployment's pods, their review counters. `base_values` go under every install
+    and upgrade (e.g. the image a kind cluster had loaded); the local cluster has none."""
 
-    def start(self) -> LiveCluster:
-        require_root()
-        tarballs = images.tarballs()  # before anything starts: fails saying `make images`
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_leftovers()
-        start = time.monotonic()
-        try:
-            run_id = RealNode.new_run_id()
-            self.network = NodeNetwork.create(run_id)
-            self.control_plane = ControlPlane(
-                self.run_dir,
-                self.binaries,
-                bind_address=self.network.api_address,
-                api_port=443,
-                service_cidr=str(self.network.service_subnet),
-                service_account_admission=True,
-                apiserver_args=["--enable-aggregator-routing=true"],
-            )
-            self.node = RealNode(self.run_dir / "node", self.binaries, self.network, name=f"frw-node-{run_id}")
-            importing = self.node.start_runtime(tarballs)
-            self.control_plane.start()
-            self.kubeconfig = self.control_plane.kubeconfig
-            self.timings["control plane"] = time.monotonic() - start
-            credentials = self.control_plane.ca.issue(
-                "kubelet", common_name=f"system:node:{self.node.name}", organizations=("system:nodes",)
-            )
-            self.node.start_kubelet(importing, self.control_plane.server, self.control_plane.ca_file,
-                                    credentials.cert, credentials.key)  # fmt: skip
-            self.timings["images imported"] = time.monotonic() - start
-            self.control_plane.wait_ready()
-            from kubernetes import client
-
-            self.node.wait_ready(client.CoreV1Api(self.api_client()))
-            self.timings["node Ready"] = time.monotonic() - start
-            self.ensure_namespace(self.namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{REAL_NODE_LABEL}=true"})
-        except BaseException:
-            self.stop()
-            raise
-        return self
+    kubeconfig: Path
+    kubectl_bin: str
+    helm_bin: str
+    run_dir: Path
+    release: str
+    namespace: str
+    _api: Any
+    base_values: Mapping[str, Any] = {}
+    # How much longer than on the local node a mounted ConfigMap takes to reach the pods and a rollout to finish.
+    pace = 1.0
 
     def api_client(self) -> Any:
         """As `Cluster.api_client`, with a connection pool for the drills' concurrent creates."""
@@ -119,11 +85,17 @@ class LiveCluster(Cluster):
         )  # fmt: skip
 
     def _values_args(self, values: Mapping[str, Any] | None, name: str) -> list[str]:
-        if not values:
+        merged = _merge(self.base_values, values or {})
+        if not merged:
             return []
         path = self.run_dir / f"values-{name}.yaml"
-        path.write_text(yaml.safe_dump(dict(values)))
+        path.write_text(yaml.safe_dump(merged))
         return ["--values", str(path)]
+
+    def upgrade_args(self, values: Mapping[str, Any] | None = None) -> list[str]:
+        """The arguments after `helm upgrade` that `upgrade()` passes, without `--wait`."""
+        return [self.release, str(CHART_DIR), "--namespace", self.namespace, "--reset-values",
+                *self._values_args(values, "upgrade")]  # fmt: skip
 
     def install(self, values: Mapping[str, Any] | None = None, *, extra: Sequence[str] = ()) -> float:
         """`helm install --wait` of the chart; returns the seconds it took."""
@@ -189,6 +161,71 @@ class LiveCluster(Cluster):
             timeout=timeout, what=f"ServiceAccount {namespace}/default",
         )  # fmt: skip
 
+    def container_id(self, pod: dict[str, Any]) -> str:
+        return str(pod["status"]["containerStatuses"][0]["containerID"])
+
+
+class LiveCluster(ChartRelease, Cluster):
+    """The local control plane plus a real node; `install()` runs `helm install --wait` on it."""
+
+    local = True
+
+    def __init__(
+        self, run_dir: Path, binaries: Binaries | None = None, *, release: str = RELEASE_NAME,
+        namespace: str = WEBHOOK_NAMESPACE,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.run_dir = run_dir
+        self.binaries = binaries or Binaries.locate()
+        self.kubectl_bin = str(self.binaries.kubectl)
+        self.helm_bin = str(self.binaries.helm)
+        self.release = release
+        self.namespace = namespace
+        self.network: NodeNetwork | None = None
+        self.control_plane: ControlPlane | None = None
+        self.node: RealNode | None = None
+        self.timings: dict[str, float] = {}
+
+    def start(self) -> LiveCluster:
+        require_root()
+        tarballs = images.tarballs()  # before anything starts: fails saying `make images`
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers()
+        start = time.monotonic()
+        try:
+            run_id = RealNode.new_run_id()
+            self.network = NodeNetwork.create(run_id)
+            self.control_plane = ControlPlane(
+                self.run_dir,
+                self.binaries,
+                bind_address=self.network.api_address,
+                api_port=443,
+                service_cidr=str(self.network.service_subnet),
+                service_account_admission=True,
+                apiserver_args=["--enable-aggregator-routing=true"],
+            )
+            self.node = RealNode(self.run_dir / "node", self.binaries, self.network, name=f"frw-node-{run_id}")
+            importing = self.node.start_runtime(tarballs)
+            self.control_plane.start()
+            self.kubeconfig = self.control_plane.kubeconfig
+            self.timings["control plane"] = time.monotonic() - start
+            credentials = self.control_plane.ca.issue(
+                "kubelet", common_name=f"system:node:{self.node.name}", organizations=("system:nodes",)
+            )
+            self.node.start_kubelet(importing, self.control_plane.server, self.control_plane.ca_file,
+                                    credentials.cert, credentials.key)  # fmt: skip
+            self.timings["images imported"] = time.monotonic() - start
+            self.control_plane.wait_ready()
+            from kubernetes import client
+
+            self.node.wait_ready(client.CoreV1Api(self.api_client()))
+            self.timings["node Ready"] = time.monotonic() - start
+            self.ensure_namespace(self.namespace, annotations={NAMESPACE_NODE_SELECTOR: f"{REAL_NODE_LABEL}=true"})
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def log_files(self) -> dict[str, Path]:
         procs = list(self.control_plane.processes) if self.control_plane else []
         if self.node is not None:
@@ -198,9 +235,6 @@ class LiveCluster(Cluster):
             for path in sorted(self.node.pod_logs.glob("*/*/*.log")):
                 files[f"container {path.parent.parent.name}/{path.parent.name}"] = path
         return files
-
-    def container_id(self, pod: dict[str, Any]) -> str:
-        return str(pod["status"]["containerStatuses"][0]["containerID"])
 
     def kill_container(self, pod: dict[str, Any], sig: str = "SIGKILL") -> None:
         """Signal the pod's webhook container through containerd (SIGKILL: as the kernel's OOM killer would)."""

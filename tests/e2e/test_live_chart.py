@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from hack.cluster.chart import APPLIED_ANNOTATION, CHART_DIR, RELEASE_NAME, render_webhook_config
+from hack.cluster.kind_live import KindLiveCluster, NotKind
 from hack.cluster.live import LiveCluster
 from hack.cluster.nodepools import POOL_LABEL
 from hack.cluster.processes import REPO_ROOT, Binaries, HarnessError, MissingBinaries, wait_until
@@ -43,6 +44,7 @@ DRILL_PODS = int(os.environ.get("FRW_LIVE_DRILL_PODS", "500"))
 BURST_THREADS = 8
 EKS_KEY, GKE_KEY = "k8s.amazonaws.com/accelerator", "cloud.google.com/gke-accelerator"
 FIGURES: dict[str, Any] = {}
+Live = LiveCluster | KindLiveCluster  # the local cluster's own release, or the one kind-test installed
 
 
 def _cannot_run(message: str) -> None:
@@ -52,11 +54,10 @@ def _cannot_run(message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveCluster]:
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     if os.environ.get("FRW_E2E_EXISTING_CLUSTER") == "1" or request.config.getoption("--existing-cluster", False):
-        # As the conftest's local-only fixtures: an existing cluster has the chart installed under this release
-        # name already, and the kill drill needs the real node's containerd.
-        pytest.skip("installs its own release on the local cluster (not available with --existing-cluster)")
+        yield from _kind_live(request, tmp_path_factory.mktemp("frw-live-kind"))
+        return
     if os.geteuid() != 0:
         _cannot_run(f"the live chart's real node (kubelet, containerd, a bridge) needs root (euid {os.geteuid()})")
     try:
@@ -81,27 +82,62 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     if failure:
         cluster.stop()
         pytest.fail(failure, pytrace=False)
+    yield from _reporting(cluster, run_dir, cluster.stop)
+
+
+def _kind_live(request: pytest.FixtureRequest, run_dir: Path) -> Iterator[Live]:
+    """With --existing-cluster: the release already installed on a kind cluster (`make kind-test`), its replicas
+    killed inside their kind node; another existing cluster skips (no node to signal a container in)."""
+    namespace = request.config.getoption("--webhook-namespace", default=NAMESPACE)
+    if namespace != NAMESPACE:
+        pytest.skip(f"the drills expect the release {RELEASE_NAME} in namespace {NAMESPACE}, not {namespace}")
+    cluster = KindLiveCluster(run_dir, namespace=namespace)
+    try:
+        cluster.start()
+    except NotKind as exc:
+        pytest.skip(f"--existing-cluster is not a kind cluster: {exc}")
+    except HarnessError as exc:
+        failure = f"cannot drive the release on the kind cluster: {exc}"
+    else:
+        failure = ""
+    if failure:
+        pytest.fail(failure, pytrace=False)
+    yield from _reporting(cluster, run_dir, cluster.close_api_client)
+
+
+def _reporting(cluster: Live, run_dir: Path, stop: Callable[[], None]) -> Iterator[Live]:
+    """Yields the cluster; then prints and saves the figures, and calls `stop`."""
     try:
         yield cluster
     finally:
         print(f"\nlive chart figures: {json.dumps(FIGURES, indent=1)}\n(logs, container logs: {run_dir})")
         (run_dir / "figures.json").write_text(json.dumps(FIGURES, indent=1))
-        cluster.stop()
+        stop()
 
 
-def _namespace(live: LiveCluster, name: str) -> str:
+HOST_PROC = (
+    "reads the webhook process's /proc on the host by its PID, which crictl gives in the kind node's PID namespace"
+)
+
+
+def _local_only(live: Live, why: str) -> None:
+    if not isinstance(live, LiveCluster):
+        pytest.skip(f"kind: {why}")
+
+
+def _namespace(live: Live, name: str) -> str:
     live.ensure_namespace(name)
     live.wait_default_service_account(name)
     return name
 
 
-def _core(live: LiveCluster) -> Any:
+def _core(live: Live) -> Any:
     from kubernetes import client
 
     return client.CoreV1Api(live.api_client())
 
 
-def _mwc_ca(live: LiveCluster) -> bytes:
+def _mwc_ca(live: Live) -> bytes:
     mwc = json.loads(live.kubectl("get", "mutatingwebhookconfiguration", RELEASE_NAME, "-o", "json").stdout)
     return base64.b64decode(mwc["webhooks"][0]["clientConfig"].get("caBundle") or "")
 
@@ -119,7 +155,7 @@ def _served_cert(pod_ip: str, ca_pem: bytes) -> bytes:
     return der
 
 
-def _trusted(live: LiveCluster) -> bool:
+def _trusted(live: Live) -> bool:
     ca = _mwc_ca(live)
     pods = live.webhook_pods()
     if not ca or len(pods) < 2:
@@ -165,7 +201,7 @@ class Burst:
     """Creates `count` drill pods from BURST_THREADS threads, optionally paced over `seconds`; records every
     failure with its message and every stored pod's mutation."""
 
-    def __init__(self, live: LiveCluster, namespace: str, count: int, *, seconds: float = 0.0, prefix: str = "p"):
+    def __init__(self, live: Live, namespace: str, count: int, *, seconds: float = 0.0, prefix: str = "p"):
         self.live, self.namespace, self.count, self.seconds, self.prefix = live, namespace, count, seconds, prefix
         self.failures: list[str] = []
         self.outcomes: dict[str, int] = {}
@@ -222,7 +258,7 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]
     return thread, out
 
 
-def endpoint_ips(live: LiveCluster) -> set[str]:
+def endpoint_ips(live: Live) -> set[str]:
     """The ready addresses of the Service's EndpointSlices (what the apiserver picks from)."""
     out = json.loads(
         live.kubectl("get", "endpointslices", "-n", NAMESPACE, "-l", f"kubernetes.io/service-name={RELEASE_NAME}",
@@ -239,7 +275,7 @@ def endpoint_ips(live: LiveCluster) -> set[str]:
 # ------------------------------------------------------------------------------------------------ tests
 
 
-def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveCluster) -> None:
+def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: Live) -> None:
     pods = live.webhook_pods()
     assert len(pods) == 2, [p["metadata"]["name"] for p in pods]
     core = _core(live)
@@ -248,8 +284,9 @@ def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveC
         assert owner["kind"] == "ReplicaSet", owner  # made by the ReplicaSet controller, not by the harness
         node = core.read_node(pod["spec"]["nodeName"])
         assert node.metadata.labels[POOL_LABEL] == "cpu", (pod["metadata"]["name"], node.metadata.name)
-        assert node.metadata.name == live.node.name, "on the real node"  # type: ignore[union-attr]
-        assert pod["status"]["podIP"] in {str(a) for a in live.network.pod_subnet}  # type: ignore[union-attr]
+        if isinstance(live, LiveCluster):
+            assert node.metadata.name == live.node.name, "on the real node"  # type: ignore[union-attr]
+            assert pod["status"]["podIP"] in {str(a) for a in live.network.pod_subnet}  # type: ignore[union-attr]
         assert pod["spec"]["volumes"], "the ServiceAccount admission plugin added the token volume"
     # The EndpointSlice controller follows readiness a moment after helm's --wait has seen the pods ready.
     ready_ips = {p["status"]["podIP"] for p in pods}
@@ -261,7 +298,7 @@ def test_install_runs_the_chart_pods_on_cpu_nodes_behind_the_service(live: LiveC
                                         "path": "/flyte-resources"}  # fmt: skip
 
 
-def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passes(live: LiveCluster) -> None:
+def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passes(live: Live) -> None:
     from hack.local_cluster import load_examples
 
     namespace = _namespace(live, "frw-live-examples")
@@ -293,7 +330,7 @@ def test_examples_are_mutated_through_the_service_as_offline_and_helm_test_passe
     assert result.stdout.count("TEST SUITE:") == 1, result.stdout  # one suite, listed once
 
 
-def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: LiveCluster) -> None:
+def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: Live) -> None:
     secrets = _core(live).list_namespaced_secret(NAMESPACE).items
     tls = [s for s in secrets if s.type == "kubernetes.io/tls" or s.metadata.name == SECRET]
     assert [s.metadata.name for s in tls] == [SECRET]
@@ -306,7 +343,7 @@ def test_two_replicas_agree_on_one_secret_and_one_ca_bundle(live: LiveCluster) -
     assert ssl.DER_cert_to_PEM_cert(served.pop()).strip() == secret_cert.decode().strip()
 
 
-def test_deleted_secret_under_load_both_replicas_trusted_again_and_no_review_fails(live: LiveCluster) -> None:
+def test_deleted_secret_under_load_both_replicas_trusted_again_and_no_review_fails(live: Live) -> None:
     """A forced rotation: the Secret is deleted while annotated pods are created. A replica writes a new CA and
     certificate, caBundle keeps every still-valid CA (the union), the other replica adopts the new Secret at its
     next check: within the check interval both are trusted again, and no create fails or goes unmutated."""
@@ -350,7 +387,7 @@ def _assert_no_unmutated(burst: Burst) -> None:
     assert not [k for k in burst.outcomes if k.startswith("other")], burst.figures()
 
 
-def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(live: LiveCluster) -> None:
+def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(live: Live) -> None:
     """`kubectl edit configmap` to `preset: gke` while pods are created: kubelet swaps the mounted
     directory's `..data` to the new files, both replicas reload it without a restart, and every pod is mutated by
     the old or the new config, none fails. `helm upgrade --force-conflicts` takes the config back."""
@@ -372,12 +409,13 @@ def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(li
             for _ in range(10)
         )
 
-    wait_until(lambda: serving("gke"), timeout=60, what="both replicas serving the edited config", interval=0.5)
+    wait_until(lambda: serving("gke"), timeout=60 * live.pace, what="both replicas serving the edited config",
+               interval=0.5)  # fmt: skip
     reload_s = time.monotonic() - start
     thread.join()
     # The edit made its field manager the owner of the config; helm 4 applies server-side, so the next plain
     # upgrade conflicts until it takes the field back.
-    plain = live.helm("upgrade", RELEASE_NAME, str(CHART_DIR), "-n", NAMESPACE, "--reset-values", "--wait")
+    plain = live.helm("upgrade", *live.upgrade_args(), "--wait")
     assert plain.returncode != 0 and "conflict" in plain.stderr, plain.stderr
     live.upgrade(extra=["--force-conflicts"])
     if out and isinstance(out[0], BaseException):
@@ -387,14 +425,14 @@ def test_configmap_edit_reaches_the_running_pods_under_load_without_a_restart(li
     _assert_no_unmutated(burst)
     after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"] for p in live.webhook_pods()}
     assert after == before, "the same pods, not restarted"
-    wait_until(lambda: serving("eks"), timeout=60, what="the original config back", interval=0.5)
+    wait_until(lambda: serving("eks"), timeout=60 * live.pace, what="the original config back", interval=0.5)
 
 
-def test_upgrade_to_another_preset_under_load(live: LiveCluster, record_property: Any) -> None:
+def test_upgrade_to_another_preset_under_load(live: Live, record_property: Any) -> None:
     """`helm upgrade` to `preset: gke` (the pods roll: maxSurge 1, maxUnavailable 0, preStop drain) while
     DRILL_PODS annotated pods are created: none fails, each is mutated by the old or the new config."""
     namespace = _namespace(live, "frw-live-upgrade")
-    burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25), prefix="up")
+    burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25) * live.pace, prefix="up")
     thread, out = in_background(burst.run)
     burst.started.wait(30)
     upgrade_s = live.upgrade({"config": {"preset": "gke"}})
@@ -412,7 +450,7 @@ def test_upgrade_to_another_preset_under_load(live: LiveCluster, record_property
     live.upgrade()  # back to the chart's defaults for the next tests
 
 
-def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
+def _kill_drill(live: Live, policy: str) -> tuple[Burst, Burst]:
     namespace = _namespace(live, f"frw-live-kill-{policy.lower()}")
     wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="two ready webhook pods")
     victim = live.webhook_pods()[0]
@@ -437,14 +475,14 @@ def _kill_drill(live: LiveCluster, policy: str) -> tuple[Burst, Burst]:
     return burst, after
 
 
-def test_sigkill_of_a_replica_with_failure_policy_fail_stores_no_unmutated_pod(live: LiveCluster) -> None:
+def test_sigkill_of_a_replica_with_failure_policy_fail_stores_no_unmutated_pod(live: Live) -> None:
     burst, after = _kill_drill(live, "Fail")
     FIGURES["sigkill drill (Fail)"] = {"during": burst.figures(), "after endpoint gone": after.figures()}
     _assert_no_unmutated(burst)
     assert after.failures == [] and after.outcomes == {"eks": 50}, after.figures()
 
 
-def test_sigkill_of_a_replica_with_failure_policy_ignore_fails_no_create(live: LiveCluster) -> None:
+def test_sigkill_of_a_replica_with_failure_policy_ignore_fails_no_create(live: Live) -> None:
     live.upgrade({"webhook": {"failurePolicy": "Ignore"}})
     try:
         burst, after = _kill_drill(live, "Ignore")
@@ -455,7 +493,7 @@ def test_sigkill_of_a_replica_with_failure_policy_ignore_fails_no_create(live: L
     assert after.failures == [], after.figures()
 
 
-def _evict(live: LiveCluster, name: str) -> int:
+def _evict(live: Live, name: str) -> int:
     """POST an Eviction for the pod (what `kubectl drain` does); the HTTP status (201 allowed, 429 refused)."""
     from kubernetes import client
 
@@ -468,7 +506,7 @@ def _evict(live: LiveCluster, name: str) -> int:
 
 
 def test_drain_under_load_the_pdb_keeps_one_replica_and_the_prestop_drain_loses_no_review(
-    live: LiveCluster,
+    live: Live,
 ) -> None:
     """A node drain while pods are created: the first eviction is allowed, the second is refused by the
     PodDisruptionBudget (minAvailable 1) while the first pod is replaced; the evicted pod's preStop sleep keeps it
@@ -518,7 +556,7 @@ def _memory_limit(pid: int) -> int:
     raise AssertionError(f"no memory cgroup in /proc/{pid}/cgroup")
 
 
-def _assert_runs_as(live: LiveCluster, uid: int) -> None:
+def _assert_runs_as(live: Live, uid: int) -> None:
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     limit = values["resources"]["limits"]["memory"]
     assert limit.endswith("Mi"), limit
@@ -535,9 +573,10 @@ def _assert_runs_as(live: LiveCluster, uid: int) -> None:
         assert _memory_limit(pid) == int(limit[:-2]) * 2**20, name  # resources.limits.memory
 
 
-def test_the_pods_run_under_the_charts_security_context_and_memory_limit(live: LiveCluster) -> None:
+def test_the_pods_run_under_the_charts_security_context_and_memory_limit(live: Live) -> None:
     """What the runtime applied to the webhook processes, read from the kernel: the chart's user, no capabilities,
     no privilege escalation, the seccomp filter, a read-only root and the memory limit of its cgroup."""
+    _local_only(live, HOST_PROC)
     _assert_runs_as(live, 65532)
     pod = live.webhook_pods()[0]
     denied = live.exec_in(pod, "python", "-c", "open('/etc/frw-probe', 'w')")
@@ -546,8 +585,9 @@ def test_the_pods_run_under_the_charts_security_context_and_memory_limit(live: L
     assert allowed.returncode == 0, allowed.stderr  # /tmp is the chart's emptyDir
 
 
-def test_a_random_uid_without_a_passwd_entry_serves(live: LiveCluster) -> None:
+def test_a_random_uid_without_a_passwd_entry_serves(live: Live) -> None:
     """As OpenShift runs pods: a UID from the namespace's range that the image's /etc/passwd does not know."""
+    _local_only(live, HOST_PROC)
     uid = 1000650000
     ids = {"runAsUser": uid, "runAsGroup": uid}
     namespace = _namespace(live, "frw-live-uid")
@@ -559,7 +599,7 @@ def test_a_random_uid_without_a_passwd_entry_serves(live: LiveCluster) -> None:
         live.upgrade()
 
 
-def test_the_liveness_probe_restarts_a_wedged_process(live: LiveCluster) -> None:
+def test_the_liveness_probe_restarts_a_wedged_process(live: Live) -> None:
     """SIGSTOP the webhook process: its probes time out, readiness takes its endpoint away, liveness makes
     kubelet kill and restart the container, which serves again."""
     wait_until(lambda: len(live.webhook_pods()) == 2, timeout=60, what="two ready webhook pods")
@@ -585,7 +625,8 @@ def test_the_liveness_probe_restarts_a_wedged_process(live: LiveCluster) -> None
     assert mutated_by(_core(live).create_namespaced_pod(_namespace(live, "frw-live-wedge"), drill_pod("w"))) == "eks"
 
 
-def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: LiveCluster) -> None:
+def test_uninstall_leaves_no_webhook_configuration_or_rbac(live: Live) -> None:
+    _local_only(live, "helm uninstall would remove the release the rest of the kind suite runs against")
     FIGURES["helm uninstall s"] = round(live.uninstall(), 1)
     for kind in ("mutatingwebhookconfiguration", "clusterrole", "clusterrolebinding",
                  "validatingadmissionpolicy", "validatingadmissionpolicybinding"):  # fmt: skip
