@@ -570,7 +570,7 @@ def test_deployment_is_hardened_and_highly_available() -> None:
     assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 65532
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-    assert c["lifecycle"]["preStop"]["exec"]["command"] == ["/bin/sleep", "5"]
+    assert c["lifecycle"]["preStop"]["httpGet"] == {"path": "/drain?seconds=5", "port": "metrics"}
     assert pod["terminationGracePeriodSeconds"] > 5
     assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
     selector = deployment["spec"]["selector"]["matchLabels"]

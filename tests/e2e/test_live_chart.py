@@ -435,19 +435,23 @@ def test_upgrade_to_another_preset_under_load(live: Live, record_property: Any) 
     burst = Burst(live, namespace, DRILL_PODS, seconds=max(20.0, DRILL_PODS / 25) * live.pace, prefix="up")
     thread, out = in_background(burst.run)
     burst.started.wait(30)
-    upgrade_s = live.upgrade({"config": {"preset": "gke"}})
-    thread.join()
-    if out and isinstance(out[0], BaseException):
-        raise out[0]
-    FIGURES["helm upgrade --wait s"] = round(upgrade_s, 1)
-    FIGURES["upgrade drill"] = burst.figures()
-    record_property("upgrade drill", burst.figures())
-    assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
-    _assert_no_unmutated(burst)
-    assert burst.outcomes.get("eks", 0) and burst.outcomes.get("gke", 0), f"both configs served: {burst.figures()}"
-    probe = _core(live).create_namespaced_pod(namespace, drill_pod("after-upgrade"))
-    assert mutated_by(probe) == "gke"
-    live.upgrade()  # back to the chart's defaults for the next tests
+    try:
+        upgrade_s = live.upgrade({"config": {"preset": "gke"}})
+        thread.join()
+        if out and isinstance(out[0], BaseException):
+            raise out[0]
+        FIGURES["helm upgrade --wait s"] = round(upgrade_s, 1)
+        FIGURES["upgrade drill"] = burst.figures()
+        record_property("upgrade drill", burst.figures())
+        assert burst.failures == [], burst.figures() | {"first failures": burst.failures[:3]}
+        _assert_no_unmutated(burst)
+        both = burst.outcomes.get("eks", 0) and burst.outcomes.get("gke", 0)
+        assert both, f"both configs served: {burst.figures()}"
+        probe = _core(live).create_namespaced_pod(namespace, drill_pod("after-upgrade"))
+        assert mutated_by(probe) == "gke"
+    finally:
+        thread.join()
+        live.upgrade()  # back to the chart's defaults, also after a failure: the next tests expect them
 
 
 def _kill_drill(live: Live, policy: str) -> tuple[Burst, Burst]:

@@ -178,3 +178,51 @@ def test_a_malformed_review_gets_a_valid_admission_review_never_a_500(running, c
     assert reply["apiVersion"] == "admission.k8s.io/v1" and reply["kind"] == "AdmissionReview"
     assert isinstance(reply["response"]["uid"], str)
     assert reply["response"].get("status", {}).get("code", 200) < 500
+
+
+def test_while_the_prestop_drain_runs_every_answer_closes_its_connection(certs):
+    """The chart's preStop hook (`GET /drain?seconds=N` on the probe port): for N seconds each review's answer says
+    `Connection: close`, so the apiserver retires the keep-alive connections it holds to a replica about to stop
+    instead of having one cut under a request (an EOF it does not retry: a failed pod create). Before and after,
+    connections are kept alive."""
+    from dataclasses import replace
+
+    from webhook.operator.metrics import Metrics
+    from webhook.operator.server import start_probes
+
+    directory, bundle = certs
+    port, probe_port = free_port(), free_port()
+    options = replace(local_options(port, directory), probe_addr="127.0.0.1", probe_port=probe_port)
+    server = build_server(options, PodReviewer(WebhookConfig.from_mapping({})))
+
+    async def kopf_fn(request, **kwargs):
+        return {"response": {"uid": "", "allowed": True}}
+
+    async def connection_header(session: aiohttp.ClientSession) -> str | None:
+        context = ssl.create_default_context(cadata=bundle.ca_pem.decode())
+        url = f"https://127.0.0.1:{port}/{HANDLER_ID}"
+        async with session.post(url, json=admission_review(ANNOTATIONS), ssl=context) as reply:
+            assert reply.status == 200
+            return reply.headers.get("Connection")
+
+    async def scenario():
+        serving = server(kopf_fn)
+        await serving.__anext__()
+        probes = await start_probes(options, server, Metrics())
+        try:
+            async with aiohttp.ClientSession() as session:
+                assert (await connection_header(session) or "").lower() != "close"
+                drain = asyncio.create_task(session.get(f"http://127.0.0.1:{probe_port}/drain?seconds=1"))
+                await asyncio.sleep(0.3)
+                assert (await connection_header(session) or "").lower() == "close"
+                reply = await drain
+                assert reply.status == 200 and await reply.text() == "drained"
+                assert (await connection_header(session) or "").lower() != "close"
+                for bad in ("", "x", "-1", "301", "1e3", "\u0661"):
+                    async with session.get(f"http://127.0.0.1:{probe_port}/drain", params={"seconds": bad}) as r:
+                        assert r.status == 400, bad
+        finally:
+            await probes.cleanup()
+            await serving.aclose()
+
+    asyncio.run(scenario())

@@ -45,6 +45,8 @@ class AdmissionServer(kopf.WebhookServer):
         super().__init__(*args, **kwargs)
         self.fast = dict(fast or {})
         self.listening = asyncio.Event()
+        # While > 0 (a drain before shutdown), every answer closes its connection: see `server.start_probes`.
+        self.draining = 0
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async for client_config in super().__call__(fn):
@@ -69,7 +71,10 @@ class AdmissionServer(kopf.WebhookServer):
             raise aiohttp.web.HTTPBadRequest(reason=_reason(f"request body is not JSON: {exc}")) from None
         if not isinstance(review, dict) or not isinstance(review.get("request"), dict):
             raise aiohttp.web.HTTPBadRequest(reason="not an AdmissionReview: no request object")
-        return aiohttp.web.Response(body=orjson.dumps(handler(review)), content_type="application/json")
+        response = aiohttp.web.Response(body=orjson.dumps(handler(review)), content_type="application/json")
+        if self.draining:
+            response.force_close()  # `Connection: close`: the client retires this connection, we do not cut it
+        return response
 
 
 async def _read_body(request: aiohttp.web.Request) -> bytes:

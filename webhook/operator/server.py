@@ -61,6 +61,15 @@ def register_login(registry: kopf.OperatorRegistry, failed: Callable[[kopf.Login
             raise kopf.PermanentError(str(exc)) from None
 
 
+DRAIN_SECONDS_MAX = 300
+
+
+def _drain_seconds(text: str) -> int | None:
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or int(text) > DRAIN_SECONDS_MAX:
+        return None
+    return int(text)
+
+
 @dataclass
 class ServerOptions:
     addr: str = "0.0.0.0"
@@ -119,6 +128,21 @@ async def start_probes(options: ServerOptions, server: AdmissionServer, metrics:
             return aiohttp.web.Response(status=503, text=problem)
         return aiohttp.web.Response(text="ok")
 
+    async def drain(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        """The chart's preStop hook. The apiserver keeps keep-alive connections to a replica after its endpoint is
+        gone, and does not retry a review whose connection the stopping server closes under it (EOF, a failed pod
+        create). For `seconds`, every answer says `Connection: close`, so the apiserver retires each connection it
+        still uses; then the hook returns and the kubelet sends SIGTERM."""
+        seconds = _drain_seconds(request.query.get("seconds", ""))
+        if seconds is None:
+            return aiohttp.web.Response(status=400, text=f"seconds: a whole number from 0 to {DRAIN_SECONDS_MAX}")
+        server.draining += 1
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            server.draining -= 1
+        return aiohttp.web.Response(text="drained")
+
     async def metrics_view(_: aiohttp.web.Request) -> aiohttp.web.Response:
         body = generate_latest(metrics.registry)
         return aiohttp.web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -129,6 +153,7 @@ async def start_probes(options: ServerOptions, server: AdmissionServer, metrics:
             aiohttp.web.get("/healthz", healthz),
             aiohttp.web.get("/readyz", readyz),
             aiohttp.web.get("/metrics", metrics_view),
+            aiohttp.web.get("/drain", drain),
         ]
     )
     runner = aiohttp.web.AppRunner(app, access_log=None, handle_signals=False)
