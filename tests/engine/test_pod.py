@@ -26,6 +26,7 @@ from webhook.engine.pod import (
     PlatformLimitExceeded,
     PodSemanticsError,
     Result,
+    _resolve_remembered,
     apply_accelerator,
     apply_container_resources,
     apply_resource_tolerations,
@@ -315,6 +316,32 @@ def test_v65_override_limit_lowers_container_request() -> None:
 def test_v66_override_request_merges_per_key() -> None:
     r, l_, _ = resolve({"cpu": "1", "memory": "1Gi"}, {"cpu": "2", "memory": "2Gi"}, requests={"memory": "4Gi"})
     assert (r, l_) == ({"cpu": "1", "memory": "2Gi"}, {"cpu": "2", "memory": "2Gi"})
+
+
+def test_resolution_remembered_per_merged_values_and_their_types() -> None:
+    """Pods whose merged values are equal share one resolution; `1` and `1.0` compare equal but are not the same
+    input (each keeps its own spelling), and a caller changing what it got changes nothing remembered."""
+    first, _, _ = resolve({"cpu": "500m"}, None, requests={"cpu": "2"}, limits={"cpu": "4"})
+    second, _, _ = resolve({"cpu": "100m"}, None, requests={"cpu": "2"}, limits={"cpu": "4"})
+    assert first == second == {"cpu": "2", **ONE_GI}
+    first["cpu"] = "tampered"
+    assert resolve({"cpu": "100m"}, None, requests={"cpu": "2"}, limits={"cpu": "4"})[0]["cpu"] == "2"
+    as_int = resolve({"cpu": 1, "memory": "1Gi"}, {"cpu": 1, "memory": "1Gi"})  # type: ignore[dict-item]
+    as_float = resolve({"cpu": 1.0, "memory": "1Gi"}, {"cpu": 1.0, "memory": "1Gi"})  # type: ignore[dict-item]
+    assert type(as_int[0]["cpu"]) is int and type(as_float[0]["cpu"]) is float
+    assert as_int[2].pod == make_pod(
+        container(requests={"cpu": 1, "memory": "1Gi"}, limits={"cpu": 1, "memory": "1Gi"})
+    )  # type: ignore[dict-item]
+
+
+def test_resolution_not_remembered_past_its_bound() -> None:
+    """A container with more requests and limits than a remembered resolution may hold is resolved each time,
+    with the same result."""
+    many = {f"example.com/r{i}": "1" for i in range(40)}
+    remembered = _resolve_remembered.cache_info().currsize
+    requests, limits, _ = resolve({**many, "cpu": "1"}, None)
+    assert requests["cpu"] == "1" and limits["cpu"] == "1" and requests["example.com/r39"] == "1"
+    assert _resolve_remembered.cache_info().currsize == remembered
 
 
 def test_v67_override_request_clamped_to_original_limit() -> None:

@@ -244,12 +244,13 @@ def _rename_gpu(
 
 @dataclass(frozen=True)
 class _Bounds:
-    """What one container's resources are resolved against (Flyte's `ApplyResourceOverrides` inputs)."""
+    """What one container's resources are resolved against (Flyte's `ApplyResourceOverrides` inputs); hashable,
+    so that a resolution can be remembered by it."""
 
     gpu_name: str
     assign: bool
-    defaults: Mapping[str, str]
-    ceilings: Mapping[str, str]
+    defaults: tuple[tuple[str, str], ...]
+    ceilings: tuple[tuple[str, str], ...]
     reject: bool
 
     @classmethod
@@ -258,7 +259,8 @@ class _Bounds:
         ceilings = dict(config.platform_limits)
         if GENERIC_GPU in ceilings:
             ceilings.setdefault(gpu_name, ceilings[GENERIC_GPU])
-        return cls(gpu_name, assign, defaults, ceilings, config.on_limit_exceeded == "reject")
+        reject = config.on_limit_exceeded == "reject"
+        return cls(gpu_name, assign, tuple(defaults.items()), tuple(ceilings.items()), reject)
 
 
 def apply_container_resources(
@@ -291,15 +293,54 @@ def apply_container_resources(
         given_requests, given_limits = _overrides(resources, gpu_resource_name, notes)
         req.update(given_requests)
         lim.update(given_limits)
-    bounds = _Bounds.of(config, gpu_resource_name, assign)
-    adjusted = ["cpu", "memory", *(k for k in ("ephemeral-storage", gpu_resource_name) if k in req or k in lim)]
-    for name in adjusted:
-        _resolve(name, req, lim, bounds, notes)
-    notes.extend(_too_many_devices(lim, bounds))
+    req, lim = _resolved(req, lim, _Bounds.of(config, gpu_resource_name, assign), notes)
     resolved = _rebuild(current, req, lim)
     if resolved == current:
         return Result(dict(pod), tuple(notes))
     return Result(_with_container(pod, index, {**container, "resources": resolved}), tuple(notes))
+
+
+_Side = tuple[tuple[str, type, Any], ...]
+# A resolution's key holds at most this many entries (a container's requests and limits together); a larger one
+# is resolved every time, so that the memory below stays bounded (resource names are at most 317 characters and
+# quantities 64, so a key is at most ~12 KiB, 256 of them ~3 MiB).
+_MEMO_ENTRIES = 32
+
+
+def _resolved(
+    req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The container's requests and limits resolved against `bounds`, and the notes saying how. Once the task's
+    overrides are merged in, the pods of a task (and of tasks asking alike) hold the same values whatever their
+    template said, so the resolution is remembered by them: the type is part of the key, since `1 == 1.0`."""
+    if len(req) + len(lim) > _MEMO_ENTRIES:
+        return _resolve_all(req, lim, bounds, notes)
+    key_req = tuple((k, type(v), v) for k, v in req.items())
+    key_lim = tuple((k, type(v), v) for k, v in lim.items())
+    resolved_req, resolved_lim, resolved_notes = _resolve_remembered(key_req, key_lim, bounds)
+    notes.extend(resolved_notes)
+    return dict(resolved_req), dict(resolved_lim)
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_remembered(
+    key_req: _Side, key_lim: _Side, bounds: _Bounds
+) -> tuple[tuple[tuple[str, Any], ...], tuple[tuple[str, Any], ...], tuple[str, ...]]:
+    req = {k: v for k, _, v in key_req}
+    lim = {k: v for k, _, v in key_lim}
+    notes: list[str] = []
+    req, lim = _resolve_all(req, lim, bounds, notes)
+    return tuple(req.items()), tuple(lim.items()), tuple(notes)
+
+
+def _resolve_all(
+    req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    adjusted = ["cpu", "memory", *(k for k in ("ephemeral-storage", bounds.gpu_name) if k in req or k in lim)]
+    for name in adjusted:
+        _resolve(name, req, lim, bounds, notes)
+    notes.extend(_too_many_devices(lim, bounds))
+    return req, lim
 
 
 def _resolve(name: str, req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]) -> None:
@@ -308,8 +349,8 @@ def _resolve(name: str, req: dict[str, Any], lim: dict[str, Any], bounds: _Bound
     request = req.get(name) if _nonzero(req.get(name)) else None
     limit = lim.get(name) if _nonzero(lim.get(name)) else None
     if bounds.assign:
-        request, limit = _filled(name, request, limit, bounds.defaults, notes)
-    ceiling = bounds.ceilings.get(name)
+        request, limit = _filled(name, request, limit, dict(bounds.defaults), notes)
+    ceiling = dict(bounds.ceilings).get(name)
     if ceiling is not None and _nonzero(ceiling):
         request = _clamp(name, "request", request, ceiling, bounds.reject, notes)
         limit = _clamp(name, "limit", limit, ceiling, bounds.reject, notes)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,18 +93,18 @@ def _errored(response: dict[str, Any], decision: Decision) -> Outcome:
     return decision.outcome
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Answer:
-    """What a plan contributes to an AdmissionResponse, kept for pods with the same plan inputs."""
+    """What a plan contributes to an AdmissionResponse, kept for pods with the same plan inputs; `size` is
+    roughly the bytes it holds: the patch, the warnings and the objects around them."""
 
     outcome: Outcome
     warnings: tuple[str, ...]
     patch: str | None
+    size: int = field(init=False)
 
-    @property
-    def size(self) -> int:
-        """Roughly the bytes it holds: the patch, the warnings and the objects around them."""
-        return 256 + len(self.patch or "") + sum(64 + len(w) for w in self.warnings)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", 256 + len(self.patch or "") + sum(64 + len(w) for w in self.warnings))
 
 
 @dataclass
@@ -112,7 +113,9 @@ class _Generation:
     the same configuration, and answers of an old configuration go with it."""
 
     config: WebhookConfig
-    answers: dict[bytes, _Answer] = field(default_factory=dict)
+    # Ordered for eviction: popping a plain dict's first key again and again makes finding the next first key
+    # walk every slot emptied before it until the dict is rebuilt.
+    answers: OrderedDict[bytes, _Answer] = field(default_factory=OrderedDict)
     answers_bytes: int = 0
 
 
@@ -139,7 +142,7 @@ class PodReviewer:
         self._generation = _Generation(config)
 
     @property
-    def _answers(self) -> dict[bytes, _Answer]:
+    def _answers(self) -> OrderedDict[bytes, _Answer]:
         return self._generation.answers
 
     @property
@@ -217,7 +220,7 @@ class PodReviewer:
         answers = generation.answers
         while answers and generation.answers_bytes + answer.size > self.ANSWERS_BYTES:
             # The oldest first: bursts are short, keep it simple.
-            generation.answers_bytes -= answers.pop(next(iter(answers))).size
+            generation.answers_bytes -= answers.popitem(last=False)[1].size
         answers[key] = answer
         generation.answers_bytes += answer.size
         return answer
