@@ -8,7 +8,7 @@ over keep-alive HTTPS at concurrency 8. Each mode runs 3 times; the median run c
 
 A third server, "bare", answers a constant after decoding the JSON on the same listener: the most any handler
 could reach here, which puts the p99 target in proportion. Fails (exit 1) when ours is below 0.8x the no-op
-floor's throughput or its p99 is above 5 ms.
+floor's throughput, its p99 is above 5 ms, or, with every pod distinct, it is below 2.5x the no-op floor.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "flyte-task-resources.yaml"
 TARGET_RATIO = 0.8
 TARGET_P99_MS = 5.0
+TARGET_DISTINCT_RATIO = 2.5
 
 
 def realistic_pod() -> dict[str, Any]:
@@ -395,7 +396,12 @@ def main(argv: list[str] | None = None) -> int:
         "kopf_noop": floor,
         "bare_server": bare,
         "ratio": ratio,
-        "targets": {"ratio_min": TARGET_RATIO, "p99_ms_max": TARGET_P99_MS},
+        "distinct_ratio": distinct["rps"] / floor["rps"],
+        "targets": {
+            "ratio_min": TARGET_RATIO,
+            "p99_ms_max": TARGET_P99_MS,
+            "distinct_ratio_min": TARGET_DISTINCT_RATIO,
+        },
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=2) + "\n")
@@ -411,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
         failures.append(f"throughput {ratio:.2f}x the no-op handler, target >= {TARGET_RATIO}x")
     if ours["p99_ms"] > TARGET_P99_MS:
         failures.append(f"p99 {ours['p99_ms']:.2f} ms, target <= {TARGET_P99_MS} ms")
+    if summary["distinct_ratio"] < TARGET_DISTINCT_RATIO:
+        ratio_text = f"{summary['distinct_ratio']:.2f}x"
+        failures.append(f"every pod distinct: {ratio_text} the no-op handler, target >= {TARGET_DISTINCT_RATIO}x")
     for failure in failures:
         print(f"FAIL: {failure}")
     if not failures:
