@@ -6,7 +6,9 @@ kube-controller-manager, KWOK), each selecting only its own pods by label:
   none   no admission mutation at all;
   map    a MutatingAdmissionPolicy (admissionregistration.k8s.io/v1) doing the same mutation ours does for these
          pods in the apiserver with CEL JSONPatch: container resources, three tolerations, required node affinity
-         (ApplyConfiguration cannot touch tolerations or affinity, which are atomic lists);
+         (ApplyConfiguration cannot touch tolerations or affinity, which are atomic lists) and our `applied`
+         record; before the runs, a dry-run pod of each must store the same resources, tolerations, affinity and
+         record;
   bare   a webhook that answers `allowed` without a patch: our server stack (kopf's WebhookServer, uvloop,
          `build_server`) with a constant answer, in a process of its own, behind a copy of the chart's
          MutatingWebhookConfiguration;
@@ -56,7 +58,7 @@ from hack.apiserver_figures import (  # noqa: E402
     profile_summary,
     scrape,
 )
-from hack.cluster.chart import ANNOTATION_PREFIX, localize_mwc, render_mwc  # noqa: E402
+from hack.cluster.chart import ANNOTATION_PREFIX, APPLIED_ANNOTATION, localize_mwc, render_mwc  # noqa: E402
 from hack.cluster.clusters import LocalCluster  # noqa: E402
 from hack.cluster.nodepools import load  # noqa: E402
 from hack.cluster.processes import HarnessError, Process, free_port, http_get, tail, wait_until  # noqa: E402
@@ -115,8 +117,24 @@ def _toleration(key: str, value: str) -> str:
     return f'Object.spec.tolerations{{key: "{key}", operator: "Equal", value: "{value}", effect: "NoSchedule"}}'
 
 
-def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
-    """A MutatingAdmissionPolicy + binding giving the burst's `map` pods what our webhook gives them."""
+def applied_summary(config: Mapping[str, Any]) -> str:
+    """The `applied` annotation ours writes on a burst pod under `config` (every burst pod gets the same)."""
+    from webhook.engine.config import WebhookConfig
+    from webhook.mutation.plan import plan_mutation
+
+    planned = plan_mutation(pod_body("ours", "summary", 0), WebhookConfig.from_mapping(dict(config))).pod
+    return str(planned["metadata"]["annotations"][APPLIED_ANNOTATION])
+
+
+def _cel_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def mutating_policy(summary: str, preset: str = "eks") -> list[dict[str, Any]]:
+    """A MutatingAdmissionPolicy + binding giving the burst's `map` pods what our webhook gives them, our `applied`
+    annotation (`summary`) included, so that both store the same pod. The policy skips a pod that has the record:
+    a policy that changed the object is evaluated again on the reinvocation pass, where its appends would add
+    every toleration a second time."""
     accel_label, partition_label = node_labels(preset)
     terms = "Object.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"
     requirement = terms + '.matchExpressions{{key: "{}", operator: "In", values: ["{}"]}}'
@@ -140,6 +158,12 @@ def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
         f'JSONPatch{{op: "add", path: "/spec/containers/0/resources", value: {resources}}}, '
         f'JSONPatch{{op: "add", path: "/spec/affinity", value: {affinity}}}]'
     )
+    path = "/metadata/annotations/" + APPLIED_ANNOTATION.replace("~", "~0").replace("/", "~1")
+    expression += f' + [JSONPatch{{op: "add", path: "{path}", value: {_cel_string(summary)}}}]'
+    unrecorded = (
+        f"!has(object.metadata.annotations) || !({_cel_string(APPLIED_ANNOTATION)} in object.metadata.annotations)"
+    )
+
     name = "frw-burst"
     return [
         {
@@ -154,6 +178,7 @@ def mutating_policy(preset: str = "eks") -> list[dict[str, Any]]:
                         {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
                     ]
                 },
+                "matchConditions": [{"name": "not-yet-mutated", "expression": unrecorded}],
                 "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": expression}}],
             },
         },
@@ -357,6 +382,27 @@ def check_mutation(cluster: LocalCluster, mode: str) -> None:
     wait_until(placed, timeout=30, what=f"the {mode} setup to take effect", interval=0.3)
 
 
+def check_same_mutation(cluster: LocalCluster, modes: tuple[str, ...] = ("map", "ours")) -> None:
+    """The policy and ours must store the same pod: resources, tolerations, affinity and the `applied` record."""
+    from hack.cluster.clusters import dry_run_create
+
+    def mutated(mode: str) -> dict[str, Any]:
+        out = dry_run_create(cluster, cluster.namespace, pod_body(mode, "probe", 0))
+        spec = out["spec"]
+        return {
+            "resources": spec["containers"][0].get("resources"),
+            "tolerations": spec.get("tolerations"),
+            "affinity": spec.get("affinity"),
+            "applied": out["metadata"].get("annotations", {}).get(APPLIED_ANNOTATION),
+        }
+
+    stored = {mode: mutated(mode) for mode in modes}
+    first, *others = modes
+    for mode in others:
+        if stored[mode] != stored[first]:
+            raise HarnessError(f"{first} and {mode} store different pods: {stored[first]} != {stored[mode]}")
+
+
 def median_of(results: list[RunResult]) -> RunResult:
     """The run with the median pods/s (so all its figures are from one run)."""
     ordered = sorted(results, key=lambda r: r.pods_per_s)
@@ -462,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         # The patch-less webhook first: it changes nothing one could wait for, so it is registered before the
         # others, which are waited for (the apiserver's informer sees configurations in order).
         bare, _, bare_port = start_bare_server(cluster, work)
-        for doc in mutating_policy(args.preset):
+        for doc in mutating_policy(applied_summary(config), args.preset):
             cluster.apply(doc)
         assert cluster.webhook is not None and cluster.control_plane is not None
         cluster.add_webhook_configuration(
@@ -483,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             procs.append(hook.process)
         for mode in modes:
             check_mutation(cluster, mode)
+        check_same_mutation(cluster)
         results: dict[str, list[RunResult]] = {mode: [] for mode in modes}
         pids = {p.name: p.pid for p in procs if p is not None and p.pid is not None}
         pids["client"] = os.getpid()
