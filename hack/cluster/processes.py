@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = os.environ.get("K8S_VERSION", "1.36.3")
 
 STOP_TIMEOUT = 10.0
+KILL_WAIT = 30.0
 
 T = TypeVar("T")
 
@@ -202,9 +203,19 @@ class Process:
         try:
             self.popen.wait(timeout)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout)
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL and reap. A killed process can still take a while to be gone (a loaded machine tearing down
+        its memory): waited for at most KILL_WAIT, then left to exit on its own, with a line saying so, rather
+        than failing the stop of everything else."""
+        assert self.popen is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.popen.pid, signal.SIGKILL)
+        try:
+            self.popen.wait(KILL_WAIT)
+        except subprocess.TimeoutExpired:
+            print(f"{self.name} (pid {self.popen.pid}) still exiting {KILL_WAIT:.0f} s after SIGKILL", file=sys.stderr)
 
 
 def stop_together(processes: list[Process], timeout: float = STOP_TIMEOUT) -> None:
