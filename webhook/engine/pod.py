@@ -337,20 +337,28 @@ def _resolve_all(
     req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     adjusted = ["cpu", "memory", *(k for k in ("ephemeral-storage", bounds.gpu_name) if k in req or k in lim)]
+    defaults, ceilings = dict(bounds.defaults), dict(bounds.ceilings)
     for name in adjusted:
-        _resolve(name, req, lim, bounds, notes)
+        _resolve(name, req, lim, bounds, defaults, ceilings.get(name), notes)
     notes.extend(_too_many_devices(lim, bounds))
     return req, lim
 
 
-def _resolve(name: str, req: dict[str, Any], lim: dict[str, Any], bounds: _Bounds, notes: list[str]) -> None:
+def _resolve(
+    name: str,
+    req: dict[str, Any],
+    lim: dict[str, Any],
+    bounds: _Bounds,
+    defaults: Mapping[str, str],
+    ceiling: str | None,
+    notes: list[str],
+) -> None:
     """One resource of the container: filled (MergeExisting), clamped, and its request kept within its limit."""
     explicit_zero_request = name in req and not _nonzero(req[name])
     request = req.get(name) if _nonzero(req.get(name)) else None
     limit = lim.get(name) if _nonzero(lim.get(name)) else None
     if bounds.assign:
-        request, limit = _filled(name, request, limit, dict(bounds.defaults), notes)
-    ceiling = dict(bounds.ceilings).get(name)
+        request, limit = _filled(name, request, limit, defaults, notes)
     if ceiling is not None and _nonzero(ceiling):
         request = _clamp(name, "request", request, ceiling, bounds.reject, notes)
         limit = _clamp(name, "limit", limit, ceiling, bounds.reject, notes)
